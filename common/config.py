@@ -1,0 +1,209 @@
+"""Settings read once from the environment at start and passed down; no globals.
+
+Every service composes its own frozen settings object from the pieces here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "SCOREBOARD_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Env:
+    """Typed access to SCOREBOARD_* variables of one environment mapping."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = dict(os.environ if environ is None else environ)
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(ENV_PREFIX + name)
+        return value if value not in (None, "") else None
+
+    def text(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def optional(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def required(self, name: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise ConfigError(f"{ENV_PREFIX}{name} must be set")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{name} must be an integer, got {value!r}") from None
+        if minimum is not None and number < minimum:
+            raise ConfigError(f"{ENV_PREFIX}{name} must be at least {minimum}, got {number}")
+        return number
+
+    def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{name} must be a number, got {value!r}") from None
+        if minimum is not None and number < minimum:
+            raise ConfigError(f"{ENV_PREFIX}{name} must be at least {minimum}, got {number}")
+        return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{ENV_PREFIX}{name} must be true or false, got {value!r}")
+
+    def items(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.raw(name)
+        if value is None:
+            return default
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+
+    def path(self, name: str, default: Path | None = None) -> Path | None:
+        value = self.raw(name)
+        return Path(value) if value is not None else default
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+    min_connections: int = 1
+    max_connections: int = 10
+
+    @classmethod
+    def from_env(cls, env: Env, *, max_default: int = 10) -> DatabaseSettings:
+        return cls(
+            url=env.required("DATABASE_URL"),
+            min_connections=env.integer("DB_MIN_CONNECTIONS", 1, minimum=0),
+            max_connections=env.integer("DB_MAX_CONNECTIONS", max_default, minimum=1),
+        )
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str
+    # Prepended to every key and channel, so several deployments (or test runs) share a server.
+    key_prefix: str = "sb:"
+
+    @classmethod
+    def from_env(cls, env: Env) -> RedisSettings:
+        return cls(url=env.required("REDIS_URL"), key_prefix=env.text("KEY_PREFIX", "sb:"))
+
+
+@dataclass(frozen=True)
+class VerifierSettings:
+    """How every process verifies access tokens (DESIGN decision 7)."""
+
+    issuer: str
+    audience: str
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    algorithms: tuple[str, ...] = ("EdDSA", "RS256")
+    leeway_seconds: int = 30
+    # An unknown kid refetches the JWKS at most once per this interval.
+    jwks_refresh_seconds: float = 60.0
+    # Check the jti denylist (needs Redis, and auth_service to keep it loaded).
+    denylist: bool = True
+    # Accepted "typ" headers: at+jwt is ours (RFC 9068); "JWT" is what Keycloak sends.
+    token_types: tuple[str, ...] = ("at+jwt",)
+
+    @classmethod
+    def from_env(cls, env: Env) -> VerifierSettings:
+        jwks_file = env.path("JWKS_FILE")
+        jwks_url = env.optional("JWKS_URL")
+        if jwks_file is None and jwks_url is None:
+            raise ConfigError(f"{ENV_PREFIX}JWKS_FILE or {ENV_PREFIX}JWKS_URL must be set")
+        return cls(
+            issuer=env.text("JWT_ISSUER", "scoreboard"),
+            audience=env.text("JWT_AUDIENCE", "scoreboard"),
+            jwks_file=jwks_file,
+            jwks_url=jwks_url,
+            algorithms=env.items("JWT_ALGORITHMS", ("EdDSA", "RS256")),
+            leeway_seconds=env.integer("JWT_LEEWAY_SECONDS", 30, minimum=0),
+            jwks_refresh_seconds=env.number("JWKS_REFRESH_SECONDS", 60.0, minimum=1.0),
+            denylist=env.flag("DENYLIST", True),
+            token_types=env.items("JWT_TOKEN_TYPES", ("at+jwt",)),
+        )
+
+
+@dataclass(frozen=True)
+class GrpcServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Seconds in-flight calls get to finish on SIGTERM.
+    grace_seconds: float = 10.0
+    max_message_bytes: int = 1 << 20
+    # Connections are recycled after this age so load rebalances across replicas.
+    max_connection_age_seconds: int = 300
+    max_connection_age_grace_seconds: int = 30
+    metrics_port: int | None = None
+
+    @classmethod
+    def from_env(cls, env: Env, *, default_port: int) -> GrpcServerSettings:
+        metrics = env.integer("METRICS_PORT", -1)
+        return cls(
+            host=env.text("GRPC_HOST", "127.0.0.1"),
+            port=env.integer("GRPC_PORT", default_port, minimum=0),
+            grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0.0),
+            max_message_bytes=env.integer("GRPC_MAX_MESSAGE_BYTES", 1 << 20, minimum=1024),
+            max_connection_age_seconds=env.integer("GRPC_MAX_CONNECTION_AGE_SECONDS", 300, minimum=1),
+            max_connection_age_grace_seconds=env.integer("GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30),
+            metrics_port=None if metrics < 0 else metrics,
+        )
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """A service account's client-credentials pair (for the edge and game servers)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+
+    @classmethod
+    def from_env(cls, env: Env) -> ClientCredentials:
+        return cls(client_id=env.required("CLIENT_ID"), client_secret=env.required("CLIENT_SECRET"))
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the gRPC services are. In Kubernetes: dns:///<service>:<port> (headless)."""
+
+    auth: str
+    score: str
+    leaderboard: str
+    stream: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> Endpoints:
+        return cls(
+            auth=env.text("AUTH_ADDR", "127.0.0.1:50051"),
+            score=env.text("SCORE_ADDR", "127.0.0.1:50052"),
+            leaderboard=env.text("LEADERBOARD_ADDR", "127.0.0.1:50053"),
+            stream=env.text("STREAM_ADDR", "127.0.0.1:50054"),
+        )
+
+
+DEFAULT_PORTS = {"auth": 50051, "score": 50052, "leaderboard": 50053, "stream": 50054}
+DEFAULT_BOARD = "default"

@@ -1,0 +1,225 @@
+"""`scoreboard run` (make run): the whole mesh on one machine.
+
+Starts PostgreSQL and Redis embedded unless SCOREBOARD_DATABASE_URL / SCOREBOARD_REDIS_URL name
+servers, applies migrations, creates development keys and secrets, starts auth_service,
+score_service, leaderboard_service, stream_service and the edge as child processes, waits until
+each is healthy, prints the URL, and on Ctrl-C or SIGTERM stops everything in order (edge first,
+databases last). Data lives in SCOREBOARD_DATA_DIR (default .data/) and survives restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.config import DEFAULT_PORTS, Env
+from common.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
+from common.migrate import ensure_database, migrate
+from common.signing_keys import ensure_keys
+
+SERVICES = ("auth_service", "score_service", "leaderboard_service", "stream_service")
+EDGE_SCOPES = "leaderboard:read stream:watch"
+GAME_SERVER_SCOPES = "scores:write leaderboard:read stream:watch"
+
+
+def _secret(path: Path, length: int = 32) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(length))
+    return path.read_text().strip()
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    env: dict[str, str]
+    edge_url: str
+    postgres: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start_child(self, name: str, module: str, extra: dict[str, str] | None = None) -> None:
+        log_file = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env={**self.env, **(extra or {})},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the runner, which stops children in order
+            preexec_fn=die_with_parent,
+        )
+        log_file.close()
+        self.children.append((name, process))
+
+    def stop(self) -> None:
+        for name, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _name, process in reversed(self.children):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.children.clear()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def _run_cli(env: dict[str, str], *args: str) -> None:
+    subprocess.run([sys.executable, *args], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+async def _wait_grpc(address: str, name: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see its log")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{name} did not become healthy in {timeout:.0f}s")
+
+
+async def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"edge exited with {process.returncode}; see its log")
+            try:
+                reply = await client.get(url + "/healthz", timeout=1)
+                if reply.status_code == 200 and reply.json().get("liveStream"):
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"edge did not become ready in {timeout:.0f}s")
+
+
+def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -> Stack:
+    base = dict(os.environ if environ is None else environ)
+    env_reader = Env(base)
+    data_dir = Path(env_reader.text("DATA_DIR", ".data")).resolve()
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    edge_host = env_reader.text("EDGE_HOST", "127.0.0.1")
+    edge_port = env_reader.integer("EDGE_PORT", 8000)
+    stack = Stack(data_dir, {}, f"http://{edge_host}:{edge_port}")
+    try:
+        database_url = env_reader.optional("DATABASE_URL")
+        if database_url is None:
+            stack.postgres = EmbeddedPostgres(data_dir / "postgres")
+            database_url = stack.postgres.url("scoreboard")
+        redis_url = env_reader.optional("REDIS_URL")
+        if redis_url is None:
+            stack.redis = EmbeddedRedis.start(data_dir / "redis", persistent=True)
+            redis_url = stack.redis.url
+        asyncio.run(ensure_database(database_url))
+        asyncio.run(migrate(database_url))
+        key_file = data_dir / "keys" / "signing.pem"
+        jwks_file = data_dir / "keys" / "jwks.json"
+        ensure_keys(key_file, jwks_file)
+        addresses = {
+            name: f"127.0.0.1:{env_reader.integer(name.upper() + '_PORT', port)}"
+            for name, port in DEFAULT_PORTS.items()
+        }
+        env = {
+            **base,
+            "PYTHONUNBUFFERED": "1",
+            "SCOREBOARD_DATABASE_URL": database_url,
+            "SCOREBOARD_REDIS_URL": redis_url,
+            "SCOREBOARD_JWKS_FILE": str(jwks_file),
+            "SCOREBOARD_AUTH_ADDR": addresses["auth"],
+            "SCOREBOARD_SCORE_ADDR": addresses["score"],
+            "SCOREBOARD_LEADERBOARD_ADDR": addresses["leaderboard"],
+            "SCOREBOARD_STREAM_ADDR": addresses["stream"],
+        }
+        env.setdefault("SCOREBOARD_WS_ANONYMOUS", "true")
+        stack.env = env
+        edge_secret = _secret(data_dir / "secrets" / "edge-client-secret")
+        game_secret = _secret(data_dir / "secrets" / "game-server-client-secret")
+        for client, secret, scopes in (
+            ("edge", edge_secret, EDGE_SCOPES),
+            ("game-server", game_secret, GAME_SERVER_SCOPES),
+        ):
+            _run_cli(env, "-m", "auth_service", "create-service-account",
+                     "--client-id", client, "--scopes", scopes, "--secret", secret)
+        per_service = {
+            "auth_service": {"SCOREBOARD_SIGNING_KEY_FILE": str(key_file),
+                             "SCOREBOARD_GRPC_PORT": addresses["auth"].rsplit(":", 1)[1]},
+            "score_service": {"SCOREBOARD_TICKET_SECRET": _secret(data_dir / "secrets" / "ticket-secret", 48),
+                              "SCOREBOARD_GRPC_PORT": addresses["score"].rsplit(":", 1)[1]},
+            "leaderboard_service": {"SCOREBOARD_GRPC_PORT": addresses["leaderboard"].rsplit(":", 1)[1]},
+            "stream_service": {"SCOREBOARD_GRPC_PORT": addresses["stream"].rsplit(":", 1)[1]},
+        }
+        for name in SERVICES:
+            stack.start_child(name, name, per_service[name])
+        for (name, process), short in zip(stack.children, ("auth", "score", "leaderboard", "stream"), strict=True):
+            asyncio.run(_wait_grpc(addresses[short], name, process, 60))
+        stack.start_child("edge", "edge", {
+            "SCOREBOARD_CLIENT_ID": "edge", "SCOREBOARD_CLIENT_SECRET": edge_secret,
+            "SCOREBOARD_EDGE_HOST": edge_host, "SCOREBOARD_EDGE_PORT": str(edge_port),
+        })
+        asyncio.run(_wait_http(stack.edge_url, stack.children[-1][1], 60))
+    except BaseException:
+        stack.stop()
+        raise
+    if not quiet:
+        print(f"Scoreboard is running: {stack.edge_url}")
+        print(f"  logs: {data_dir / 'logs'}   data: {data_dir}")
+        print(f"  game-server client: id=game-server secret in {data_dir / 'secrets' / 'game-server-client-secret'}")
+        print("  gRPC: " + "  ".join(f"{k}={v}" for k, v in addresses.items()))
+        print("Press Ctrl-C to stop.", flush=True)
+    return stack
+
+
+def run(environ: dict[str, str] | None = None) -> int:
+    try:
+        stack = start_stack(environ)
+    except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+        print(f"scoreboard run: {exc}", file=sys.stderr)
+        return 1
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    code = 0
+    try:
+        while not stopping:
+            for name, process in stack.children:
+                if process.poll() is not None:
+                    print(f"{name} exited with {process.returncode}; stopping", file=sys.stderr)
+                    stopping, code = True, 1
+                    break
+            time.sleep(0.2)
+    finally:
+        print("Stopping…", flush=True)
+        stack.stop()
+        print("Stopped.", flush=True)
+    return code

@@ -1,0 +1,217 @@
+"""Server interceptors, one concern each, in one explicit order (see grpc_server.INTERCEPTORS):
+request id -> metrics -> errors -> auth. Each handles unary and server-streaming calls."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram
+
+from common.errors import Reason, ServiceError, to_status, unauthenticated
+from common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+from common.principal import current_principal_var
+from common.tokens import TokenVerifier
+
+log = logging.getLogger("scoreboard.grpc")
+
+Unary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+Streaming = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+RPC_LATENCY = Histogram(
+    "scoreboard_grpc_server_handling_seconds",
+    "Time to handle a gRPC call (streams: until the stream ends).",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+RPC_STARTED = Counter("scoreboard_grpc_server_started_total", "gRPC calls started.", ["method"])
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+    for item in context.invocation_metadata() or ():
+        if item.key == key:
+            value = item.value
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+class _Wrapping(grpc.aio.ServerInterceptor):
+    """Wraps the behaviour of unary-unary and unary-stream handlers."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self.wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self.wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
+        raise NotImplementedError
+
+    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
+        raise NotImplementedError
+
+
+class RequestIdInterceptor(_Wrapping):
+    """Takes the caller's x-request-id (or makes one) so logs of every hop share it."""
+
+    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            request_id_var.set(_request_id(context))
+            return await behavior(request, context)
+
+        return call
+
+    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            request_id_var.set(_request_id(context))
+            async for item in behavior(request, context):
+                yield item
+
+        return call
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    given = _metadata(context, REQUEST_ID_HEADER)
+    return given if given and _REQUEST_ID.match(given) else new_request_id()
+
+
+class MetricsInterceptor(_Wrapping):
+    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            RPC_STARTED.labels(method).inc()
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                return await behavior(request, context)
+            except BaseException:
+                code = _code_name(context)
+                raise
+            finally:
+                RPC_LATENCY.labels(method, code).observe(time.perf_counter() - start)
+
+        return call
+
+    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            RPC_STARTED.labels(method).inc()
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except BaseException:
+                code = _code_name(context)
+                raise
+            finally:
+                RPC_LATENCY.labels(method, code).observe(time.perf_counter() - start)
+
+        return call
+
+
+def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "CANCELLED"
+
+
+class ErrorInterceptor(_Wrapping):
+    """ServiceError -> status with ErrorInfo; anything unexpected -> INTERNAL, logged once."""
+
+    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await behavior(request, context)
+            except ServiceError as error:
+                await context.abort_with_status(to_status(error))
+            except Exception as exc:
+                await _internal(method, context, exc)
+
+        return call
+
+    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except ServiceError as error:
+                await context.abort_with_status(to_status(error))
+            except Exception as exc:
+                await _internal(method, context, exc)
+
+        return call
+
+
+async def _internal(method: str, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    log.exception("unhandled error in %s", method)
+    await context.abort_with_status(
+        to_status(ServiceError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "internal error"))
+    )
+
+
+class AuthInterceptor(_Wrapping):
+    """Verifies the bearer token of every call except the listed public methods, and makes the
+    caller available to the servicer as common.principal.current_principal()."""
+
+    def __init__(self, verifier: TokenVerifier, public_methods: frozenset[str]) -> None:
+        self._verifier = verifier
+        self._public = public_methods
+
+    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
+        if self._public_method(method):
+            return behavior
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await self._authenticate(context)
+            return await behavior(request, context)
+
+        return call
+
+    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
+        if self._public_method(method):
+            return behavior
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            await self._authenticate(context)
+            async for item in behavior(request, context):
+                yield item
+
+        return call
+
+    def _public_method(self, method: str) -> bool:
+        return method in self._public or method.startswith(
+            ("/grpc.health.v1.Health/", "/grpc.reflection.")
+        )
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        header = _metadata(context, "authorization")
+        if header is None:
+            raise unauthenticated(Reason.UNAUTHENTICATED, "a bearer token is required")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise unauthenticated(Reason.UNAUTHENTICATED, "the authorization must be a bearer token")
+        current_principal_var.set(await self._verifier.verify(token.strip()))

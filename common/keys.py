@@ -1,0 +1,95 @@
+"""The Redis key layout, shared by every service that touches Redis.
+
+All keys of one leaderboard share the hash tag {lb:<board>} so multi-key scripts run on Redis
+Cluster. Every key and channel starts with the deployment's prefix (a test run uses its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BoardKeys:
+    prefix: str
+    board: str
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}{{lb:{self.board}}}:{name}"
+
+    @property
+    def ranking(self) -> str:
+        """ZSET: score = -total, member = '<reached time µs, 17 digits>:<user id>'."""
+        return self._key("z")
+
+    @property
+    def users(self) -> str:
+        """HASH user id -> '<version>|<reached µs>|<excluded 0/1>|<display name>'."""
+        return self._key("u")
+
+    @property
+    def top(self) -> str:
+        """STRING: JSON of the current top 10 entries (what the change detector compares)."""
+        return self._key("top")
+
+    @property
+    def meta(self) -> str:
+        """HASH: seq (top-10 sequence number), ts (commit µs of the newest change in it)."""
+        return self._key("meta")
+
+    @property
+    def ready(self) -> str:
+        """STRING: present once the ranking holds every user of PostgreSQL."""
+        return self._key("ready")
+
+    @property
+    def rebuild_lock(self) -> str:
+        return self._key("rebuild-lock")
+
+    @property
+    def touched(self) -> str:
+        """SET of users changed while a rebuild runs (merged into the rebuilt ranking)."""
+        return self._key("touched")
+
+    @property
+    def rebuild_ranking(self) -> str:
+        return self._key("tmp:z")
+
+    @property
+    def rebuild_users(self) -> str:
+        return self._key("tmp:u")
+
+    @property
+    def events(self) -> str:
+        """STREAM of ScoreUpdated events (field 'e' = protobuf bytes)."""
+        return self._key("events")
+
+    @property
+    def dead_letters(self) -> str:
+        return self._key("dead")
+
+    @property
+    def channel(self) -> str:
+        """Pub/sub channel of top-10 snapshots (JSON)."""
+        return f"{self.prefix}lb:{self.board}:top10"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    def board(self, board: str) -> BoardKeys:
+        return BoardKeys(self.prefix, board)
+
+    def denied_token(self, jti: str) -> str:
+        return f"{self.prefix}auth:deny:{jti}"
+
+    @property
+    def denylist_loaded(self) -> str:
+        return f"{self.prefix}auth:deny-loaded"
+
+    def rate_limit(self, name: str, subject: str) -> str:
+        return f"{self.prefix}rl:{name}:{subject}"
+
+    def ws_ticket(self, ticket_id: str) -> str:
+        return f"{self.prefix}ws-ticket:{ticket_id}"

@@ -1,0 +1,21 @@
+"""Redis access: one async client (with its own connection pool) per process."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from common.config import RedisSettings
+
+
+def open_redis(settings: RedisSettings, *, name: str, max_connections: int = 64) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        settings.url,
+        client_name=name,
+        max_connections=max_connections,
+        health_check_interval=15,
+        socket_keepalive=True,
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=2),
+    )
