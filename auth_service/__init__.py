@@ -1,0 +1,1 @@
+"""auth_service: the JWT system (accounts, tokens, keys)."""

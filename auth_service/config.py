@@ -1,0 +1,77 @@
+"""auth_service settings, read once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.config import (
+    DEFAULT_PORTS,
+    DatabaseSettings,
+    Env,
+    GrpcServerSettings,
+    RedisSettings,
+    VerifierSettings,
+)
+
+
+@dataclass(frozen=True)
+class PasswordSettings:
+    # Argon2id; defaults are OWASP's minimum (19 MiB, 2 iterations, 1 lane).
+    time_cost: int = 2
+    memory_kib: int = 19456
+    parallelism: int = 1
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    # Failed logins allowed per window, per account and per client address.
+    per_account: int = 10
+    per_address: int = 50
+    window_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class Settings:
+    grpc: GrpcServerSettings
+    database: DatabaseSettings
+    redis: RedisSettings
+    verifier: VerifierSettings
+    signing_key_file: Path
+    access_token_seconds: int = 900
+    refresh_token_seconds: int = 30 * 86400
+    service_token_seconds: int = 3600
+    passwords: PasswordSettings = PasswordSettings()
+    login_limits: LoginLimits = LoginLimits()
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> Settings:
+        env = env or Env()
+        verifier = VerifierSettings.from_env(env)
+        if verifier.jwks_file is None:
+            raise ValueError("auth_service publishes keys from SCOREBOARD_JWKS_FILE; set it")
+        key_file = env.path("SIGNING_KEY_FILE")
+        if key_file is None:
+            raise ValueError("SCOREBOARD_SIGNING_KEY_FILE must be set for auth_service")
+        return cls(
+            grpc=GrpcServerSettings.from_env(env, default_port=DEFAULT_PORTS["auth"]),
+            database=DatabaseSettings.from_env(env, max_default=8),
+            redis=RedisSettings.from_env(env),
+            verifier=verifier,
+            signing_key_file=key_file,
+            access_token_seconds=env.integer("ACCESS_TOKEN_SECONDS", 900, minimum=30),
+            refresh_token_seconds=env.integer("REFRESH_TOKEN_SECONDS", 30 * 86400, minimum=60),
+            service_token_seconds=env.integer("SERVICE_TOKEN_SECONDS", 3600, minimum=60),
+            passwords=PasswordSettings(
+                time_cost=env.integer("ARGON2_TIME_COST", 2, minimum=2),
+                memory_kib=env.integer("ARGON2_MEMORY_KIB", 19456, minimum=19456),
+                parallelism=env.integer("ARGON2_PARALLELISM", 1, minimum=1),
+            ),
+            login_limits=LoginLimits(
+                per_account=env.integer("LOGIN_FAILURES_PER_ACCOUNT", 10, minimum=1),
+                per_address=env.integer("LOGIN_FAILURES_PER_ADDRESS", 50, minimum=1),
+                window_seconds=env.integer("LOGIN_WINDOW_SECONDS", 900, minimum=1),
+            ),
+            log_level=env.text("LOG_LEVEL", "INFO"),
+        )

@@ -1,0 +1,66 @@
+"""Builds and serves auth_service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from auth_service.config import Settings
+from auth_service.issuer import TokenIssuer
+from auth_service.keeper import keep_denylist_loaded
+from auth_service.passwords import Passwords
+from auth_service.servicer import PUBLIC_METHODS, AuthServicer
+from auth_service.store import AuthStore
+from common import service
+from common.denylist import Denylist
+from common.grpc_server import RunningServer, ServiceBinding, start_server
+from common.keys import Keys
+from common.ratelimit import SlidingWindowLimiter
+from common.service import Deps, ProcessSettings
+from scoreboard.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+
+SERVICE_NAME = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+
+
+async def build_server(settings: Settings, deps: Deps) -> RunningServer:
+    keys = Keys(settings.redis.key_prefix)
+    store = AuthStore(deps.db)
+    denylist = Denylist(deps.redis, keys)
+    servicer = AuthServicer(
+        settings,
+        store,
+        Passwords(settings.passwords),
+        TokenIssuer(
+            settings.signing_key_file,
+            issuer=settings.verifier.issuer,
+            audience=settings.verifier.audience,
+        ),
+        denylist,
+        SlidingWindowLimiter(deps.redis, keys),
+    )
+    running = await start_server(
+        settings.grpc,
+        [
+            ServiceBinding(
+                SERVICE_NAME,
+                lambda server: auth_service_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server),
+            )
+        ],
+        deps.verifier,
+        public_methods=PUBLIC_METHODS,
+    )
+    running.tasks.append(asyncio.create_task(keep_denylist_loaded(store, denylist)))
+    return running
+
+
+async def serve(settings: Settings) -> None:
+    await service.serve(
+        ProcessSettings(
+            name="auth_service",
+            log_level=settings.log_level,
+            redis=settings.redis,
+            verifier=settings.verifier,
+            grace_seconds=settings.grpc.grace_seconds,
+            database=settings.database,
+        ),
+        lambda deps: build_server(settings, deps),
+    )

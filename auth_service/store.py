@@ -1,0 +1,212 @@
+"""auth_service's PostgreSQL access: users, refresh tokens, revoked tokens, service accounts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from common.db import Pool
+from common.errors import Reason, conflict
+
+
+@dataclass(frozen=True)
+class UserRow:
+    user_id: str
+    username: str
+    display_name: str
+    password_hash: str
+    role: str
+    banned: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ServiceAccountRow:
+    client_id: str
+    secret_hash: str
+    scopes: tuple[str, ...]
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    """Result of presenting a refresh token: the user and family when it was valid; reused=True
+    when it had been used before (the family is then revoked)."""
+
+    user: UserRow | None
+    family_id: str | None
+    reused: bool = False
+
+
+_USER_COLUMNS = "id::text, username, display_name, password_hash, role, banned, created_at"
+
+
+def _user(row: tuple[object, ...] | None) -> UserRow | None:
+    if row is None:
+        return None
+    return UserRow(*row)  # type: ignore[arg-type]
+
+
+class AuthStore:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def create_user(self, username: str, display_name: str, password_hash: str) -> UserRow:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    f"INSERT INTO users (username, display_name, password_hash) VALUES (%s, %s, %s)"
+                    f" RETURNING {_USER_COLUMNS}",
+                    (username, display_name, password_hash),
+                )
+                row = _user(await cur.fetchone())
+        except psycopg.errors.UniqueViolation:
+            raise conflict(Reason.USERNAME_TAKEN, "that username is taken") from None
+        assert row is not None
+        return row
+
+    async def user_by_username(self, username: str) -> UserRow | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE lower(username) = lower(%s)", (username,)
+            )
+            return _user(await cur.fetchone())
+
+    async def user_by_id(self, user_id: str) -> UserRow | None:
+        try:
+            uuid.UUID(user_id)
+        except ValueError:
+            return None
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (user_id,))
+            return _user(await cur.fetchone())
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE users SET password_hash = %s WHERE id = %s", (password_hash, user_id)
+            )
+
+    async def set_role(self, username: str, role: str) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE users SET role = %s WHERE lower(username) = lower(%s)", (role, username)
+            )
+            return cur.rowcount == 1
+
+    async def add_refresh_token(
+        self, user_id: str, family_id: str, token_hash: bytes, expires_at: datetime
+    ) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO refresh_tokens (family_id, user_id, token_hash, expires_at)"
+                " VALUES (%s, %s, %s, %s)",
+                (family_id, user_id, token_hash, expires_at),
+            )
+
+    async def use_refresh_token(
+        self, token_hash: bytes, new_hash: bytes, expires_at: datetime
+    ) -> RefreshOutcome:
+        """Rotate: mark the presented token used and store its successor, atomically. A token
+        used before revokes its whole family (RFC 9700 reuse detection)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = %s"
+                " AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()"
+                " RETURNING family_id::text, user_id::text",
+                (token_hash,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                cur = await conn.execute(
+                    "SELECT family_id::text, used_at IS NOT NULL OR revoked_at IS NOT NULL"
+                    " FROM refresh_tokens WHERE token_hash = %s",
+                    (token_hash,),
+                )
+                seen = await cur.fetchone()
+                if seen is not None and seen[1]:
+                    await conn.execute(
+                        "UPDATE refresh_tokens SET revoked_at = now()"
+                        " WHERE family_id = %s AND revoked_at IS NULL",
+                        (seen[0],),
+                    )
+                    return RefreshOutcome(None, str(seen[0]), reused=True)
+                return RefreshOutcome(None, None)
+            family_id, user_id = str(row[0]), str(row[1])
+            cur = await conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (user_id,))
+            user = _user(await cur.fetchone())
+            await conn.execute(
+                "INSERT INTO refresh_tokens (family_id, user_id, token_hash, expires_at)"
+                " VALUES (%s, %s, %s, %s)",
+                (family_id, user_id, new_hash, expires_at),
+            )
+            return RefreshOutcome(user, family_id)
+
+    async def family_of(self, token_hash: bytes) -> str | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT family_id::text FROM refresh_tokens WHERE token_hash = %s", (token_hash,)
+            )
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def revoke_family(self, family_id: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = now()"
+                " WHERE family_id = %s AND revoked_at IS NULL",
+                (family_id,),
+            )
+
+    async def revoke_token(self, jti: str, expires_at: datetime) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES (%s, %s)"
+                " ON CONFLICT (jti) DO NOTHING",
+                (jti, expires_at),
+            )
+
+    async def revoked_tokens(self) -> list[tuple[str, datetime]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > now()"
+            )
+            return [(str(r[0]), r[1]) for r in await cur.fetchall()]  # type: ignore[misc]
+
+    async def purge_expired(self) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < now()")
+            await conn.execute(
+                "DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'"
+            )
+
+    async def service_account(self, client_id: str) -> ServiceAccountRow | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT client_id, secret_hash, scopes, disabled FROM service_accounts"
+                " WHERE client_id = %s",
+                (client_id,),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return ServiceAccountRow(str(row[0]), str(row[1]), tuple(row[2]), bool(row[3]))  # type: ignore[call-overload]
+
+    async def save_service_account(
+        self, client_id: str, secret_hash: str, scopes: tuple[str, ...]
+    ) -> None:
+        """Create the account, or rotate its secret (and set its scopes) when it exists."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO service_accounts (client_id, secret_hash, scopes) VALUES (%s, %s, %s)"
+                " ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash,"
+                " scopes = EXCLUDED.scopes, rotated_at = now(), disabled = false",
+                (client_id, secret_hash, list(scopes)),
+            )
+
+
+def new_family_id() -> str:
+    return str(uuid.uuid4())
