@@ -1,0 +1,1 @@
+"""score_service: authoritative scoring, the ledger and the transactional outbox."""

@@ -1,0 +1,102 @@
+"""Reading and managing the action catalog in PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+from psycopg import errors
+
+from common.db import Conn, Pool
+from common.errors import Reason, conflict, not_found
+from score_service.catalog import COLUMNS, CatalogAction, cooldown_end
+from scoreboard.score.v1 import score_service_pb2 as pb
+
+
+class CatalogStore:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def list(
+        self, board: str, *, user_id: str | None, include_inactive: bool
+    ) -> list[pb.Action]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {COLUMNS} FROM actions WHERE board_id = %s"
+                + ("" if include_inactive else " AND active")
+                + " ORDER BY base_points * difficulty_multiplier, id",
+                (board,),
+            )
+            actions = [CatalogAction.from_row(r) for r in await cur.fetchall()]
+            usage: dict[str, tuple[int, datetime | None]] = {}
+            if user_id is not None:
+                cur = await conn.execute(
+                    "SELECT action_id,"
+                    " count(*) FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date),"
+                    " max(created_at) FROM user_actions"
+                    " WHERE board_id = %s AND user_id = %s AND kind = 'action' GROUP BY action_id",
+                    (board, user_id),
+                )
+                usage = {str(r[0]): (int(r[1]), r[2]) for r in await cur.fetchall()}  # type: ignore[call-overload, misc]
+            cur = await conn.execute("SELECT clock_timestamp()")
+            row = await cur.fetchone()
+            now = row[0] if row else None
+        result = []
+        for action in actions:
+            if user_id is None:
+                result.append(action.to_pb())
+                continue
+            count, last = usage.get(action.action_id, (0, None))
+            end = cooldown_end(action, last)
+            available = end if end is not None and isinstance(now, datetime) and end > now else None
+            result.append(
+                action.to_pb(
+                    remaining_today=max(0, action.daily_limit - count), available_at=available
+                )
+            )
+        return result
+
+    async def create(self, action: CatalogAction, *, actor: str, request_id: str) -> CatalogAction:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO actions ({COLUMNS}) VALUES"
+                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    _values(action),
+                )
+                await _audit(conn, actor, "action.create", action, request_id)
+        except errors.UniqueViolation:
+            raise conflict(Reason.ACTION_EXISTS, f"action {action.action_id} exists") from None
+        return action
+
+    async def update(self, action: CatalogAction, *, actor: str, request_id: str) -> CatalogAction:
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE actions SET name = %s, description = %s, base_points = %s,"
+                " difficulty_multiplier = %s, daily_limit = %s, cooldown_seconds = %s,"
+                " requires_ticket = %s, min_duration_seconds = %s, active = %s,"
+                " updated_at = now() WHERE id = %s AND board_id = %s",
+                (*_values(action)[2:], action.action_id, action.board_id),
+            )
+            if cur.rowcount != 1:
+                raise not_found(Reason.ACTION_NOT_FOUND, f"no action {action.action_id}")
+            await _audit(conn, actor, "action.update", action, request_id)
+        return action
+
+
+def _values(a: CatalogAction) -> tuple[object, ...]:
+    return (
+        a.action_id, a.board_id, a.name, a.description, a.base_points, a.difficulty_multiplier,
+        a.daily_limit, a.cooldown_seconds, a.requires_ticket, a.min_duration_seconds, a.active,
+    )
+
+
+async def _audit(conn: Conn, actor: str, what: str, action: CatalogAction, request_id: str) -> None:
+    detail = orjson.dumps(
+        {"points": action.points, "daily_limit": action.daily_limit, "active": action.active}
+    ).decode()
+    await conn.execute(
+        "INSERT INTO audit_log (actor, action, target, detail, request_id)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (actor, what, action.action_id, detail, request_id),
+    )

@@ -1,0 +1,114 @@
+"""The outbox relay: moves committed score events from PostgreSQL to the Redis Stream.
+
+Each pass claims a batch of outbox rows with FOR UPDATE SKIP LOCKED (so several relays share the
+work), XADDs them, deletes them and commits. A crash after XADD and before the commit leaves the
+rows in place: they are published again, and consumers ignore the duplicates by version. The
+relay is woken by LISTEN/NOTIFY and also sweeps periodically, so a lost notification only delays.
+It never keeps an "id > last seen" cursor: ids commit out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import psycopg
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Gauge
+
+from common.db import Pool
+from common.keys import Keys
+from score_service.config import RelaySettings
+from score_service.ledger import NOTIFY_CHANNEL
+
+log = logging.getLogger("scoreboard.relay")
+
+RELAYED = Counter("scoreboard_outbox_relayed_total", "Outbox rows published to the stream.")
+BACKLOG = Gauge("scoreboard_outbox_backlog", "Outbox rows waiting, as of the last sweep.")
+FAILURES = Counter("scoreboard_outbox_relay_failures_total", "Relay passes that failed.")
+
+# A test hook: called at "published" (after XADD, before the delete commits).
+FaultHook = Callable[[str], Awaitable[None]]
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: Pool,
+        redis: aioredis.Redis,
+        keys: Keys,
+        settings: RelaySettings,
+        *,
+        database_url: str,
+        fault: FaultHook | None = None,
+    ) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+        self._database_url = database_url
+        self._fault = fault
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        listener = asyncio.create_task(self._listen())
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.sweep_seconds)
+                self._wake.clear()
+                try:
+                    while await self.drain_once() >= self._settings.batch_size:
+                        pass
+                except (OSError, aioredis.RedisError, psycopg.Error) as exc:
+                    FAILURES.inc()
+                    log.warning("outbox relay pass failed; will retry: %s", exc)
+                    await asyncio.sleep(min(1.0, self._settings.sweep_seconds))
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def drain_once(self) -> int:
+        """Publish one batch; return how many rows it moved."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT id, board_id, payload FROM outbox ORDER BY id LIMIT %s"
+                " FOR UPDATE SKIP LOCKED",
+                (self._settings.batch_size,),
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                BACKLOG.set(0)
+                return 0
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for _, board, payload in rows:
+                    pipe.xadd(
+                        self._keys.board(str(board)).events,
+                        {"e": bytes(payload)},  # type: ignore[call-overload]
+                        maxlen=self._settings.stream_max_length,
+                        approximate=True,
+                    )
+                await pipe.execute()
+            if self._fault is not None:
+                await self._fault("published")
+            await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
+        RELAYED.inc(len(rows))
+        return len(rows)
+
+    async def _listen(self) -> None:
+        """Wake the relay on NOTIFY; reconnect when the connection drops."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._database_url, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._wake.set()  # catch up on anything committed while not listening
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error as exc:
+                log.warning("outbox listener lost its connection: %s", exc)
+                await asyncio.sleep(1.0)

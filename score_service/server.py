@@ -1,0 +1,57 @@
+"""Builds and serves score_service (gRPC server plus the outbox relay)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from common import service
+from common.grpc_server import RunningServer, ServiceBinding, start_server
+from common.keys import Keys
+from common.service import Deps, ProcessSettings
+from score_service.catalog_store import CatalogStore
+from score_service.config import Settings
+from score_service.ledger import Ledger, TicketSigner
+from score_service.ranks import RankReader
+from score_service.relay import OutboxRelay
+from score_service.servicer import ScoreServicer
+from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
+
+SERVICE_NAME = score_service_pb2.DESCRIPTOR.services_by_name["ScoreService"].full_name
+
+
+async def build_server(settings: Settings, deps: Deps) -> RunningServer:
+    keys = Keys(settings.redis.key_prefix)
+    ledger = Ledger(deps.db, RankReader(deps.redis, keys), TicketSigner(settings.ticket_secret))
+    servicer = ScoreServicer(settings, ledger, CatalogStore(deps.db))
+    running = await start_server(
+        settings.grpc,
+        [
+            ServiceBinding(
+                SERVICE_NAME,
+                lambda server: score_service_pb2_grpc.add_ScoreServiceServicer_to_server(
+                    servicer, server
+                ),
+            )
+        ],
+        deps.verifier,
+    )
+    if settings.relay.enabled:
+        relay = OutboxRelay(
+            deps.db, deps.redis, keys, settings.relay, database_url=settings.database.url
+        )
+        running.tasks.append(asyncio.create_task(relay.run()))
+    return running
+
+
+async def serve(settings: Settings) -> None:
+    await service.serve(
+        ProcessSettings(
+            name="score_service",
+            log_level=settings.log_level,
+            redis=settings.redis,
+            verifier=settings.verifier,
+            grace_seconds=settings.grpc.grace_seconds,
+            database=settings.database,
+        ),
+        lambda deps: build_server(settings, deps),
+    )

@@ -1,0 +1,139 @@
+"""ScoreService: protobuf <-> the scoring logic."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+import grpc
+from prometheus_client import Counter
+
+from common.config import DEFAULT_BOARD
+from common.errors import ServiceError, invalid
+from common.logs import request_id_var
+from common.principal import current_principal
+from score_service.catalog import ACTION_ID, from_pb
+from score_service.catalog_store import CatalogStore
+from score_service.config import Settings
+from score_service.ledger import Completion, Ledger
+from scoreboard.score.v1 import score_service_pb2 as pb
+from scoreboard.score.v1 import score_service_pb2_grpc
+
+log = logging.getLogger("scoreboard.score")
+Context = grpc.aio.ServicerContext[Any, Any]
+PATH_HEADER = "x-scoreboard-path"
+_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+ACTIONS = Counter(
+    "scoreboard_actions_total", "Completions by outcome (accepted or the refusal reason).",
+    ["outcome"],
+)
+
+
+def _path(context: Context) -> str:
+    for item in context.invocation_metadata() or ():
+        if item.key == PATH_HEADER and item.value in ("rest", "grpc", "admin"):
+            return str(item.value)
+    return "grpc"
+
+
+def _check_action_id(action_id: str) -> None:
+    if not ACTION_ID.match(action_id):
+        raise invalid("action_id must be 1-64 lowercase letters, digits, '-' or '_'")
+
+
+def _check_user_id(user_id: str) -> None:
+    try:
+        uuid.UUID(user_id)
+    except ValueError:
+        raise invalid("user_id must be a user id (UUID)") from None
+
+
+class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
+    def __init__(self, settings: Settings, ledger: Ledger, catalog: CatalogStore) -> None:
+        self._settings = settings
+        self._ledger = ledger
+        self._catalog = catalog
+
+    async def ListActions(
+        self, request: pb.ListActionsRequest, context: Context
+    ) -> pb.ListActionsResponse:
+        principal = current_principal()
+        user_id: str | None = principal.user_id
+        if request.user_id:
+            _check_user_id(request.user_id)
+            user_id = principal.target_user(request.user_id)
+        if request.include_inactive:
+            principal.require_admin()
+        actions = await self._catalog.list(
+            DEFAULT_BOARD, user_id=user_id, include_inactive=request.include_inactive
+        )
+        return pb.ListActionsResponse(actions=actions)
+
+    async def StartAction(
+        self, request: pb.StartActionRequest, context: Context
+    ) -> pb.StartActionResponse:
+        principal = current_principal()
+        _check_action_id(request.action_id)
+        if request.user_id:
+            _check_user_id(request.user_id)
+        user_id = principal.target_user(request.user_id)
+        return await self._ledger.start(
+            DEFAULT_BOARD, user_id, request.action_id, self._settings.ticket_ttl_seconds
+        )
+
+    async def CompleteAction(
+        self, request: pb.CompleteActionRequest, context: Context
+    ) -> pb.CompleteActionResponse:
+        principal = current_principal()
+        try:
+            _check_action_id(request.action_id)
+            if request.user_id:
+                _check_user_id(request.user_id)
+            if request.idempotency_key and not _KEY.match(request.idempotency_key):
+                raise invalid("idempotency_key must be 1-128 printable ASCII characters")
+            if len(request.ticket) > 200:
+                raise invalid("the ticket is too long")
+            user_id = principal.target_user(request.user_id)
+            response = await self._ledger.complete(
+                Completion(
+                    board_id=DEFAULT_BOARD,
+                    user_id=user_id,
+                    action_id=request.action_id,
+                    actor=principal.actor,
+                    caller=principal.subject,
+                    path=_path(context),
+                    request_id=request_id_var.get(),
+                    idempotency_key=request.idempotency_key,
+                    ticket=request.ticket,
+                )
+            )
+        except ServiceError as error:
+            ACTIONS.labels(error.reason).inc()
+            raise
+        ACTIONS.labels("replayed" if response.replayed else "accepted").inc()
+        return response
+
+    async def CreateAction(
+        self, request: pb.CreateActionRequest, context: Context
+    ) -> pb.CreateActionResponse:
+        principal = current_principal()
+        principal.require_admin()
+        action = from_pb(request.action, DEFAULT_BOARD)
+        saved = await self._catalog.create(
+            action, actor=principal.actor, request_id=request_id_var.get()
+        )
+        return pb.CreateActionResponse(action=saved.to_pb())
+
+    async def UpdateAction(
+        self, request: pb.UpdateActionRequest, context: Context
+    ) -> pb.UpdateActionResponse:
+        principal = current_principal()
+        principal.require_admin()
+        action = from_pb(request.action, DEFAULT_BOARD)
+        saved = await self._catalog.update(
+            action, actor=principal.actor, request_id=request_id_var.get()
+        )
+        return pb.UpdateActionResponse(action=saved.to_pb())
