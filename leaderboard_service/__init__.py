@@ -1,0 +1,1 @@
+"""leaderboard_service: applies score events to the Redis ranking and answers rank queries."""

@@ -1,0 +1,98 @@
+"""Rank queries answered from Redis in one round trip, or from PostgreSQL while the ranking is
+not ready (cold start, after a wipe)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from common.keys import Keys
+from leaderboard_service.scripts import Scripts, text
+
+TOP_SIZE = 10
+
+
+@dataclass(frozen=True)
+class Entry:
+    rank: int
+    user_id: str
+    username: str
+    score: int
+
+
+@dataclass(frozen=True)
+class TopPage:
+    entries: list[Entry]
+    total_users: int
+    # Commit time (µs) of the newest change in the top 10.
+    update_us: int
+    from_fallback: bool = False
+
+
+@dataclass(frozen=True)
+class UserRank:
+    entry: Entry
+    # 0-based position in the ordering (ties broken by time, then user id).
+    position: int
+    total_users: int
+    tenth_score: int | None
+    nearby: list[Entry] = field(default_factory=list)
+
+    @property
+    def in_top10(self) -> bool:
+        return self.position < TOP_SIZE
+
+    @property
+    def distance_from_top10(self) -> int:
+        """Points needed to be listed in the top 10: one more than the 10th (who reached that
+        score earlier and so stays ahead on a tie); 0 when already in it."""
+        if self.in_top10 or self.tenth_score is None:
+            return 0
+        return self.tenth_score - self.entry.score + 1
+
+
+class RankingNotReady(Exception):
+    """The Redis ranking is missing or being rebuilt; ask PostgreSQL."""
+
+
+def _entries(raw: bytes | str) -> list[Entry]:
+    return [Entry(int(r), str(u), str(n), int(s)) for r, u, n, s in orjson.loads(raw)]
+
+
+class RedisRanking:
+    def __init__(self, scripts: Scripts, keys: Keys) -> None:
+        self._scripts = scripts
+        self._keys = keys
+
+    async def top(self, board: str, offset: int, count: int) -> TopPage:
+        keys = self._keys.board(board)
+        reply = await self._scripts.top(
+            keys=[keys.ranking, keys.users, keys.meta, keys.ready], args=[offset, count]
+        )
+        if not int(reply[0]):
+            raise RankingNotReady(board)
+        raw = reply[1]
+        entries = [] if text(raw) in ("{}", "[]") else _entries(raw)
+        return TopPage(entries, int(reply[2]), int(text(reply[3])))
+
+    async def user_rank(self, board: str, user_id: str, around: int) -> UserRank | None:
+        """None when the user is not ranked."""
+        keys = self._keys.board(board)
+        reply = await self._scripts.user_rank(
+            keys=[keys.ranking, keys.users, keys.ready], args=[user_id, around]
+        )
+        if not int(reply[0]):
+            raise RankingNotReady(board)
+        if not int(reply[1]):
+            return None
+        rank, score, position, total, tenth, name, _reached, nearby = reply[2:10]
+        tenth_text = text(tenth)
+        nearby_text = text(nearby)
+        return UserRank(
+            entry=Entry(int(rank), user_id, text(name), int(text(score))),
+            position=int(position),
+            total_users=int(total),
+            tenth_score=int(tenth_text) if tenth_text else None,
+            nearby=[] if nearby_text in ("[]", "{}") else _entries(nearby_text),
+        )

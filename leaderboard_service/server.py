@@ -1,0 +1,64 @@
+"""Builds and serves leaderboard_service (gRPC queries, the stream consumer, the keeper)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from common import service
+from common.config import DEFAULT_BOARD
+from common.grpc_server import RunningServer, ServiceBinding, start_server
+from common.keys import Keys
+from common.service import Deps, ProcessSettings
+from leaderboard_service.config import Settings
+from leaderboard_service.consumer import EventConsumer
+from leaderboard_service.keeper import RankingKeeper
+from leaderboard_service.scripts import Scripts
+from leaderboard_service.servicer import LeaderboardServicer
+from scoreboard.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
+
+SERVICE_NAME = leaderboard_service_pb2.DESCRIPTOR.services_by_name["LeaderboardService"].full_name
+BOARDS = (DEFAULT_BOARD,)
+
+
+async def build_server(settings: Settings, deps: Deps) -> RunningServer:
+    keys = Keys(settings.redis.key_prefix)
+    scripts = Scripts(deps.redis)
+    servicer = LeaderboardServicer(deps.db, deps.redis, scripts, keys)
+    keeper = RankingKeeper(
+        deps.db, deps.redis, scripts, keys, BOARDS, check_seconds=settings.consumer.check_seconds
+    )
+    running = await start_server(
+        settings.grpc,
+        [
+            ServiceBinding(
+                SERVICE_NAME,
+                lambda server: leaderboard_service_pb2_grpc.add_LeaderboardServiceServicer_to_server(
+                    servicer, server
+                ),
+            )
+        ],
+        deps.verifier,
+    )
+    running.tasks.append(asyncio.create_task(keeper.run()))
+    if settings.consumer.enabled:
+        for board in BOARDS:
+            consumer = EventConsumer(
+                deps.redis, scripts, keys.board(board), settings.consumer,
+                on_not_ready=keeper.request_check,
+            )
+            running.tasks.append(asyncio.create_task(consumer.run()))
+    return running
+
+
+async def serve(settings: Settings) -> None:
+    await service.serve(
+        ProcessSettings(
+            name="leaderboard_service",
+            log_level=settings.log_level,
+            redis=settings.redis,
+            verifier=settings.verifier,
+            grace_seconds=settings.grpc.grace_seconds,
+            database=settings.database,
+        ),
+        lambda deps: build_server(settings, deps),
+    )
