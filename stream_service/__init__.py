@@ -1,0 +1,1 @@
+"""stream_service: live top-10 snapshots to every watcher over a gRPC server stream."""

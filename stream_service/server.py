@@ -1,0 +1,57 @@
+"""Builds and serves stream_service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from common import service
+from common.config import DEFAULT_BOARD
+from common.grpc_server import RunningServer, ServiceBinding, start_server
+from common.keys import Keys
+from common.service import Deps, ProcessSettings
+from scoreboard.stream.v1 import stream_service_pb2, stream_service_pb2_grpc
+from stream_service.config import Settings
+from stream_service.hub import SnapshotHub
+from stream_service.servicer import StreamServicer
+
+SERVICE_NAME = stream_service_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name
+
+
+async def build_server(settings: Settings, deps: Deps) -> RunningServer:
+    keys = Keys(settings.redis.key_prefix)
+    hubs = {DEFAULT_BOARD: SnapshotHub(deps.redis, keys.board(DEFAULT_BOARD))}
+    servicer = StreamServicer(hubs)
+    running = await start_server(
+        settings.grpc,
+        [
+            ServiceBinding(
+                SERVICE_NAME,
+                lambda server: stream_service_pb2_grpc.add_StreamServiceServicer_to_server(
+                    servicer, server
+                ),
+            )
+        ],
+        deps.verifier,
+    )
+    for hub in hubs.values():
+        running.tasks.append(asyncio.create_task(hub.run()))
+
+    async def end_streams() -> None:
+        for hub in hubs.values():
+            hub.close()
+
+    running.on_stop.append(end_streams)
+    return running
+
+
+async def serve(settings: Settings) -> None:
+    await service.serve(
+        ProcessSettings(
+            name="stream_service",
+            log_level=settings.log_level,
+            redis=settings.redis,
+            verifier=settings.verifier,
+            grace_seconds=settings.grpc.grace_seconds,
+        ),
+        lambda deps: build_server(settings, deps),
+    )
