@@ -1,0 +1,79 @@
+"""edge settings, read once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.config import ClientCredentials, Endpoints, Env, RedisSettings, VerifierSettings
+
+
+@dataclass(frozen=True)
+class WebSocketSettings:
+    # Browser origins allowed to open /ws; empty means same-origin only. Clients that send no
+    # Origin (non-browsers) are not affected.
+    origins: tuple[str, ...] = ()
+    allow_anonymous: bool = False
+    # At most one message per viewer per tick, whatever the upstream rate.
+    tick_seconds: float = 0.05
+    heartbeat_seconds: float = 30.0
+    max_connections: int = 20_000
+    max_per_user: int = 5
+    max_message_bytes: int = 4096
+    messages_per_second: float = 10.0
+    # A viewer with this much unsent data is skipped for the tick...
+    slow_viewer_bytes: int = 64 * 1024
+    # ...and closed when it stays stuck this many seconds.
+    slow_viewer_seconds: float = 10.0
+    ticket_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    endpoints: Endpoints
+    redis: RedisSettings
+    verifier: VerifierSettings
+    credentials: ClientCredentials
+    websocket: WebSocketSettings = WebSocketSettings()
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 16 * 1024
+    actions_per_minute: int = 100
+    # Trust X-Forwarded-For from the ingress for client addresses.
+    trust_forwarded: bool = False
+    # Serve the browser UI at /.
+    serve_ui: bool = True
+    log_level: str = "INFO"
+    grace_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> Settings:
+        env = env or Env()
+        return cls(
+            host=env.text("EDGE_HOST", "127.0.0.1"),
+            port=env.integer("EDGE_PORT", 8000, minimum=0),
+            endpoints=Endpoints.from_env(env),
+            redis=RedisSettings.from_env(env),
+            verifier=VerifierSettings.from_env(env),
+            credentials=ClientCredentials.from_env(env),
+            websocket=WebSocketSettings(
+                origins=env.items("WS_ORIGINS"),
+                allow_anonymous=env.flag("WS_ANONYMOUS", False),
+                tick_seconds=env.integer("WS_TICK_MS", 50, minimum=1) / 1000,
+                heartbeat_seconds=env.number("WS_HEARTBEAT_SECONDS", 30.0, minimum=1.0),
+                max_connections=env.integer("WS_MAX_CONNECTIONS", 20_000, minimum=1),
+                max_per_user=env.integer("WS_MAX_PER_USER", 5, minimum=1),
+                max_message_bytes=env.integer("WS_MAX_MESSAGE_BYTES", 4096, minimum=128),
+                messages_per_second=env.number("WS_MESSAGES_PER_SECOND", 10.0, minimum=0.1),
+                slow_viewer_bytes=env.integer("WS_SLOW_VIEWER_BYTES", 64 * 1024, minimum=1024),
+                slow_viewer_seconds=env.number("WS_SLOW_VIEWER_SECONDS", 10.0, minimum=0.1),
+                ticket_seconds=env.integer("WS_TICKET_SECONDS", 30, minimum=1),
+            ),
+            cors_origins=env.items("CORS_ORIGINS"),
+            max_body_bytes=env.integer("MAX_BODY_BYTES", 16 * 1024, minimum=256),
+            actions_per_minute=env.integer("ACTIONS_PER_MINUTE", 100, minimum=1),
+            trust_forwarded=env.flag("TRUST_FORWARDED", False),
+            serve_ui=env.flag("SERVE_UI", True),
+            log_level=env.text("LOG_LEVEL", "INFO"),
+            grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0.0),
+        )

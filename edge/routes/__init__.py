@@ -1,0 +1,1 @@
+"""The edge's REST routes, one module per area."""

@@ -1,0 +1,130 @@
+"""The leaderboard over HTTP (the fallback for clients without WebSockets)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from common.errors import invalid
+from edge.api import ApiRoute, Param
+from edge.live import iso
+from edge.responses import JSON, ok
+from edge.schemas import Envelope, Leaderboard, UserRank
+from edge.state import edge_state, optional_principal, require_principal
+from scoreboard.leaderboard.v1 import leaderboard_pb2
+from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
+
+CACHE = "public, max-age=5"
+
+
+def _entry(e: leaderboard_pb2.LeaderboardEntry) -> dict[str, object]:
+    return {"rank": e.rank, "userId": e.user_id, "username": e.username, "score": e.score}
+
+
+def _cached(request: Request, body: bytes, etag: str) -> Response:
+    headers = {"Cache-Control": CACHE, "ETag": etag, "Vary": "Accept-Encoding"}
+    if etag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def leaderboard(request: Request) -> Response:
+    await optional_principal(request)  # optional, but a bad token is still refused
+    state = edge_state(request)
+    board = state.live.latest
+    if board is not None:
+        # The live stream keeps the current top 10 in memory, already encoded.
+        return _cached(request, board.http_body, board.etag)
+    reply = await state.upstream.call_as_edge(
+        state.upstream.leaderboard.ListEntries, pb.ListEntriesRequest(page_size=10)
+    )
+    stamp = iso(reply.update_time.ToDatetime()) if reply.update_time.seconds else None
+    body = orjson.dumps({"success": True, "data": {
+        "top10": [_entry(e) for e in reply.entries], "lastUpdated": stamp, "sequence": 0}})
+    return _cached(request, body, '"' + hashlib.sha256(body).hexdigest()[:24] + '"')
+
+
+def _user_id(request: Request) -> str:
+    try:
+        return str(uuid.UUID(request.path_params["userId"]))
+    except ValueError:
+        raise invalid("userId must be a user id (UUID)") from None
+
+
+async def user_rank(request: Request) -> Response:
+    principal = await require_principal(request)
+    state = edge_state(request)
+    reply = await state.upstream.call(
+        state.upstream.leaderboard.GetUserRank,
+        pb.GetUserRankRequest(user_id=_user_id(request)),
+        token=principal.token,
+    )
+    return ok({
+        "userId": reply.entry.user_id,
+        "username": reply.entry.username,
+        "rank": reply.entry.rank,
+        "score": reply.entry.score,
+        "inTop10": reply.in_top10,
+        "distanceFromTop10": reply.distance_from_top10,
+        "totalUsers": reply.total_users,
+    })
+
+
+async def around_user(request: Request) -> Response:
+    principal = await require_principal(request)
+    state = edge_state(request)
+    try:
+        count = int(request.query_params.get("count", "5"))
+    except ValueError:
+        raise invalid("count must be a number") from None
+    reply = await state.upstream.call(
+        state.upstream.leaderboard.ListEntriesAround,
+        pb.ListEntriesAroundRequest(user_id=_user_id(request), count=count),
+        token=principal.token,
+    )
+    return ok({"entries": [_entry(e) for e in reply.entries]})
+
+
+async def entries(request: Request) -> Response:
+    principal = await optional_principal(request)
+    state = edge_state(request)
+    try:
+        size = int(request.query_params.get("pageSize", "10"))
+    except ValueError:
+        raise invalid("pageSize must be a number") from None
+    message = pb.ListEntriesRequest(page_size=size, page_token=request.query_params.get("pageToken", ""))
+    if principal is None:
+        reply = await state.upstream.call_as_edge(state.upstream.leaderboard.ListEntries, message)
+    else:
+        reply = await state.upstream.call(
+            state.upstream.leaderboard.ListEntries, message, token=principal.token
+        )
+    return JSON({"success": True, "data": {
+        "entries": [_entry(e) for e in reply.entries],
+        "nextPageToken": reply.next_page_token or None,
+        "totalUsers": reply.total_users,
+    }})
+
+
+_USER = Param("userId", "path", "The user's id.", required=True,
+              schema={"type": "string", "format": "uuid"})
+ROUTES = [
+    ApiRoute("GET", "/api/leaderboard", leaderboard, "The current top 10", "leaderboard",
+             auth="optional", response=Envelope[Leaderboard], errors=(401,),
+             description="Cacheable for 5 seconds; send If-None-Match with the ETag for a 304."),
+    ApiRoute("GET", "/api/leaderboard/entries", entries, "The ranking, page by page",
+             "leaderboard", auth="optional", errors=(400, 401),
+             params=(Param("pageSize", "query", "1-100, default 10", schema={"type": "integer"}),
+                     Param("pageToken", "query", "nextPageToken of the previous page"))),
+    ApiRoute("GET", "/api/leaderboard/user/{userId}", user_rank, "One user's rank", "leaderboard",
+             auth="required", response=Envelope[UserRank], errors=(400, 401, 404), params=(_USER,)),
+    ApiRoute("GET", "/api/leaderboard/user/{userId}/around", around_user,
+             "The entries just above and below a user", "leaderboard", auth="required",
+             errors=(400, 401, 404),
+             params=(_USER, Param("count", "query", "entries each side, 1-50 (default 5)",
+                                  schema={"type": "integer"}))),
+]

@@ -1,0 +1,79 @@
+"""Health, metrics, keys, the OpenAPI document and WebSocket tickets."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from edge.api import ApiRoute
+from edge.responses import JSON, ok
+from edge.schemas import Envelope, WsTicket
+from edge.state import edge_state, require_principal
+from edge.ws import issue_ticket
+from scoreboard.auth.v1 import auth_service_pb2
+
+JWKS_CACHE_SECONDS = 60.0
+
+
+async def healthz(request: Request) -> Response:
+    state = edge_state(request)
+    body = {
+        "status": "shutting_down" if state.shutting_down else "ok",
+        "liveStream": state.live.connected.is_set(),
+        "viewers": len(state.fanout),
+    }
+    return JSON(body, status_code=503 if state.shutting_down else 200)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def jwks(request: Request) -> Response:
+    state = edge_state(request)
+    cached = state.jwks_cache.get("jwks")
+    if cached is None or time.monotonic() - cached[0] > JWKS_CACHE_SECONDS:
+        reply = await state.upstream.call(
+            state.upstream.auth.GetJwks, auth_service_pb2.GetJwksRequest(), token=None
+        )
+        cached = (time.monotonic(), reply.jwks_json.encode())
+        state.jwks_cache["jwks"] = cached
+    return Response(
+        cached[1], media_type="application/json",
+        headers={"Cache-Control": f"public, max-age={int(JWKS_CACHE_SECONDS)}"},
+    )
+
+
+async def ws_ticket(request: Request) -> Response:
+    principal = await require_principal(request)
+    state = edge_state(request)
+    ticket = await issue_ticket(state, principal)
+    return ok(
+        {"ticket": ticket, "expiresIn": state.settings.websocket.ticket_seconds},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def openapi(request: Request) -> Response:
+    return JSON(request.app.state.openapi)
+
+
+async def docs(request: Request) -> Response:
+    return HTMLResponse(_DOCS)
+
+
+_DOCS = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Scoreboard API</title><meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/static/docs.css"></head><body><main id="docs">
+<h1>Scoreboard API</h1><p>Loading <a href="/openapi.json">/openapi.json</a>…</p></main>
+<script src="/static/docs.js"></script></body></html>"""
+
+ROUTES = [
+    ApiRoute("POST", "/api/ws-ticket", ws_ticket, "A single-use ticket to open /ws", "live",
+             auth="required", response=Envelope[WsTicket], errors=(401,),
+             description="Open /ws?ticket=... within the ticket's lifetime, so a long-lived token "
+                         "never appears in a URL."),
+]

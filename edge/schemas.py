@@ -1,0 +1,135 @@
+"""Request and response bodies of the REST API. Requests are validated with these models and the
+OpenAPI document is generated from them, so the two cannot disagree."""
+
+from __future__ import annotations
+
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+ACTION_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class CompleteActionBody(_Body):
+    actionId: str = Field(pattern=ACTION_ID, description="Catalog id of the completed action.")
+    ticket: str | None = Field(
+        default=None, max_length=200, description="Ticket from /api/actions/start, when needed."
+    )
+
+
+class StartActionBody(_Body):
+    actionId: str = Field(pattern=ACTION_ID)
+
+
+class RegisterBody(_Body):
+    username: str = Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    password: str = Field(min_length=8, max_length=128)
+    displayName: str | None = Field(default=None, min_length=1, max_length=40)
+
+
+class LoginBody(_Body):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=128)
+
+
+class RefreshBody(_Body):
+    refreshToken: str | None = Field(
+        default=None, max_length=256, description="Omit to use the httpOnly refresh cookie."
+    )
+
+
+class LogoutBody(_Body):
+    refreshToken: str | None = Field(default=None, max_length=256)
+
+
+class Envelope(BaseModel, Generic[T]):
+    success: Literal[True] = True
+    data: T
+
+
+class ErrorEnvelope(BaseModel):
+    success: Literal[False] = False
+    error: str
+    code: str
+
+
+class CompleteActionResult(BaseModel):
+    newScore: int
+    increment: int
+    rank: int
+    message: str
+
+
+class StartActionResult(BaseModel):
+    ticket: str
+    notBefore: str
+    expiresAt: str
+
+
+class LeaderboardEntry(BaseModel):
+    rank: int
+    userId: str
+    username: str = Field(description="The player's public display name.")
+    score: int
+
+
+class Leaderboard(BaseModel):
+    top10: list[LeaderboardEntry]
+    lastUpdated: str | None
+    sequence: int = Field(description="Sequence number of this top-10 snapshot (0 when unknown).")
+
+
+class UserRank(BaseModel):
+    userId: str
+    username: str
+    rank: int
+    score: int
+    inTop10: bool
+    distanceFromTop10: int
+    totalUsers: int
+
+
+class Action(BaseModel):
+    actionId: str
+    name: str
+    description: str
+    points: int
+    dailyLimit: int
+    cooldownSeconds: int
+    requiresTicket: bool
+    minDurationSeconds: int
+    remainingToday: int | None = Field(description="For a signed-in user; null otherwise.")
+    availableAt: str | None = Field(description="When a cooldown ends, for a signed-in user.")
+
+
+class ActionList(BaseModel):
+    actions: list[Action]
+
+
+class User(BaseModel):
+    userId: str
+    username: str
+    displayName: str
+    role: str
+
+
+class Session(BaseModel):
+    user: User | None = None
+    accessToken: str
+    refreshToken: str
+    expiresIn: int
+    tokenType: str
+
+
+class WsTicket(BaseModel):
+    ticket: str
+    expiresIn: int
+
+
+class Empty(BaseModel):
+    pass

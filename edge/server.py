@@ -1,0 +1,56 @@
+"""Running the edge on uvicorn: our WebSocket protocol, heartbeats, and a drain on SIGTERM that
+first reports not-ready (healthz 503), then closes sockets with 1012 so clients reconnect
+elsewhere."""
+
+from __future__ import annotations
+
+import socket
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from common.logs import setup_logging
+from edge.app import create_app
+from edge.config import Settings
+from edge.state import EdgeState
+from edge.ws_protocol import FanoutProtocol
+
+
+class EdgeServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        state: EdgeState | None = getattr(self._app.state, "edge", None)
+        if state is not None:
+            state.shutting_down = True
+        super().handle_exit(sig, frame)
+
+
+def build_config(settings: Settings, app: Starlette) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws=FanoutProtocol,
+        ws_max_size=settings.websocket.max_message_bytes,
+        ws_ping_interval=settings.websocket.heartbeat_seconds,
+        ws_ping_timeout=settings.websocket.heartbeat_seconds,
+        ws_per_message_deflate=False,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=settings.trust_forwarded,
+        timeout_graceful_shutdown=int(settings.grace_seconds),
+        backlog=4096,
+    )
+
+
+def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+    setup_logging("edge", settings.log_level)
+    app = create_app(settings)
+    server = EdgeServer(build_config(settings, app), app)
+    server.run(sockets=[sock] if sock else None)

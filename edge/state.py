@@ -1,0 +1,70 @@
+"""Everything the edge's routes share, built once in the lifespan and kept on app.state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from starlette.requests import HTTPConnection
+
+from common.errors import Reason, unauthenticated
+from common.keys import Keys
+from common.principal import Principal
+from common.ratelimit import SlidingWindowLimiter
+from common.tokens import TokenVerifier
+from edge.config import Settings
+from edge.fanout import FanOut
+from edge.live import LiveBoard
+from edge.upstream import Upstream
+
+
+@dataclass
+class EdgeState:
+    settings: Settings
+    redis: aioredis.Redis
+    keys: Keys
+    verifier: TokenVerifier
+    upstream: Upstream
+    limiter: SlidingWindowLimiter
+    fanout: FanOut
+    live: LiveBoard
+    shutting_down: bool = False
+    jwks_cache: dict[str, tuple[float, bytes]] = field(default_factory=dict)
+
+
+def edge_state(conn: HTTPConnection) -> EdgeState:
+    state: EdgeState = conn.app.state.edge
+    return state
+
+
+def bearer_token(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthenticated(Reason.UNAUTHENTICATED, "the authorization must be a bearer token")
+    return token.strip()
+
+
+async def optional_principal(conn: HTTPConnection) -> Principal | None:
+    """The caller when a token is sent (an invalid one is refused); None when none is."""
+    token = bearer_token(conn)
+    if token is None:
+        return None
+    return await edge_state(conn).verifier.verify(token)
+
+
+async def require_principal(conn: HTTPConnection) -> Principal:
+    principal = await optional_principal(conn)
+    if principal is None:
+        raise unauthenticated(Reason.UNAUTHENTICATED, "a bearer token is required")
+    return principal
+
+
+def client_address(conn: HTTPConnection) -> str:
+    if edge_state(conn).settings.trust_forwarded:
+        forwarded = conn.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return conn.client.host if conn.client else "unknown"

@@ -1,0 +1,81 @@
+"""The edge's gRPC clients: one channel per service, typed stubs, the edge's own service token,
+and one way to call that maps failures to the error contract."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from common.config import ClientCredentials, Endpoints
+from common.errors import from_rpc_error
+from common.grpc_client import call_metadata, open_channel
+from common.principal import SCOPE_LEADERBOARD_READ, SCOPE_STREAM_WATCH
+from common.service_token import ServiceTokenSource
+from scoreboard.auth.v1 import auth_service_pb2_grpc
+from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
+from scoreboard.score.v1 import score_service_pb2_grpc
+from scoreboard.stream.v1 import stream_service_pb2_grpc
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+DEFAULT_TIMEOUT = 5.0
+
+
+@dataclass
+class Upstream:
+    channels: list[grpc.aio.Channel]
+    auth: auth_service_pb2_grpc.AuthServiceStub
+    score: score_service_pb2_grpc.ScoreServiceStub
+    leaderboard: leaderboard_service_pb2_grpc.LeaderboardServiceStub
+    stream: stream_service_pb2_grpc.StreamServiceStub
+    service_token: ServiceTokenSource
+
+    @classmethod
+    def connect(cls, endpoints: Endpoints, credentials: ClientCredentials) -> Upstream:
+        auth_ch = open_channel(endpoints.auth)
+        score_ch = open_channel(endpoints.score)
+        board_ch = open_channel(endpoints.leaderboard)
+        stream_ch = open_channel(endpoints.stream)
+        auth = auth_service_pb2_grpc.AuthServiceStub(auth_ch)
+        return cls(
+            channels=[auth_ch, score_ch, board_ch, stream_ch],
+            auth=auth,
+            score=score_service_pb2_grpc.ScoreServiceStub(score_ch),
+            leaderboard=leaderboard_service_pb2_grpc.LeaderboardServiceStub(board_ch),
+            stream=stream_service_pb2_grpc.StreamServiceStub(stream_ch),
+            service_token=ServiceTokenSource(
+                auth, credentials, scopes=(SCOPE_LEADERBOARD_READ, SCOPE_STREAM_WATCH)
+            ),
+        )
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+    async def call(
+        self,
+        method: Callable[..., Awaitable[Resp]],
+        request: Req,
+        *,
+        token: str | None,
+        extra: tuple[tuple[str, str], ...] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Resp:
+        """Call with the caller's token (or none); errors become ServiceError."""
+        try:
+            return await method(request, metadata=call_metadata(token) + extra, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def call_as_edge(
+        self,
+        method: Callable[..., Awaitable[Resp]],
+        request: Req,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Resp:
+        """Call with the edge's own service identity (for anonymous visitors)."""
+        return await self.call(method, request, token=await self.service_token.token(), timeout=timeout)
