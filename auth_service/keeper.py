@@ -21,7 +21,9 @@ log = logging.getLogger("scoreboard.auth.keeper")
 async def reload_denylist(store: AuthStore, denylist: Denylist) -> int:
     revoked = await store.revoked_tokens()
     now = time.time()
-    await denylist.add([(jti, int((exp.timestamp() - now) * 1000) + 60_000) for jti, exp in revoked])
+    await denylist.add(
+        [(jti, int((exp.timestamp() - now) * 1000) + 60_000) for jti, exp in revoked]
+    )
     await denylist.mark_loaded()
     return len(revoked)
 

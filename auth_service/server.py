@@ -42,7 +42,9 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         [
             ServiceBinding(
                 SERVICE_NAME,
-                lambda server: auth_service_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server),
+                lambda server: auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+                    servicer, server
+                ),
             )
         ],
         deps.verifier,

@@ -183,7 +183,9 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
         assert self._settings.verifier.jwks_file is not None
-        return pb.GetJwksResponse(jwks_json=json.dumps(read_jwks(self._settings.verifier.jwks_file)))
+        return pb.GetJwksResponse(
+            jwks_json=json.dumps(read_jwks(self._settings.verifier.jwks_file))
+        )
 
     async def GetMe(self, request: pb.GetMeRequest, context: Context) -> pb.GetMeResponse:
         principal = current_principal()
@@ -197,7 +199,9 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     async def _session(self, user: UserRow) -> pb.TokenPair:
         family = new_family_id()
         token, token_hash = new_refresh_token()
-        await self._store.add_refresh_token(user.user_id, family, token_hash, self._refresh_expiry())
+        await self._store.add_refresh_token(
+            user.user_id, family, token_hash, self._refresh_expiry()
+        )
         return self._token_pair(user, family, token)
 
     def _token_pair(self, user: UserRow, family: str, refresh_token: str) -> pb.TokenPair:

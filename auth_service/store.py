@@ -193,7 +193,9 @@ class AuthStore:
             row = await cur.fetchone()
         if row is None:
             return None
-        return ServiceAccountRow(str(row[0]), str(row[1]), tuple(row[2]), bool(row[3]))  # type: ignore[call-overload]
+        scopes = row[2]
+        assert isinstance(scopes, list)
+        return ServiceAccountRow(str(row[0]), str(row[1]), tuple(scopes), bool(row[3]))
 
     async def save_service_account(
         self, client_id: str, secret_hash: str, scopes: tuple[str, ...]

@@ -39,13 +39,17 @@ def _keys(args: argparse.Namespace) -> int:
     kid = rotate_keys(private, jwks) if args.action == "rotate" else ensure_keys(private, jwks)
     print(f"signing key id: {kid}")
     if args.action == "rotate":
-        print("restart auth_service to sign with the new key; verifiers accept both keys "
-              "until the next rotation drops the old one")
+        print(
+            "restart auth_service to sign with the new key; verifiers accept both keys "
+            "until the next rotation drops the old one"
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scoreboard", description="Scoreboard: a live leaderboard.")
+    parser = argparse.ArgumentParser(
+        prog="scoreboard", description="Scoreboard: a live leaderboard."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole stack locally (embedded PostgreSQL and Redis)")
     run.set_defaults(handler=_run)

@@ -168,8 +168,12 @@ class GrpcServerSettings:
             port=env.integer("GRPC_PORT", default_port, minimum=0),
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0.0),
             max_message_bytes=env.integer("GRPC_MAX_MESSAGE_BYTES", 1 << 20, minimum=1024),
-            max_connection_age_seconds=env.integer("GRPC_MAX_CONNECTION_AGE_SECONDS", 300, minimum=1),
-            max_connection_age_grace_seconds=env.integer("GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30),
+            max_connection_age_seconds=env.integer(
+                "GRPC_MAX_CONNECTION_AGE_SECONDS", 300, minimum=1
+            ),
+            max_connection_age_grace_seconds=env.integer(
+                "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30
+            ),
             metrics_port=None if metrics < 0 else metrics,
         )
 

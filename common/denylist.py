@@ -16,9 +16,7 @@ from common.keys import Keys
 
 
 class Denylist:
-    def __init__(
-        self, redis: aioredis.Redis, keys: Keys, *, wait_seconds: float = 3.0
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, wait_seconds: float = 3.0) -> None:
         self._redis = redis
         self._keys = keys
         self._wait_seconds = wait_seconds

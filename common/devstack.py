@@ -65,7 +65,7 @@ class Stack:
         self.children.append((name, process))
 
     def stop(self) -> None:
-        for name, process in reversed(self.children):
+        for _name, process in reversed(self.children):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
@@ -86,7 +86,9 @@ def _run_cli(env: dict[str, str], *args: str) -> None:
     subprocess.run([sys.executable, *args], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-async def _wait_grpc(address: str, name: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+async def _wait_grpc(
+    address: str, name: str, process: subprocess.Popen[bytes], timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -164,24 +166,48 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
             ("edge", edge_secret, EDGE_SCOPES),
             ("game-server", game_secret, GAME_SERVER_SCOPES),
         ):
-            _run_cli(env, "-m", "auth_service", "create-service-account",
-                     "--client-id", client, "--scopes", scopes, "--secret", secret)
+            _run_cli(
+                env,
+                "-m",
+                "auth_service",
+                "create-service-account",
+                "--client-id",
+                client,
+                "--scopes",
+                scopes,
+                "--secret",
+                secret,
+            )
         per_service = {
-            "auth_service": {"SCOREBOARD_SIGNING_KEY_FILE": str(key_file),
-                             "SCOREBOARD_GRPC_PORT": addresses["auth"].rsplit(":", 1)[1]},
-            "score_service": {"SCOREBOARD_TICKET_SECRET": _secret(data_dir / "secrets" / "ticket-secret", 48),
-                              "SCOREBOARD_GRPC_PORT": addresses["score"].rsplit(":", 1)[1]},
-            "leaderboard_service": {"SCOREBOARD_GRPC_PORT": addresses["leaderboard"].rsplit(":", 1)[1]},
+            "auth_service": {
+                "SCOREBOARD_SIGNING_KEY_FILE": str(key_file),
+                "SCOREBOARD_GRPC_PORT": addresses["auth"].rsplit(":", 1)[1],
+            },
+            "score_service": {
+                "SCOREBOARD_TICKET_SECRET": _secret(data_dir / "secrets" / "ticket-secret", 48),
+                "SCOREBOARD_GRPC_PORT": addresses["score"].rsplit(":", 1)[1],
+            },
+            "leaderboard_service": {
+                "SCOREBOARD_GRPC_PORT": addresses["leaderboard"].rsplit(":", 1)[1]
+            },
             "stream_service": {"SCOREBOARD_GRPC_PORT": addresses["stream"].rsplit(":", 1)[1]},
         }
         for name in SERVICES:
             stack.start_child(name, name, per_service[name])
-        for (name, process), short in zip(stack.children, ("auth", "score", "leaderboard", "stream"), strict=True):
+        for (name, process), short in zip(
+            stack.children, ("auth", "score", "leaderboard", "stream"), strict=True
+        ):
             asyncio.run(_wait_grpc(addresses[short], name, process, 60))
-        stack.start_child("edge", "edge", {
-            "SCOREBOARD_CLIENT_ID": "edge", "SCOREBOARD_CLIENT_SECRET": edge_secret,
-            "SCOREBOARD_EDGE_HOST": edge_host, "SCOREBOARD_EDGE_PORT": str(edge_port),
-        })
+        stack.start_child(
+            "edge",
+            "edge",
+            {
+                "SCOREBOARD_CLIENT_ID": "edge",
+                "SCOREBOARD_CLIENT_SECRET": edge_secret,
+                "SCOREBOARD_EDGE_HOST": edge_host,
+                "SCOREBOARD_EDGE_PORT": str(edge_port),
+            },
+        )
         asyncio.run(_wait_http(stack.edge_url, stack.children[-1][1], 60))
     except BaseException:
         stack.stop()
@@ -189,7 +215,8 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
     if not quiet:
         print(f"Scoreboard is running: {stack.edge_url}")
         print(f"  logs: {data_dir / 'logs'}   data: {data_dir}")
-        print(f"  game-server client: id=game-server secret in {data_dir / 'secrets' / 'game-server-client-secret'}")
+        secret_file = data_dir / "secrets" / "game-server-client-secret"
+        print(f"  game-server client: id=game-server, secret in {secret_file}")
         print("  gRPC: " + "  ".join(f"{k}={v}" for k, v in addresses.items()))
         print("Press Ctrl-C to stop.", flush=True)
     return stack

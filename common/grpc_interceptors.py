@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -19,6 +19,8 @@ from common.tokens import TokenVerifier
 
 log = logging.getLogger("scoreboard.grpc")
 
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
 Unary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 Streaming = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -33,9 +35,8 @@ RPC_STARTED = Counter("scoreboard_grpc_server_started_total", "gRPC calls starte
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            value = item.value
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
             return value.decode() if isinstance(value, bytes) else value
     return None
 
@@ -45,22 +46,27 @@ class _Wrapping(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
-            return handler
+            return None
         method = handler_call_details.method
+        # grpc.aio handlers are coroutines and async generators; the stubs describe sync ones.
         if handler.unary_unary is not None:
+            wrapped = self.wrap_unary(method, cast(Unary, handler.unary_unary))
             return grpc.unary_unary_rpc_method_handler(
-                self.wrap_unary(method, handler.unary_unary),
+                cast(Any, wrapped),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
+            streaming = self.wrap_stream(method, cast(Streaming, handler.unary_stream))
             return grpc.unary_stream_rpc_method_handler(
-                self.wrap_stream(method, handler.unary_stream),
+                cast(Any, streaming),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -84,7 +90,9 @@ class RequestIdInterceptor(_Wrapping):
         return call
 
     def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
-        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def call(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             request_id_var.set(_request_id(context))
             async for item in behavior(request, context):
                 yield item
@@ -114,7 +122,9 @@ class MetricsInterceptor(_Wrapping):
         return call
 
     def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
-        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def call(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             RPC_STARTED.labels(method).inc()
             start = time.perf_counter()
             code = "OK"
@@ -152,7 +162,9 @@ class ErrorInterceptor(_Wrapping):
         return call
 
     def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
-        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def call(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             try:
                 async for item in behavior(request, context):
                     yield item
@@ -164,7 +176,9 @@ class ErrorInterceptor(_Wrapping):
         return call
 
 
-async def _internal(method: str, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+async def _internal(
+    method: str, context: grpc.aio.ServicerContext[Any, Any], exc: Exception
+) -> None:
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
     log.exception("unhandled error in %s", method)
@@ -195,7 +209,9 @@ class AuthInterceptor(_Wrapping):
         if self._public_method(method):
             return behavior
 
-        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def call(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             await self._authenticate(context)
             async for item in behavior(request, context):
                 yield item
@@ -213,5 +229,7 @@ class AuthInterceptor(_Wrapping):
             raise unauthenticated(Reason.UNAUTHENTICATED, "a bearer token is required")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise unauthenticated(Reason.UNAUTHENTICATED, "the authorization must be a bearer token")
+            raise unauthenticated(
+                Reason.UNAUTHENTICATED, "the authorization must be a bearer token"
+            )
         current_principal_var.set(await self._verifier.verify(token.strip()))

@@ -40,7 +40,7 @@ async def migrate(url: str) -> list[str]:
                 if number in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(sql.SQL(text))  # type: ignore[arg-type]
+                    await conn.execute(sql.SQL(text))  # type: ignore[arg-type, unused-ignore]
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (number, name),

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 
 from common.config import ClientCredentials
 from common.errors import from_rpc_error
 from common.grpc_client import call_metadata
-from scoreboard.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from scoreboard.auth.v1 import auth_service_pb2
+
+if TYPE_CHECKING:
+    from scoreboard.auth.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
 
 
 class ServiceTokenSource:
     def __init__(
         self,
-        auth: auth_service_pb2_grpc.AuthServiceStub,
+        auth: AuthServiceAsyncStub,
         credentials: ClientCredentials,
         *,
         scopes: tuple[str, ...] = (),

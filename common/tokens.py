@@ -62,7 +62,9 @@ class TokenVerifier:
         if alg not in self._settings.algorithms:
             raise _invalid("the token's algorithm is not allowed")
         typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in {t.lower() for t in self._settings.token_types}:
+        if not isinstance(typ, str) or typ.lower() not in {
+            t.lower() for t in self._settings.token_types
+        }:
             raise _invalid("the token is not an access token")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid or len(kid) > 256:

@@ -56,8 +56,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _starlette_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-    return error(exc.status_code, str(exc.detail), codes.get(exc.status_code, "HTTP_ERROR"),
-                 dict(exc.headers or {}))
+    return error(
+        exc.status_code,
+        str(exc.detail),
+        codes.get(exc.status_code, "HTTP_ERROR"),
+        dict(exc.headers or {}),
+    )
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
@@ -85,8 +89,14 @@ def create_app(settings: Settings) -> Starlette:
         fanout = FanOut(settings.websocket)
         live = LiveBoard(upstream, lambda board: fanout.publish(board.frame))
         state = EdgeState(
-            settings=settings, redis=redis, keys=keys, verifier=verifier, upstream=upstream,
-            limiter=SlidingWindowLimiter(redis, keys), fanout=fanout, live=live,
+            settings=settings,
+            redis=redis,
+            keys=keys,
+            verifier=verifier,
+            upstream=upstream,
+            limiter=SlidingWindowLimiter(redis, keys),
+            fanout=fanout,
+            live=live,
         )
         app.state.edge = state
         tasks = [asyncio.create_task(live.run()), asyncio.create_task(_expiry_sweep(state))]
@@ -109,16 +119,31 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/ws", websocket_endpoint),
     ]
     if settings.serve_ui:
-        routes += [Route("/", _index), Mount("/static", StaticFiles(directory=STATIC), name="static")]
-    middleware = [Middleware(RequestContext), Middleware(BodyLimit, max_bytes=settings.max_body_bytes)]
+        routes += [
+            Route("/", _index),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
+    middleware = [
+        Middleware(RequestContext),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+    ]
     if settings.cors_origins:
-        middleware.append(Middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type",
-                                                          "idempotency-key", "x-request-id"],
-            expose_headers=["ratelimit", "ratelimit-policy", "retry-after", "etag", "x-request-id"],
-            max_age=600,
-        ))
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "idempotency-key", "x-request-id"],
+                expose_headers=[
+                    "ratelimit",
+                    "ratelimit-policy",
+                    "retry-after",
+                    "etag",
+                    "x-request-id",
+                ],
+                max_age=600,
+            )
+        )
     app = Starlette(
         routes=routes,
         middleware=middleware,

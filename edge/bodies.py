@@ -18,7 +18,9 @@ POINT_FIELDS = frozenset({"points", "score", "total", "increment", "newScore", "
 class HttpError(Exception):
     """An edge-level refusal (before any service is called)."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -29,8 +31,10 @@ class HttpError(Exception):
 async def read_json(request: Request, model: type[M], *, refuse_points: bool = False) -> M:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
-    if not body and model.model_fields and all(
-        not f.is_required() for f in model.model_fields.values()
+    if (
+        not body
+        and model.model_fields
+        and all(not f.is_required() for f in model.model_fields.values())
     ):
         return model()
     if content_type != "application/json":
@@ -45,7 +49,8 @@ async def read_json(request: Request, model: type[M], *, refuse_points: bool = F
         claimed = sorted(POINT_FIELDS & data.keys())
         if claimed:
             raise HttpError(
-                400, Reason.CLIENT_POINTS_REFUSED,
+                400,
+                Reason.CLIENT_POINTS_REFUSED,
                 f"points are computed by the server; remove {', '.join(claimed)}",
             )
     try:
@@ -53,4 +58,6 @@ async def read_json(request: Request, model: type[M], *, refuse_points: bool = F
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise HttpError(422, "VALIDATION_FAILED", f"{where}: {first.get('msg', 'invalid')}") from None
+        raise HttpError(
+            422, "VALIDATION_FAILED", f"{where}: {first.get('msg', 'invalid')}"
+        ) from None

@@ -40,7 +40,15 @@ class Frame:
 class Viewer:
     """One socket as the fan-out sees it."""
 
-    __slots__ = ("buffered", "close", "expires_at", "last_sequence", "send", "stuck_since", "user_id")
+    __slots__ = (
+        "buffered",
+        "close",
+        "expires_at",
+        "last_sequence",
+        "send",
+        "stuck_since",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -71,7 +79,7 @@ class FanOut:
         self._per_user: dict[str, int] = {}
         self._latest: Frame | None = None
         self._last_tick = -1e9
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._fresh = False
 
     @property
@@ -125,7 +133,9 @@ class FanOut:
             return
         delay = self._last_tick + self._settings.tick_seconds - self._clock()
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(delay, self._tick) if delay > 0 else loop.call_soon(self._tick)  # type: ignore[assignment]
+        self._timer = (
+            loop.call_later(delay, self._tick) if delay > 0 else loop.call_soon(self._tick)
+        )
 
     def _tick(self) -> None:
         self._timer = None

@@ -63,7 +63,10 @@ def encode(snapshot: leaderboard_pb2.Top10Snapshot) -> Board:
     data = {"top10": top10, "timestamp": stamp, "sequence": snapshot.sequence}
     message = orjson.dumps({"type": "LEADERBOARD_UPDATE", "data": data})
     http_body = orjson.dumps(
-        {"success": True, "data": {"top10": top10, "lastUpdated": stamp, "sequence": snapshot.sequence}}
+        {
+            "success": True,
+            "data": {"top10": top10, "lastUpdated": stamp, "sequence": snapshot.sequence},
+        }
     )
     return Board(
         sequence=snapshot.sequence,

@@ -83,8 +83,12 @@ class RequestContext:
                 log.log(
                     logging.WARNING if status >= 500 else logging.DEBUG,
                     "http request",
-                    extra={"method": scope["method"], "path": scope["path"], "status": status,
-                           "ms": round(elapsed * 1000, 2)},
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    },
                 )
 
 
@@ -141,11 +145,21 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body: Any = orjson.dumps({
-        "success": False, "error": f"the body is larger than {limit} bytes",
-        "code": "PAYLOAD_TOO_LARGE",
-    })
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    body: Any = orjson.dumps(
+        {
+            "success": False,
+            "error": f"the body is larger than {limit} bytes",
+            "code": "PAYLOAD_TOO_LARGE",
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -51,8 +51,13 @@ def build_openapi(routes: list[ApiRoute], *, version: str) -> dict[str, Any]:
             op["security"] = [{"bearer": []}, {}]
         if route.params:
             op["parameters"] = [
-                {"name": p.name, "in": p.where, "required": p.required or p.where == "path",
-                 "description": p.description, "schema": p.schema}
+                {
+                    "name": p.name,
+                    "in": p.where,
+                    "required": p.required or p.where == "path",
+                    "description": p.description,
+                    "schema": p.schema,
+                }
                 for p in route.params
             ]
         if route.body is not None:
@@ -76,11 +81,13 @@ def build_openapi(routes: list[ApiRoute], *, version: str) -> dict[str, Any]:
             "title": "Scoreboard",
             "version": version,
             "description": "A live leaderboard. Errors use the envelope "
-                           '{"success": false, "error": "...", "code": "REASON"}.',
+            '{"success": false, "error": "...", "code": "REASON"}.',
         },
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
         },
     }

@@ -38,9 +38,7 @@ def ok(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -
     return JSON({"success": True, "data": data}, status_code=status, headers=headers)
 
 
-def error(
-    status: int, message: str, code: str, headers: Mapping[str, str] | None = None
-) -> JSON:
+def error(status: int, message: str, code: str, headers: Mapping[str, str] | None = None) -> JSON:
     return JSON(
         {"success": False, "error": message, "code": code}, status_code=status, headers=headers
     )

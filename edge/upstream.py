@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -19,7 +19,12 @@ from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2_grpc
 from scoreboard.stream.v1 import stream_service_pb2_grpc
 
-Req = TypeVar("Req")
+if TYPE_CHECKING:
+    from scoreboard.auth.v1.auth_service_pb2_grpc import AuthServiceAsyncStub
+    from scoreboard.leaderboard.v1.leaderboard_service_pb2_grpc import LeaderboardServiceAsyncStub
+    from scoreboard.score.v1.score_service_pb2_grpc import ScoreServiceAsyncStub
+    from scoreboard.stream.v1.stream_service_pb2_grpc import StreamServiceAsyncStub
+
 Resp = TypeVar("Resp")
 DEFAULT_TIMEOUT = 5.0
 
@@ -27,10 +32,10 @@ DEFAULT_TIMEOUT = 5.0
 @dataclass
 class Upstream:
     channels: list[grpc.aio.Channel]
-    auth: auth_service_pb2_grpc.AuthServiceStub
-    score: score_service_pb2_grpc.ScoreServiceStub
-    leaderboard: leaderboard_service_pb2_grpc.LeaderboardServiceStub
-    stream: stream_service_pb2_grpc.StreamServiceStub
+    auth: AuthServiceAsyncStub
+    score: ScoreServiceAsyncStub
+    leaderboard: LeaderboardServiceAsyncStub
+    stream: StreamServiceAsyncStub
     service_token: ServiceTokenSource
 
     @classmethod
@@ -58,7 +63,7 @@ class Upstream:
     async def call(
         self,
         method: Callable[..., Awaitable[Resp]],
-        request: Req,
+        request: Any,
         *,
         token: str | None,
         extra: tuple[tuple[str, str], ...] = (),
@@ -73,9 +78,11 @@ class Upstream:
     async def call_as_edge(
         self,
         method: Callable[..., Awaitable[Resp]],
-        request: Req,
+        request: Any,
         *,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> Resp:
         """Call with the edge's own service identity (for anonymous visitors)."""
-        return await self.call(method, request, token=await self.service_token.token(), timeout=timeout)
+        return await self.call(
+            method, request, token=await self.service_token.token(), timeout=timeout
+        )

@@ -8,6 +8,7 @@ specification's form). Refusals send an ERROR message, then close with a 44xx co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -58,8 +59,13 @@ def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
 
 async def issue_ticket(state: EdgeState, principal: Principal) -> str:
     ticket = secrets.token_urlsafe(32)
-    value = orjson.dumps({"sub": principal.user_id or principal.subject, "exp": principal.expires_at,
-                          "user": principal.user_id})
+    value = orjson.dumps(
+        {
+            "sub": principal.user_id or principal.subject,
+            "exp": principal.expires_at,
+            "user": principal.user_id,
+        }
+    )
     await state.redis.set(
         state.keys.ws_ticket(_ticket_key(ticket)), value, ex=state.settings.websocket.ticket_seconds
     )
@@ -81,8 +87,11 @@ async def _identify(websocket: WebSocket, state: EdgeState) -> tuple[Identity, s
         data = orjson.loads(raw)
         return Identity(data.get("user"), float(data["exp"])), subprotocol
     token = next(
-        (p[len(BEARER_PREFIX):] for p in websocket.scope.get("subprotocols", [])
-         if p.startswith(BEARER_PREFIX)),
+        (
+            p[len(BEARER_PREFIX) :]
+            for p in websocket.scope.get("subprotocols", [])
+            if p.startswith(BEARER_PREFIX)
+        ),
         None,
     ) or websocket.query_params.get("token")
     if token:
@@ -107,10 +116,8 @@ def _closer(websocket: WebSocket) -> Callable[[int, str], None]:
     def close(code: int, reason: str) -> None:
         async def run() -> None:
             if websocket.application_state == WebSocketState.CONNECTED:
-                try:
+                with contextlib.suppress(RuntimeError, OSError):
                     await websocket.close(code, reason)
-                except (RuntimeError, OSError):
-                    pass
 
         task = asyncio.get_running_loop().create_task(run())
         _closing.add(task)
@@ -173,23 +180,30 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await websocket.accept(subprotocol=subprotocol)
     await websocket.send_text(
         orjson.dumps(
-            {"type": "CONNECTION_ACK",
-             "data": {"userId": identity.user_id, "connectedAt": iso_now()}}
+            {
+                "type": "CONNECTION_ACK",
+                "data": {"userId": identity.user_id, "connectedAt": iso_now()},
+            }
         ).decode()
     )
     raw: RawFrames | None = websocket.scope.get("extensions", {}).get(EXTENSION)
     queued: _QueuedSender | None = None
     if raw is not None:
         viewer = Viewer(
-            user_id=identity.user_id, expires_at=identity.expires_at,
-            send=lambda frame: raw.write(frame.frame), buffered=raw.buffered,
+            user_id=identity.user_id,
+            expires_at=identity.expires_at,
+            send=lambda frame: raw.write(frame.frame),
+            buffered=raw.buffered,
             close=_closer(websocket),
         )
     else:
         queued = _QueuedSender(websocket)
         viewer = Viewer(
-            user_id=identity.user_id, expires_at=identity.expires_at,
-            send=queued.send, buffered=queued.buffered, close=_closer(websocket),
+            user_id=identity.user_id,
+            expires_at=identity.expires_at,
+            send=queued.send,
+            buffered=queued.buffered,
+            close=_closer(websocket),
         )
     state.fanout.add(viewer)
     try:
@@ -229,8 +243,15 @@ async def _receive_loop(websocket: WebSocket, rate: float) -> None:
             await websocket.send_text('{"type":"PONG","data":{}}')
         else:
             await websocket.send_text(
-                orjson.dumps({"type": "ERROR", "data": {
-                    "code": "UNKNOWN_MESSAGE", "message": "only PING messages are accepted"}}).decode()
+                orjson.dumps(
+                    {
+                        "type": "ERROR",
+                        "data": {
+                            "code": "UNKNOWN_MESSAGE",
+                            "message": "only PING messages are accepted",
+                        },
+                    }
+                ).decode()
             )
 
 

@@ -38,7 +38,7 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope["extensions"][EXTENSION] = RawFrames(self)  # type: ignore[index]
+            scope["extensions"][EXTENSION] = RawFrames(self)
 
 
 def text_frame(payload: bytes) -> bytes:

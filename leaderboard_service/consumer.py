@@ -83,7 +83,7 @@ class EventConsumer:
                 raise
 
     async def _read(self, start: str) -> list[Entry]:
-        reply = await self._redis.xreadgroup(
+        reply: Any = await self._redis.xreadgroup(
             self._settings.group,
             self._settings.name,
             {self._keys.events: start},
@@ -103,7 +103,7 @@ class EventConsumer:
         self._last_claim = time.monotonic()
         start = "0-0"
         while True:
-            reply = await self._redis.xautoclaim(
+            reply: Any = await self._redis.xautoclaim(
                 self._keys.events,
                 self._settings.group,
                 self._settings.name,
@@ -182,14 +182,25 @@ class EventConsumer:
 
     async def _apply(self, batch: Sequence[tuple[str, list[str]]]) -> None:
         keys = self._keys
-        args: list[Any] = [keys.channel, str(time.time_ns() // 1000), self._settings.group, len(batch)]
+        args: list[Any] = [
+            keys.channel,
+            str(time.time_ns() // 1000),
+            self._settings.group,
+            len(batch),
+        ]
         for _, event_args in batch:
             args.extend(event_args)
         args.extend(entry_id for entry_id, _ in batch)
         applied, seq, ready = await self._scripts.apply(
             keys=[
-                keys.ranking, keys.users, keys.top, keys.meta, keys.ready,
-                keys.rebuild_lock, keys.touched, keys.events,
+                keys.ranking,
+                keys.users,
+                keys.top,
+                keys.meta,
+                keys.ready,
+                keys.rebuild_lock,
+                keys.touched,
+                keys.events,
             ],
             args=args,
         )

@@ -18,7 +18,9 @@ from leaderboard_service.reconcile import quick_check
 from leaderboard_service.scripts import Scripts
 
 log = logging.getLogger("scoreboard.keeper")
-DRIFT = Gauge("scoreboard_ranking_drift_users", "Ranked users in PostgreSQL minus in Redis.", ["board"])
+DRIFT = Gauge(
+    "scoreboard_ranking_drift_users", "Ranked users in PostgreSQL minus in Redis.", ["board"]
+)
 
 
 class RankingKeeper:

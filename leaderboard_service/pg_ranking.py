@@ -26,7 +26,8 @@ class PgRanking:
             )
             rows = await cur.fetchall()
             cur = await conn.execute(
-                f"SELECT count(*), (extract(epoch FROM max(s.updated_at)) * 1000000)::bigint {_RANKED}",
+                "SELECT count(*), (extract(epoch FROM max(s.updated_at)) * 1000000)::bigint "
+                + _RANKED,
                 (board,),
             )
             summary = await cur.fetchone()
@@ -45,10 +46,9 @@ class PgRanking:
                 return None
             total, reached, name = mine
             cur = await conn.execute(
-                f"SELECT count(*) FILTER (WHERE s.total > %s),"
+                "SELECT count(*) FILTER (WHERE s.total > %s),"
                 " count(*) FILTER (WHERE s.total > %s OR (s.total = %s AND"
-                " (s.reached_at, s.user_id) < (%s, %s))), count(*) "
-                + _RANKED,
+                " (s.reached_at, s.user_id) < (%s, %s))), count(*) " + _RANKED,
                 (total, total, total, reached, user_id, board),
             )
             counts = await cur.fetchone()

@@ -78,8 +78,15 @@ async def _rebuild_once(
             await conn.rollback()
         ranked_users, _seq = await scripts.swap(
             keys=[
-                keys.rebuild_ranking, keys.rebuild_users, keys.ranking, keys.users,
-                keys.touched, keys.top, keys.meta, keys.ready, keys.rebuild_lock,
+                keys.rebuild_ranking,
+                keys.rebuild_users,
+                keys.ranking,
+                keys.users,
+                keys.touched,
+                keys.top,
+                keys.meta,
+                keys.ready,
+                keys.rebuild_lock,
             ],
             args=[token, keys.channel, str(time.time_ns() // 1000), count],
         )
@@ -92,8 +99,11 @@ async def _rebuild_once(
         return -1
     log.info(
         "ranking rebuilt",
-        extra={"board": keys.board, "users": int(ranked_users),
-               "seconds": round(time.monotonic() - started, 3)},
+        extra={
+            "board": keys.board,
+            "users": int(ranked_users),
+            "seconds": round(time.monotonic() - started, 3),
+        },
     )
     return int(ranked_users)
 

@@ -32,8 +32,10 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         [
             ServiceBinding(
                 SERVICE_NAME,
-                lambda server: leaderboard_service_pb2_grpc.add_LeaderboardServiceServicer_to_server(
-                    servicer, server
+                lambda server: (
+                    leaderboard_service_pb2_grpc.add_LeaderboardServiceServicer_to_server(
+                        servicer, server
+                    )
                 ),
             )
         ],
@@ -43,7 +45,10 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     if settings.consumer.enabled:
         for board in BOARDS:
             consumer = EventConsumer(
-                deps.redis, scripts, keys.board(board), settings.consumer,
+                deps.redis,
+                scripts,
+                keys.board(board),
+                settings.consumer,
                 on_not_ready=keeper.request_check,
             )
             running.tasks.append(asyncio.create_task(consumer.run()))

@@ -71,9 +71,7 @@ def _user_id(value: str) -> str:
 
 
 class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceServicer):
-    def __init__(
-        self, pool: Pool, redis: aioredis.Redis, scripts: Scripts, keys: Keys
-    ) -> None:
+    def __init__(self, pool: Pool, redis: aioredis.Redis, scripts: Scripts, keys: Keys) -> None:
         self._pool = pool
         self._redis = redis
         self._scripts = scripts
@@ -149,7 +147,9 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
     ) -> pb.RebuildRankingResponse:
         current_principal().require_admin()
         board = _board(request.board_id)
-        users = await rebuild_when_free(self._pool, self._redis, self._scripts, self._keys.board(board))
+        users = await rebuild_when_free(
+            self._pool, self._redis, self._scripts, self._keys.board(board)
+        )
         return pb.RebuildRankingResponse(users=users or 0)
 
     async def ReconcileRanking(

@@ -86,8 +86,17 @@ class CatalogStore:
 
 def _values(a: CatalogAction) -> tuple[object, ...]:
     return (
-        a.action_id, a.board_id, a.name, a.description, a.base_points, a.difficulty_multiplier,
-        a.daily_limit, a.cooldown_seconds, a.requires_ticket, a.min_duration_seconds, a.active,
+        a.action_id,
+        a.board_id,
+        a.name,
+        a.description,
+        a.base_points,
+        a.difficulty_multiplier,
+        a.daily_limit,
+        a.cooldown_seconds,
+        a.requires_ticket,
+        a.min_duration_seconds,
+        a.active,
     )
 
 

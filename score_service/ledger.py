@@ -293,7 +293,11 @@ class Ledger:
                 " t + make_interval(secs => %s) FROM clock_timestamp() AS t"
                 " RETURNING not_before, expires_at",
                 (
-                    ticket_id, board, user_id, action_id, action.min_duration_seconds,
+                    ticket_id,
+                    board,
+                    user_id,
+                    action_id,
+                    action.min_duration_seconds,
                     action.min_duration_seconds + ttl_seconds,
                 ),
             )

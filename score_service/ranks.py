@@ -22,9 +22,7 @@ class RankReader:
         self._redis = redis
         self._keys = keys
 
-    async def rank_for(
-        self, conn: Conn, board: str, total: int
-    ) -> int:
+    async def rank_for(self, conn: Conn, board: str, total: int) -> int:
         board_keys = self._keys.board(board)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:

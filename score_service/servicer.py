@@ -27,15 +27,16 @@ PATH_HEADER = "x-scoreboard-path"
 _KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 ACTIONS = Counter(
-    "scoreboard_actions_total", "Completions by outcome (accepted or the refusal reason).",
+    "scoreboard_actions_total",
+    "Completions by outcome (accepted or the refusal reason).",
     ["outcome"],
 )
 
 
 def _path(context: Context) -> str:
-    for item in context.invocation_metadata() or ():
-        if item.key == PATH_HEADER and item.value in ("rest", "grpc", "admin"):
-            return str(item.value)
+    for key, value in context.invocation_metadata() or ():
+        if key == PATH_HEADER and value in ("rest", "grpc", "admin"):
+            return str(value)
     return "grpc"
 
 

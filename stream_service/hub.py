@@ -96,7 +96,7 @@ class SnapshotHub:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 5.0)
             finally:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _load_stored(self) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -21,7 +21,7 @@ class StreamServicer(stream_service_pb2_grpc.StreamServiceServicer):
     def __init__(self, hubs: dict[str, SnapshotHub]) -> None:
         self._hubs = hubs
 
-    async def WatchTop10(  # type: ignore[override]
+    async def WatchTop10(
         self, request: pb.WatchTop10Request, context: Context
     ) -> AsyncIterator[pb.WatchTop10Response]:
         principal = current_principal()

@@ -59,7 +59,9 @@ def _generate(out: Path) -> None:
 
 
 def _tree(root: Path) -> set[Path]:
-    return {p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def main() -> int:
@@ -75,8 +77,10 @@ def main() -> int:
         _generate(fresh)
         want, have = _tree(fresh / PACKAGE), _tree(ROOT / PACKAGE)
         stale = sorted(
-            str(p) for p in want | have
-            if p not in want or p not in have
+            str(p)
+            for p in want | have
+            if p not in want
+            or p not in have
             or not filecmp.cmp(fresh / PACKAGE / p, ROOT / PACKAGE / p, shallow=False)
         )
     if stale:

@@ -17,7 +17,11 @@ from edge.bodies import HttpError, read_json
 from edge.live import iso
 from edge.responses import error, ok
 from edge.schemas import (
-    ActionList, CompleteActionBody, CompleteActionResult, Envelope, StartActionBody,
+    ActionList,
+    CompleteActionBody,
+    CompleteActionResult,
+    Envelope,
+    StartActionBody,
     StartActionResult,
 )
 from edge.state import edge_state, optional_principal, require_principal
@@ -54,7 +58,9 @@ async def list_actions(request: Request) -> Response:
     principal = await optional_principal(request)
     state = edge_state(request)
     if principal is None:
-        reply = await state.upstream.call_as_edge(state.upstream.score.ListActions, pb.ListActionsRequest())
+        reply = await state.upstream.call_as_edge(
+            state.upstream.score.ListActions, pb.ListActionsRequest()
+        )
     else:
         reply = await state.upstream.call(
             state.upstream.score.ListActions, pb.ListActionsRequest(), token=principal.token
@@ -84,7 +90,9 @@ async def complete_action(request: Request) -> Response:
         if not decision.allowed:
             retry = decision.retry_after_seconds
             return error(
-                429, f"Rate limit exceeded. Try again in {retry} seconds.", Reason.RATE_LIMITED,
+                429,
+                f"Rate limit exceeded. Try again in {retry} seconds.",
+                Reason.RATE_LIMITED,
                 headers={**headers, "Retry-After": str(retry)},
             )
     except (OSError, aioredis.RedisError):
@@ -94,7 +102,9 @@ async def complete_action(request: Request) -> Response:
     body = await read_json(request, CompleteActionBody, refuse_points=True)
     key = request.headers.get("idempotency-key")
     if key is not None and not _KEY.match(key):
-        raise HttpError(400, Reason.INVALID_ARGUMENT, "Idempotency-Key must be 1-128 printable characters")
+        raise HttpError(
+            400, Reason.INVALID_ARGUMENT, "Idempotency-Key must be 1-128 printable characters"
+        )
     # Without a client key the edge makes one, so its own retries can never count twice.
     reply = await state.upstream.call(
         state.upstream.score.CompleteAction,
@@ -122,28 +132,60 @@ async def start_action(request: Request) -> Response:
     body = await read_json(request, StartActionBody)
     state = edge_state(request)
     reply = await state.upstream.call(
-        state.upstream.score.StartAction, pb.StartActionRequest(action_id=body.actionId),
+        state.upstream.score.StartAction,
+        pb.StartActionRequest(action_id=body.actionId),
         token=principal.token,
     )
-    return ok({
-        "ticket": reply.ticket,
-        "notBefore": _time(reply.not_before_time),
-        "expiresAt": _time(reply.expire_time),
-    })
+    return ok(
+        {
+            "ticket": reply.ticket,
+            "notBefore": _time(reply.not_before_time),
+            "expiresAt": _time(reply.expire_time),
+        }
+    )
 
 
 ROUTES = [
-    ApiRoute("GET", "/api/actions", list_actions, "The action catalog", "actions", auth="optional",
-             response=Envelope[ActionList], errors=(401,),
-             description="Signed in, each action also says how many completions count today."),
-    ApiRoute("POST", "/api/actions/complete", complete_action, "Complete an action", "actions",
-             auth="required", body=CompleteActionBody, response=Envelope[CompleteActionResult],
-             errors=(400, 401, 403, 409, 413, 415, 422, 429),
-             params=(Param("Idempotency-Key", "header",
-                           "A retry with the same key and body replays the first response."),),
-             description="Points are computed by the server; a body that claims points is refused. "
-                         "Rate limited to 100 requests per minute per user."),
-    ApiRoute("POST", "/api/actions/start", start_action, "Get a ticket for a timed action",
-             "actions", auth="required", body=StartActionBody,
-             response=Envelope[StartActionResult], errors=(400, 401, 403, 422)),
+    ApiRoute(
+        "GET",
+        "/api/actions",
+        list_actions,
+        "The action catalog",
+        "actions",
+        auth="optional",
+        response=Envelope[ActionList],
+        errors=(401,),
+        description="Signed in, each action also says how many completions count today.",
+    ),
+    ApiRoute(
+        "POST",
+        "/api/actions/complete",
+        complete_action,
+        "Complete an action",
+        "actions",
+        auth="required",
+        body=CompleteActionBody,
+        response=Envelope[CompleteActionResult],
+        errors=(400, 401, 403, 409, 413, 415, 422, 429),
+        params=(
+            Param(
+                "Idempotency-Key",
+                "header",
+                "A retry with the same key and body replays the first response.",
+            ),
+        ),
+        description="Points are computed by the server; a body that claims points is refused. "
+        "Rate limited to 100 requests per minute per user.",
+    ),
+    ApiRoute(
+        "POST",
+        "/api/actions/start",
+        start_action,
+        "Get a ticket for a timed action",
+        "actions",
+        auth="required",
+        body=StartActionBody,
+        response=Envelope[StartActionResult],
+        errors=(400, 401, 403, 422),
+    ),
 ]

@@ -10,7 +10,14 @@ from edge.api import ApiRoute
 from edge.bodies import HttpError, read_json
 from edge.responses import JSON, ok
 from edge.schemas import (
-    Empty, Envelope, LoginBody, LogoutBody, RefreshBody, RegisterBody, Session, User,
+    Empty,
+    Envelope,
+    LoginBody,
+    LogoutBody,
+    RefreshBody,
+    RegisterBody,
+    Session,
+    User,
 )
 from edge.state import client_address, edge_state, require_principal
 from scoreboard.auth.v1 import auth_service_pb2 as pb
@@ -24,12 +31,16 @@ CSRF_HEADER = "x-requested-with"
 
 def _user(user: pb.User) -> dict[str, str]:
     return {
-        "userId": user.user_id, "username": user.username,
-        "displayName": user.display_name, "role": user.role,
+        "userId": user.user_id,
+        "username": user.username,
+        "displayName": user.display_name,
+        "role": user.role,
     }
 
 
-def _session(request: Request, tokens: pb.TokenPair, user: pb.User | None, status: int = 200) -> JSON:
+def _session(
+    request: Request, tokens: pb.TokenPair, user: pb.User | None, status: int = 200
+) -> JSON:
     data: dict[str, object] = {
         "accessToken": tokens.access_token,
         "refreshToken": tokens.refresh_token,
@@ -40,8 +51,13 @@ def _session(request: Request, tokens: pb.TokenPair, user: pb.User | None, statu
         data["user"] = _user(user)
     response = ok(data, status, headers={"Cache-Control": "no-store"})
     response.set_cookie(
-        REFRESH_COOKIE, tokens.refresh_token, max_age=COOKIE_MAX_AGE, path=COOKIE_PATH,
-        httponly=True, samesite="strict", secure=request.url.scheme == "https",
+        REFRESH_COOKIE,
+        tokens.refresh_token,
+        max_age=COOKIE_MAX_AGE,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
     )
     return response
 
@@ -77,8 +93,11 @@ def _refresh_token(request: Request, given: str | None) -> str | None:
         return given
     cookie = request.cookies.get(REFRESH_COOKIE)
     if cookie and request.headers.get(CSRF_HEADER) != "scoreboard":
-        raise HttpError(403, "CSRF_HEADER_REQUIRED",
-                        "send X-Requested-With: scoreboard to use the refresh cookie")
+        raise HttpError(
+            403,
+            "CSRF_HEADER_REQUIRED",
+            "send X-Requested-With: scoreboard to use the refresh cookie",
+        )
     return cookie
 
 
@@ -111,21 +130,65 @@ async def logout(request: Request) -> Response:
 async def me(request: Request) -> Response:
     principal = await require_principal(request)
     state = edge_state(request)
-    reply = await state.upstream.call(state.upstream.auth.GetMe, pb.GetMeRequest(), token=principal.token)
+    reply = await state.upstream.call(
+        state.upstream.auth.GetMe, pb.GetMeRequest(), token=principal.token
+    )
     return ok(_user(reply.user))
 
 
 ROUTES = [
-    ApiRoute("POST", "/api/auth/register", register, "Create an account and sign in", "auth",
-             body=RegisterBody, response=Envelope[Session], status=201, errors=(409, 422, 429)),
-    ApiRoute("POST", "/api/auth/login", login, "Sign in", "auth", body=LoginBody,
-             response=Envelope[Session], errors=(401, 422, 429),
-             description="Failures are uniform and rate limited per account and per address."),
-    ApiRoute("POST", "/api/auth/refresh", refresh, "Rotate the refresh token", "auth",
-             body=RefreshBody, response=Envelope[Session], errors=(401, 403),
-             description="Each refresh token works once; reusing one revokes the whole session."),
-    ApiRoute("POST", "/api/auth/logout", logout, "Sign out (revokes the token and session)", "auth",
-             auth="required", body=LogoutBody, response=Envelope[Empty], errors=(401,)),
-    ApiRoute("GET", "/api/auth/me", me, "The signed-in account", "auth", auth="required",
-             response=Envelope[User], errors=(401,)),
+    ApiRoute(
+        "POST",
+        "/api/auth/register",
+        register,
+        "Create an account and sign in",
+        "auth",
+        body=RegisterBody,
+        response=Envelope[Session],
+        status=201,
+        errors=(409, 422, 429),
+    ),
+    ApiRoute(
+        "POST",
+        "/api/auth/login",
+        login,
+        "Sign in",
+        "auth",
+        body=LoginBody,
+        response=Envelope[Session],
+        errors=(401, 422, 429),
+        description="Failures are uniform and rate limited per account and per address.",
+    ),
+    ApiRoute(
+        "POST",
+        "/api/auth/refresh",
+        refresh,
+        "Rotate the refresh token",
+        "auth",
+        body=RefreshBody,
+        response=Envelope[Session],
+        errors=(401, 403),
+        description="Each refresh token works once; reusing one revokes the whole session.",
+    ),
+    ApiRoute(
+        "POST",
+        "/api/auth/logout",
+        logout,
+        "Sign out (revokes the token and session)",
+        "auth",
+        auth="required",
+        body=LogoutBody,
+        response=Envelope[Empty],
+        errors=(401,),
+    ),
+    ApiRoute(
+        "GET",
+        "/api/auth/me",
+        me,
+        "The signed-in account",
+        "auth",
+        auth="required",
+        response=Envelope[User],
+        errors=(401,),
+    ),
 ]

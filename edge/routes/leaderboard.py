@@ -43,8 +43,16 @@ async def leaderboard(request: Request) -> Response:
         state.upstream.leaderboard.ListEntries, pb.ListEntriesRequest(page_size=10)
     )
     stamp = iso(reply.update_time.ToDatetime()) if reply.update_time.seconds else None
-    body = orjson.dumps({"success": True, "data": {
-        "top10": [_entry(e) for e in reply.entries], "lastUpdated": stamp, "sequence": 0}})
+    body = orjson.dumps(
+        {
+            "success": True,
+            "data": {
+                "top10": [_entry(e) for e in reply.entries],
+                "lastUpdated": stamp,
+                "sequence": 0,
+            },
+        }
+    )
     return _cached(request, body, '"' + hashlib.sha256(body).hexdigest()[:24] + '"')
 
 
@@ -63,15 +71,17 @@ async def user_rank(request: Request) -> Response:
         pb.GetUserRankRequest(user_id=_user_id(request)),
         token=principal.token,
     )
-    return ok({
-        "userId": reply.entry.user_id,
-        "username": reply.entry.username,
-        "rank": reply.entry.rank,
-        "score": reply.entry.score,
-        "inTop10": reply.in_top10,
-        "distanceFromTop10": reply.distance_from_top10,
-        "totalUsers": reply.total_users,
-    })
+    return ok(
+        {
+            "userId": reply.entry.user_id,
+            "username": reply.entry.username,
+            "rank": reply.entry.rank,
+            "score": reply.entry.score,
+            "inTop10": reply.in_top10,
+            "distanceFromTop10": reply.distance_from_top10,
+            "totalUsers": reply.total_users,
+        }
+    )
 
 
 async def around_user(request: Request) -> Response:
@@ -96,35 +106,79 @@ async def entries(request: Request) -> Response:
         size = int(request.query_params.get("pageSize", "10"))
     except ValueError:
         raise invalid("pageSize must be a number") from None
-    message = pb.ListEntriesRequest(page_size=size, page_token=request.query_params.get("pageToken", ""))
+    message = pb.ListEntriesRequest(
+        page_size=size, page_token=request.query_params.get("pageToken", "")
+    )
     if principal is None:
         reply = await state.upstream.call_as_edge(state.upstream.leaderboard.ListEntries, message)
     else:
         reply = await state.upstream.call(
             state.upstream.leaderboard.ListEntries, message, token=principal.token
         )
-    return JSON({"success": True, "data": {
-        "entries": [_entry(e) for e in reply.entries],
-        "nextPageToken": reply.next_page_token or None,
-        "totalUsers": reply.total_users,
-    }})
+    return JSON(
+        {
+            "success": True,
+            "data": {
+                "entries": [_entry(e) for e in reply.entries],
+                "nextPageToken": reply.next_page_token or None,
+                "totalUsers": reply.total_users,
+            },
+        }
+    )
 
 
-_USER = Param("userId", "path", "The user's id.", required=True,
-              schema={"type": "string", "format": "uuid"})
+_USER = Param(
+    "userId", "path", "The user's id.", required=True, schema={"type": "string", "format": "uuid"}
+)
 ROUTES = [
-    ApiRoute("GET", "/api/leaderboard", leaderboard, "The current top 10", "leaderboard",
-             auth="optional", response=Envelope[Leaderboard], errors=(401,),
-             description="Cacheable for 5 seconds; send If-None-Match with the ETag for a 304."),
-    ApiRoute("GET", "/api/leaderboard/entries", entries, "The ranking, page by page",
-             "leaderboard", auth="optional", errors=(400, 401),
-             params=(Param("pageSize", "query", "1-100, default 10", schema={"type": "integer"}),
-                     Param("pageToken", "query", "nextPageToken of the previous page"))),
-    ApiRoute("GET", "/api/leaderboard/user/{userId}", user_rank, "One user's rank", "leaderboard",
-             auth="required", response=Envelope[UserRank], errors=(400, 401, 404), params=(_USER,)),
-    ApiRoute("GET", "/api/leaderboard/user/{userId}/around", around_user,
-             "The entries just above and below a user", "leaderboard", auth="required",
-             errors=(400, 401, 404),
-             params=(_USER, Param("count", "query", "entries each side, 1-50 (default 5)",
-                                  schema={"type": "integer"}))),
+    ApiRoute(
+        "GET",
+        "/api/leaderboard",
+        leaderboard,
+        "The current top 10",
+        "leaderboard",
+        auth="optional",
+        response=Envelope[Leaderboard],
+        errors=(401,),
+        description="Cacheable for 5 seconds; send If-None-Match with the ETag for a 304.",
+    ),
+    ApiRoute(
+        "GET",
+        "/api/leaderboard/entries",
+        entries,
+        "The ranking, page by page",
+        "leaderboard",
+        auth="optional",
+        errors=(400, 401),
+        params=(
+            Param("pageSize", "query", "1-100, default 10", schema={"type": "integer"}),
+            Param("pageToken", "query", "nextPageToken of the previous page"),
+        ),
+    ),
+    ApiRoute(
+        "GET",
+        "/api/leaderboard/user/{userId}",
+        user_rank,
+        "One user's rank",
+        "leaderboard",
+        auth="required",
+        response=Envelope[UserRank],
+        errors=(400, 401, 404),
+        params=(_USER,),
+    ),
+    ApiRoute(
+        "GET",
+        "/api/leaderboard/user/{userId}/around",
+        around_user,
+        "The entries just above and below a user",
+        "leaderboard",
+        auth="required",
+        errors=(400, 401, 404),
+        params=(
+            _USER,
+            Param(
+                "count", "query", "entries each side, 1-50 (default 5)", schema={"type": "integer"}
+            ),
+        ),
+    ),
 ]

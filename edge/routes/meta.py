@@ -42,7 +42,8 @@ async def jwks(request: Request) -> Response:
         cached = (time.monotonic(), reply.jwks_json.encode())
         state.jwks_cache["jwks"] = cached
     return Response(
-        cached[1], media_type="application/json",
+        cached[1],
+        media_type="application/json",
         headers={"Cache-Control": f"public, max-age={int(JWKS_CACHE_SECONDS)}"},
     )
 
@@ -72,8 +73,16 @@ _DOCS = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <script src="/static/docs.js"></script></body></html>"""
 
 ROUTES = [
-    ApiRoute("POST", "/api/ws-ticket", ws_ticket, "A single-use ticket to open /ws", "live",
-             auth="required", response=Envelope[WsTicket], errors=(401,),
-             description="Open /ws?ticket=... within the ticket's lifetime, so a long-lived token "
-                         "never appears in a URL."),
+    ApiRoute(
+        "POST",
+        "/api/ws-ticket",
+        ws_ticket,
+        "A single-use ticket to open /ws",
+        "live",
+        auth="required",
+        response=Envelope[WsTicket],
+        errors=(401,),
+        description="Open /ws?ticket=... within the ticket's lifetime, so a long-lived token "
+        "never appears in a URL.",
+    ),
 ]
