@@ -39,6 +39,10 @@ lint: install buf proto-check
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+## make bench: capacity benchmark (BENCH_ARGS="--seconds 20 --users 100000" for a short run)
+bench: install
+	$(BIN)/scoreboard bench $(BENCH_ARGS)
+
 proto: install
 	$(BIN)/python tools/gen_protos.py
 

@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     account.add_argument("--client-id", required=True)
     account.add_argument("--scopes", required=True, help="space or comma separated")
-    account.add_argument("--secret", help="use this secret instead of a generated one")
+    account.add_argument(
+        "--secret",
+        help="use this secret instead of a generated one (or set SCOREBOARD_SERVICE_ACCOUNT_SECRET,"
+        " which keeps it out of the process list)",
+    )
     role = sub.add_parser("set-role", help="make a user an admin (or a user again)")
     role.add_argument("--username", required=True)
     role.add_argument("--role", choices=["user", "admin"], required=True)
@@ -60,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 print(f"unknown scopes: {' '.join(sorted(unknown))}", file=sys.stderr)
                 return 2
-            secret = args.secret or secrets.token_urlsafe(32)
+            secret = (
+                args.secret or Env().optional("SERVICE_ACCOUNT_SECRET") or secrets.token_urlsafe(32)
+            )
             asyncio.run(_save_account(args.client_id, secret, scopes))
             print(f"client_id={args.client_id}\nclient_secret={secret}")
             return 0

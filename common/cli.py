@@ -46,6 +46,24 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from bench.harness import BenchConfig, run
+
+    config = BenchConfig(
+        users=args.users,
+        seconds=args.seconds,
+        grpc_rate=args.grpc_rate,
+        rest_rate=args.rest_rate,
+        read_rate=args.read_rate,
+        rest_users=args.rest_users,
+        phases=tuple(args.phases.split(",")),
+        use_running=not args.own_stack,
+        data_dir=Path(Env().text("DATA_DIR", ".data")).resolve(),
+    )
+    report = run(config)
+    return 0 if report["checks"]["nothing_lost"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scoreboard", description="Scoreboard: a live leaderboard."
@@ -61,6 +79,26 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--private-key", help="default: SCOREBOARD_SIGNING_KEY_FILE")
     keys.add_argument("--jwks", help="default: SCOREBOARD_JWKS_FILE")
     keys.set_defaults(handler=_keys)
+    bench = sub.add_parser(
+        "bench", help="measure throughput and latency against a running stack (or start one)"
+    )
+    bench.add_argument("--users", type=int, default=1_000_000, help="population size")
+    bench.add_argument("--seconds", type=float, default=60.0, help="length of each write phase")
+    bench.add_argument("--grpc-rate", type=float, default=2000.0, help="gRPC actions/s offered")
+    bench.add_argument("--rest-rate", type=float, default=1200.0, help="REST actions/s offered")
+    bench.add_argument("--read-rate", type=float, default=5000.0, help="leaderboard GETs/s offered")
+    bench.add_argument("--rest-users", type=int, default=1000, help="players for REST writes")
+    bench.add_argument(
+        "--phases",
+        default="grpc-uniform,grpc-skewed,rest,reads",
+        help="comma-separated: grpc-uniform, grpc-skewed, rest, reads",
+    )
+    bench.add_argument(
+        "--own-stack",
+        action="store_true",
+        help="start a stack for the run even if `make run` is up",
+    )
+    bench.set_defaults(handler=_bench)
     return parser
 
 

@@ -10,6 +10,7 @@ databases last). Data lives in SCOREBOARD_DATA_DIR (default .data/) and survives
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -76,14 +78,31 @@ class Stack:
                 process.kill()
                 process.wait()
         self.children.clear()
+        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
         if self.redis is not None:
             self.redis.stop()
         if self.postgres is not None:
             self.postgres.stop()
 
 
-def _run_cli(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, *args], env=env, check=True, stdout=subprocess.DEVNULL)
+def save_service_account(env: dict[str, str], client_id: str, secret: str, scopes: str) -> None:
+    """Create or rotate a service account (the secret travels in the environment, never in
+    the process list)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "auth_service",
+            "create-service-account",
+            "--client-id",
+            client_id,
+            "--scopes",
+            scopes,
+        ],
+        env={**env, "SCOREBOARD_SERVICE_ACCOUNT_SECRET": secret},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 async def _wait_grpc(
@@ -166,18 +185,7 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
             ("edge", edge_secret, EDGE_SCOPES),
             ("game-server", game_secret, GAME_SERVER_SCOPES),
         ):
-            _run_cli(
-                env,
-                "-m",
-                "auth_service",
-                "create-service-account",
-                "--client-id",
-                client,
-                "--scopes",
-                scopes,
-                "--secret",
-                secret,
-            )
+            save_service_account(env, client, secret, scopes)
         per_service = {
             "auth_service": {
                 "SCOREBOARD_SIGNING_KEY_FILE": str(key_file),
@@ -212,6 +220,7 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
     except BaseException:
         stack.stop()
         raise
+    _describe(stack, addresses, database_url, redis_url)
     if not quiet:
         print(f"Scoreboard is running: {stack.edge_url}")
         print(f"  logs: {data_dir / 'logs'}   data: {data_dir}")
@@ -220,6 +229,33 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
         print("  gRPC: " + "  ".join(f"{k}={v}" for k, v in addresses.items()))
         print("Press Ctrl-C to stop.", flush=True)
     return stack
+
+
+STACK_FILE = "stack.json"
+
+
+def _describe(stack: Stack, addresses: dict[str, str], database_url: str, redis_url: str) -> None:
+    """Write where everything is, for tools such as `scoreboard bench` (removed on stop)."""
+    description = {
+        "edge_url": stack.edge_url,
+        "addresses": addresses,
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "key_prefix": stack.env.get("SCOREBOARD_KEY_PREFIX", "sb:"),
+        "pids": {name: process.pid for name, process in stack.children},
+        "secrets": str(stack.data_dir / "secrets"),
+    }
+    path = stack.data_dir / STACK_FILE
+    path.write_text(json.dumps(description, indent=2))
+    path.chmod(0o600)
+
+
+def read_description(data_dir: Path) -> dict[str, Any] | None:
+    path = data_dir / STACK_FILE
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
 
 
 def run(environ: dict[str, str] | None = None) -> int:

@@ -1,0 +1,391 @@
+"""`scoreboard bench` (make bench): load against a running stack, or one it starts on embedded
+defaults, measuring the capacity targets; prints one table and writes a JSON file.
+
+Phases: seed the population (COPY), gRPC writes (uniform over the population, then skewed so the
+top 10 changes on almost every action), REST writes through the edge, reads, and finally the
+nothing-lost checks (outbox drained, consumer caught up, ledger == totals, Redis == PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import psutil
+import redis.asyncio as aioredis
+
+from bench.invariants import ledger_mismatches, wait_settled
+from bench.population import seed
+from bench.resources import ResourceMonitor, postgres_pids, redis_pid
+from bench.stats import summary_ms
+from common.config import DEFAULT_BOARD, ClientCredentials
+from common.devstack import Stack, read_description, save_service_account, start_stack
+from common.errors import Reason, ServiceError, from_rpc_error
+from common.grpc_client import call_metadata, open_channel
+from common.keys import Keys
+from common.service_token import ServiceTokenSource
+from scoreboard.auth.v1 import auth_service_pb2_grpc
+from scoreboard.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
+from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTION_ID = "bench-hit"
+BENCH_CLIENT = "bench"
+BENCH_SCOPES = "admin scores:write leaderboard:read stream:watch"
+REST_PASSWORD = "bench-player-password"
+
+
+@dataclass
+class BenchConfig:
+    users: int = 1_000_000
+    seconds: float = 60.0
+    grpc_rate: float = 2000.0
+    rest_rate: float = 1200.0
+    read_rate: float = 5000.0
+    rest_users: int = 1000
+    phases: tuple[str, ...] = ("grpc-uniform", "grpc-skewed", "rest", "reads")
+    data_dir: Path = ROOT / ".data"
+    out_dir: Path = ROOT / ".bench"
+    use_running: bool = True
+
+
+@dataclass
+class Target:
+    edge_url: str
+    addresses: dict[str, str]
+    database_url: str
+    redis_url: str
+    key_prefix: str
+    pids: dict[str, list[int]]
+    started: Stack | None = None
+
+
+@dataclass
+class Phase:
+    name: str
+    target_rate: float
+    seconds: float
+    accepted_per_s: float
+    latency: dict[str, float]
+    outcomes: dict[str, int]
+    throttled: int
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _target(config: BenchConfig) -> Target:
+    description = read_description(config.data_dir) if config.use_running else None
+    if description is not None:
+        print(f"bench: using the running stack at {description['edge_url']}")
+        stack = None
+    else:
+        print("bench: starting a stack on embedded defaults (.bench/stack)")
+        env = {k: v for k, v in os.environ.items()}
+        env["SCOREBOARD_DATA_DIR"] = str(config.out_dir / "stack")
+        from common.embedded import free_port
+
+        for name in ("AUTH", "SCORE", "LEADERBOARD", "STREAM", "EDGE"):
+            env.setdefault(f"SCOREBOARD_{name}_PORT", str(free_port()))
+        stack = start_stack(env, quiet=True)
+        description = read_description(stack.data_dir)
+        assert description is not None
+    pids: dict[str, list[int]] = {k: [v] for k, v in description["pids"].items()}
+    pids["postgres"] = postgres_pids()
+    redis_port = int(description["redis_url"].rsplit(":", 1)[1].split("/")[0])
+    pids["redis"] = redis_pid(redis_port)
+    return Target(
+        edge_url=description["edge_url"],
+        addresses=description["addresses"],
+        database_url=description["database_url"],
+        redis_url=description["redis_url"],
+        key_prefix=description["key_prefix"],
+        pids=pids,
+        started=stack,
+    )
+
+
+def _service_account(target: Target) -> str:
+    secret = secrets.token_urlsafe(24)
+    env = {**os.environ, "SCOREBOARD_DATABASE_URL": target.database_url}
+    save_service_account(env, BENCH_CLIENT, secret, BENCH_SCOPES)
+    return secret
+
+
+async def _prepare(target: Target, config: BenchConfig, token: str) -> None:
+    channel = open_channel(target.addresses["score"])
+    score = score_service_pb2_grpc.ScoreServiceStub(channel)
+    action = score_service_pb2.Action(
+        action_id=ACTION_ID,
+        name="Benchmark hit",
+        description="Load-test action.",
+        base_points=1,
+        difficulty_multiplier=1.0,
+        daily_limit=100_000,
+        active=True,
+    )
+    try:
+        await score.CreateAction(
+            score_service_pb2.CreateActionRequest(action=action), metadata=call_metadata(token)
+        )
+    except grpc.aio.AioRpcError as exc:
+        if from_rpc_error(exc).reason != Reason.ACTION_EXISTS:
+            raise
+        await score.UpdateAction(
+            score_service_pb2.UpdateActionRequest(action=action), metadata=call_metadata(token)
+        )
+    finally:
+        await channel.close()
+    seeded = await seed(target.database_url, config.users)
+    print(
+        f"bench: population {seeded.users:,} users ({seeded.seeded_now:,} seeded now, "
+        f"{seeded.seconds:.1f}s)"
+    )
+    if seeded.seeded_now:
+        channel = open_channel(target.addresses["leaderboard"])
+        board = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
+        started = time.monotonic()
+        reply = await board.RebuildRanking(
+            leaderboard_service_pb2.RebuildRankingRequest(),
+            metadata=call_metadata(token),
+            timeout=600,
+        )
+        await channel.close()
+        print(
+            f"bench: ranking rebuilt with {reply.users:,} users in "
+            f"{time.monotonic() - started:.1f}s"
+        )
+
+
+async def _rest_tokens(target: Target, count: int) -> list[str]:
+    limit = asyncio.Semaphore(8)
+
+    async def one(client: httpx.AsyncClient, index: int) -> str:
+        body = {"username": f"benchrest{index}", "password": REST_PASSWORD}
+        async with limit:
+            reply = await client.post("/api/auth/login", json=body)
+            if reply.status_code == 401:
+                reply = await client.post("/api/auth/register", json=body)
+        reply.raise_for_status()
+        token: str = reply.json()["data"]["accessToken"]
+        return token
+
+    async with httpx.AsyncClient(base_url=target.edge_url, timeout=60) as client:
+        return list(await asyncio.gather(*(one(client, i) for i in range(count))))
+
+
+async def _phase(name: str, target: Target, worker_config: dict[str, Any], seconds: float) -> Phase:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(worker_config, handle)
+        path = handle.name
+    monitor = ResourceMonitor(target.pids)
+    monitor.start()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.worker",
+            path,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate()
+    finally:
+        resources = await monitor.stop()
+        os.unlink(path)
+    if process.returncode != 0:
+        raise RuntimeError(f"load generator for {name} failed ({process.returncode})")
+    result = json.loads(out)
+    accepted = result["outcomes"].get("ok", 0)
+    phase = Phase(
+        name=name,
+        target_rate=worker_config["rate"],
+        seconds=round(result["seconds"], 1),
+        accepted_per_s=round(accepted / max(result["seconds"], 1e-9), 1),
+        latency=summary_ms(result["latencies"]),
+        outcomes=result["outcomes"],
+        throttled=result["throttled"],
+        resources=resources,
+    )
+    print(f"bench: {name}: {phase.accepted_per_s}/s accepted, p99 {phase.latency['p99_ms']} ms")
+    return phase
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    target = _target(config)
+    try:
+        return asyncio.run(_run(config, target))
+    finally:
+        if target.started is not None:
+            target.started.stop()
+
+
+async def _run(config: BenchConfig, target: Target) -> dict[str, Any]:
+    secret = _service_account(target)
+    auth_channel = open_channel(target.addresses["auth"])
+    tokens = ServiceTokenSource(
+        auth_service_pb2_grpc.AuthServiceStub(auth_channel), ClientCredentials(BENCH_CLIENT, secret)
+    )
+    token = await tokens.token()
+    await auth_channel.close()
+    await _prepare(target, config, token)
+    phases: list[Phase] = []
+    base = {"users": config.users, "seconds": config.seconds, "action_id": ACTION_ID}
+    for name in config.phases:
+        if name in ("grpc-uniform", "grpc-skewed"):
+            phases.append(
+                await _phase(
+                    f"gRPC writes ({name.split('-')[1]})",
+                    target,
+                    {
+                        **base,
+                        "kind": "grpc-writes",
+                        "mode": name.split("-")[1],
+                        "rate": config.grpc_rate,
+                        "score_addr": target.addresses["score"],
+                        "token": token,
+                    },
+                    config.seconds,
+                )
+            )
+        elif name == "rest":
+            rest_tokens = await _rest_tokens(target, config.rest_users)
+            phases.append(
+                await _phase(
+                    "REST writes (uniform)",
+                    target,
+                    {
+                        **base,
+                        "kind": "rest-writes",
+                        "mode": "uniform",
+                        "rate": config.rest_rate,
+                        "edge_url": target.edge_url,
+                        "tokens": rest_tokens,
+                        "connections": 128,
+                    },
+                    config.seconds,
+                )
+            )
+        elif name == "reads":
+            phases.append(
+                await _phase(
+                    "GET /api/leaderboard",
+                    target,
+                    {
+                        **base,
+                        "kind": "reads",
+                        "mode": "uniform",
+                        "rate": config.read_rate,
+                        "seconds": min(config.seconds, 30),
+                        "edge_url": target.edge_url,
+                        "connections": 64,
+                    },
+                    config.seconds,
+                )
+            )
+    redis = aioredis.Redis.from_url(target.redis_url)
+    try:
+        settled = await wait_settled(
+            target.database_url, redis, Keys(target.key_prefix), DEFAULT_BOARD
+        )
+    finally:
+        await redis.aclose()
+    checks = await _checks(target, token)
+    checks["settle_seconds"] = settled.seconds
+    checks["outbox_rows_left"] = settled.outbox_rows
+    checks["events_unapplied"] = settled.pending_events
+    report = {
+        "machine": _machine(),
+        "command": " ".join(sys.argv),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "phases": [asdict(p) for p in phases],
+        "checks": checks,
+    }
+    _print(report)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    out = config.out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"bench: results in {out}")
+    return report
+
+
+async def _checks(target: Target, token: str) -> dict[str, Any]:
+    mismatched_ledger = await ledger_mismatches(target.database_url)
+    channel = open_channel(target.addresses["leaderboard"])
+    try:
+        board = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
+        reply = await board.ReconcileRanking(
+            leaderboard_service_pb2.ReconcileRankingRequest(),
+            metadata=call_metadata(token),
+            timeout=600,
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from None
+    finally:
+        await channel.close()
+    return {
+        "ledger_mismatches": mismatched_ledger,
+        "ranking_mismatches": reply.mismatched,
+        "users_in_database": reply.users_in_database,
+        "users_in_ranking": reply.users_in_ranking,
+        "nothing_lost": mismatched_ledger == 0 and reply.mismatched == 0,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "cpus": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _print(report: dict[str, Any]) -> None:
+    print()
+    print(
+        f"{'phase':<26}{'target/s':>9}{'accepted/s':>12}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'p99 ms':>9}{'max ms':>9}  other outcomes"
+    )
+    for phase in report["phases"]:
+        other = {k: v for k, v in phase["outcomes"].items() if k != "ok"}
+        lat = phase["latency"]
+        print(
+            f"{phase['name']:<26}{phase['target_rate']:>9.0f}{phase['accepted_per_s']:>12.1f}"
+            f"{lat['p50_ms']:>9}{lat['p95_ms']:>9}{lat['p99_ms']:>9}{lat['max_ms']:>9}  "
+            f"{other or ''}"
+        )
+    print()
+    print(
+        f"{'phase':<26}" + "".join(f"{name:>14}" for name in report["phases"][0]["resources"])
+        if report["phases"]
+        else ""
+    )
+    for phase in report["phases"]:
+        print(
+            f"{phase['name'] + ' CPU s/RSS MB':<26}"
+            + "".join(f"{r['cpu_s']:>7}/{r['peak_rss_mb']:<6}" for r in phase["resources"].values())
+        )
+    print()
+    checks = report["checks"]
+    print(
+        f"nothing lost: {checks['nothing_lost']} (ledger mismatches "
+        f"{checks['ledger_mismatches']}, ranking mismatches {checks['ranking_mismatches']}, "
+        f"{checks['users_in_ranking']:,} ranked)"
+    )
+    print(
+        f"machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gb']} GB, "
+        f"Python {report['machine']['python']}; command: {report['command']}"
+    )
+
+
+__all__ = ["BenchConfig", "ServiceError", "run"]
