@@ -266,8 +266,13 @@
             startPolling();
           } else if (code === CLOSE_LIMIT) {
             retrySocket(refusal || "limit", capMs / 2);
+          } else if (code === 1012) {
+            // The edge is restarting and every viewer of it is coming back at once: spread
+            // them over a few seconds rather than one.
+            attempt = Math.max(attempt, 2);
+            retrySocket("restart");
           } else {
-            retrySocket(refusal || (code === 1012 ? "restart" : "closed"));
+            retrySocket(refusal || "closed");
           }
         };
       }, function () {
@@ -281,15 +286,31 @@
       else startPolling();
     }
 
+    function dropSocket(reason) {
+      generation++;
+      clearTimeout(socketTimer);
+      socketTimer = null;
+      stopHeartbeat();
+      var old = socket;
+      socket = null;
+      if (old) old.close(1000, reason);
+    }
+
     function onOnline() {
       if (closed) return;
       attempt = 0;
-      clearTimeout(socketTimer);
-      if (!socket) start();
+      failuresWithoutOpen = 0;
+      dropSocket("online");
       if (polling) { clearTimeout(pollTimer); pollOnce(); }
+      if (canSocket && canSocketNow) openSocket();
+      else startPolling();
     }
 
     function onOffline() {
+      // The network is gone: a socket that looks open is dead; wait for "online".
+      if (closed) return;
+      dropSocket("offline");
+      clearTimeout(pollTimer);
       setStatus("offline");
     }
 
@@ -306,16 +327,10 @@
       // Start over now (for example with a ticket after signing in, or without after signing
       // out). The open socket, if any, is replaced.
       if (closed) return;
-      generation++;
       canSocketNow = true;
       attempt = 0;
       failuresWithoutOpen = 0;
-      clearTimeout(socketTimer);
-      socketTimer = null;
-      var old = socket;
-      socket = null;
-      stopHeartbeat();
-      if (old) old.close(1000, "reconnecting");
+      dropSocket("reconnecting");
       if (!canSocket) { startPolling(); return; }
       openSocket();
     };
