@@ -217,7 +217,9 @@
         if (closed || mine !== generation) return;
         var ws;
         try {
-          ws = new global.WebSocket(socketUrl(ticket), ["scoreboard.v1"]);
+          // No subprotocol is offered: the edge refuses (4401, 4403) without selecting one,
+          // and a browser that offered one would fail the handshake instead of seeing why.
+          ws = new global.WebSocket(socketUrl(ticket));
         } catch (err) {
           retrySocket("socket");
           return;
@@ -507,9 +509,11 @@
         }
         if (entry.score !== previous.score) {
           var delta = entry.score - previous.score;
+          var old = li.querySelector(".sb-delta");
+          if (old) old.remove();
           var bump = el("span", "sb-delta", (delta > 0 ? "+" : "") + formatScore(delta));
           bump.setAttribute("aria-hidden", "true");
-          score.append(bump);
+          li.append(bump);
           restartClass(li, "sb-bumped");
         }
       } else {

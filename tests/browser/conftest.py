@@ -47,9 +47,11 @@ class Watched:
     urls: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
-        # Chromium logs every 4xx/5xx fetch as "Failed to load resource"; the page shows those
-        # to the player on purpose (a refused action), so they are not page errors.
-        return [e for e in self.errors if "Failed to load resource" not in e]
+        # Chromium logs every failed fetch or socket ("Failed to load resource: ... 400",
+        # "WebSocket connection to ... failed") as a console error: the network's doing, which
+        # the page handles (a refused action, an edge restarting). Script errors remain.
+        network = ("Failed to load resource", "WebSocket connection to")
+        return [e for e in self.errors if not e.startswith(network)]
 
 
 async def watch(context: BrowserContext) -> Watched:
