@@ -94,6 +94,10 @@
     target.hidden = false;
     messageTimer = setTimeout(() => { target.hidden = true; }, kind === "error" ? 12000 : 6000);
   }
+  // Messages dismiss themselves; Escape or a click dismisses them sooner.
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape") clearMessages(); });
+  $("error").addEventListener("click", () => { $("error").hidden = true; });
+  $("notice").addEventListener("click", () => { $("notice").hidden = true; });
   const showError = (text) => showMessage("error", text);
   const showNotice = (text) => showMessage("ok", text);
   function clearMessages() {
@@ -584,8 +588,8 @@
     $("tab-register").setAttribute("aria-selected", String(!login));
     $("tab-login").tabIndex = login ? 0 : -1;
     $("tab-register").tabIndex = login ? -1 : 0;
-    $("login-form").hidden = !login;
-    $("register-form").hidden = login;
+    $("login-panel").hidden = !login;
+    $("register-panel").hidden = login;
   }
   $("tab-login").addEventListener("click", () => selectTab("login"));
   $("tab-register").addEventListener("click", () => selectTab("register"));
