@@ -98,6 +98,8 @@
 
     function accept(data, source, force) {
       var current = conn.board;
+      if (current && (data.sequence || 0) === current.sequence &&
+          sameBoard(current.top10, data.top10 || [])) return; // nothing new
       if (!force && current) {
         var seq = data.sequence || 0;
         // Snapshots only move forward; an HTTP answer without a sequence counts if it differs.
