@@ -46,6 +46,12 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from common.demo import run_demo
+
+    return run_demo(args.url, players=args.players, seconds=args.seconds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scoreboard", description="Scoreboard: a live leaderboard."
@@ -61,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--private-key", help="default: SCOREBOARD_SIGNING_KEY_FILE")
     keys.add_argument("--jwks", help="default: SCOREBOARD_JWKS_FILE")
     keys.set_defaults(handler=_keys)
+    demo = sub.add_parser("demo", help="seed players and simulate activity (make demo)")
+    demo.add_argument("--url", help="a running edge (default: SCOREBOARD_EDGE_HOST/_PORT)")
+    demo.add_argument("--players", type=int, default=12, help="1-100 (default 12)")
+    demo.add_argument("--seconds", type=float, default=120, help="0-3600; 0 seeds only")
+    demo.set_defaults(handler=_demo)
     return parser
 
 
