@@ -315,8 +315,8 @@ def run_demo(
         )
         return 2
     env = Env(environ)
-    target = (url or f"http://{env.text('EDGE_HOST', '127.0.0.1')}:{env.integer('EDGE_PORT', 8000)}")
-    target = target.rstrip("/")
+    default = f"http://{env.text('EDGE_HOST', '127.0.0.1')}:{env.integer('EDGE_PORT', 8000)}"
+    target = (url or default).rstrip("/")
     if asyncio.run(_reachable(target)):
         print(f"Using the stack at {target} — open it in a browser to watch.")
         return asyncio.run(_simulate_until_signal(target, players, seconds))
@@ -354,4 +354,3 @@ def run_demo(
         print("Stopping…", flush=True)
         stack.stop()
         print("Stopped.", flush=True)
-

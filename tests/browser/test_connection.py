@@ -116,7 +116,8 @@ async def test_falls_back_to_polling_when_websockets_are_broken(
     page = watched.page
     await page.route_web_socket("**/ws**", broken)
     await page.goto(live_stack.edge_url)
-    await expect(page.locator("#status")).to_have_attribute("data-status", "polling", timeout=20_000)
+    status = page.locator("#status")
+    await expect(status).to_have_attribute("data-status", "polling", timeout=20_000)
     assert len(attempts) >= 3
 
     api = Api(live_stack.edge_url)

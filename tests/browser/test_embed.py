@@ -4,6 +4,7 @@ as the README documents them, same-origin and from another origin."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -84,10 +85,13 @@ async def test_embedded_board_on_another_origin(
     stack_factory: StackFactory, context: BrowserContext
 ) -> None:
     site = HostSite()
-    async with stack_factory(
-        edge={"cors_origins": (site.origin,)},
-        websocket={"allow_anonymous": True, "origins": (site.origin,)},
-    ) as stack, site.serving(stack.edge_url) as url:
+    async with (
+        stack_factory(
+            edge={"cors_origins": (site.origin,)},
+            websocket={"allow_anonymous": True, "origins": (site.origin,)},
+        ) as stack,
+        site.serving(stack.edge_url) as url,
+    ):
         api = Api(stack.edge_url)
         try:
             first = await api.register()
@@ -110,9 +114,7 @@ async def test_embedded_board_on_another_origin(
             updates = await page.evaluate("window.updates")
             assert updates[-1]["source"] == "ws"
             assert [e["userId"] for e in updates[-1]["top10"]] == [second.user_id, first.user_id]
-            assert all(
-                a["sequence"] < b["sequence"] for a, b in zip(updates, updates[1:], strict=False)
-            )
+            assert all(a["sequence"] < b["sequence"] for a, b in itertools.pairwise(updates))
             # The HTTP-only connection sees the same board through CORS.
             await page.wait_for_function(
                 "window.polled.length > 0 && window.polled.at(-1).top10.length === 2"

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from axe_playwright_python.async_playwright import Axe
+from axe_playwright_python.async_playwright import Axe  # type: ignore[import-untyped]
 from playwright.async_api import Browser, Page, expect
 
 from tests.browser.conftest import DESKTOP, PHONE, StackFactory, Watched, screenshot, watch
@@ -59,9 +59,7 @@ async def _register(api: Api, name: str) -> Player:
     )
     assert reply.status_code == 201, reply.text
     data = reply.json()["data"]
-    return Player(
-        data["user"]["userId"], username, name, data["accessToken"], data["refreshToken"]
-    )
+    return Player(data["user"]["userId"], username, name, data["accessToken"], data["refreshToken"])
 
 
 async def _open(browser: Browser, url: str, **options: Any) -> tuple[Watched, Any]:
@@ -78,7 +76,7 @@ async def _sign_in(page: Page, username: str) -> None:
     await page.locator("#login-password").fill("correct horse battery")
     await page.get_by_role("button", name="Sign in", exact=True).click()
     await expect(page.locator("#me")).to_be_visible()
-    await expect(page.locator("#card-total")).not_to_have_text("–")
+    await expect(page.locator("#card-total")).not_to_have_text("\u2013")
 
 
 async def _audit(page: Page) -> list[str]:
@@ -134,9 +132,7 @@ async def test_dark_scheme_reads_well(
     full_board: tuple[Stack, list[Player]], browser: Browser
 ) -> None:
     stack, _ = full_board
-    watched, context = await _open(
-        browser, stack.edge_url, viewport=DESKTOP, color_scheme="dark"
-    )
+    watched, context = await _open(browser, stack.edge_url, viewport=DESKTOP, color_scheme="dark")
     try:
         await screenshot(watched.page, "board-desktop-dark")
         assert await _audit(watched.page) == []

@@ -13,7 +13,14 @@ from tests.support.stack import Stack
 pytestmark = pytest.mark.browser
 
 
-async def register(page: Page, username: str, display: str, password: str = "correct horse") -> None:
+def ordinal(n: int) -> str:
+    suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+async def register(
+    page: Page, username: str, display: str, password: str = "correct horse"
+) -> None:
     await page.get_by_role("tab", name="Register").click()
     await page.get_by_label("Username").and_(page.locator("#register-username")).fill(username)
     await page.locator("#register-display").fill(display)
@@ -47,7 +54,7 @@ async def test_register_complete_and_another_browser_sees_it(
         await expect(mine.locator(".sb-score")).to_have_text("10 points")
         rank = await mine.get_attribute("data-rank")
         await expect(page.locator("#card-score")).to_have_text("10")
-        await expect(page.locator("#card-rank")).to_have_text(f"{rank}{'st' if rank == '1' else ''}")
+        await expect(page.locator("#card-rank")).to_have_text(ordinal(int(rank or 0)))
         await expect(page.locator('li[data-action-id="daily-login"]')).to_have_attribute(
             "data-state", "done"
         )
