@@ -243,8 +243,13 @@
     }
     session.token = null;
     showSignedOut();
-    if (outcome === "error") showError(explain(new ApiError(0, "NETWORK", "")));
+    if (outcome === "error") {
+      // The edge could not be asked (it may be restarting): try again once it answers.
+      restoreLater = true;
+      showError(explain(new ApiError(0, "NETWORK", "")));
+    }
   }
+  let restoreLater = false;
 
   async function getTicket() {
     await ready;
@@ -273,6 +278,10 @@
     box.dataset.status = status;
     $("status-text").textContent = STATUS_TEXT[status] || status;
     $("retry").hidden = !(status === "reconnecting" || status === "offline");
+    if ((status === "live" || status === "polling") && restoreLater && !session.token) {
+      restoreLater = false;
+      restore().then(() => { if (session.token) view.connection.reconnect(); });
+    }
   }
 
   // ---- The board -------------------------------------------------------------------------
