@@ -19,6 +19,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/scoreboard run
 
+## make demo: seed players and simulate activity on a running stack (or start one first)
+demo: install
+	$(BIN)/scoreboard demo $(DEMO_ARGS)
+
 ## make test: every test (uses SCOREBOARD_TEST_DATABASE_URL / _REDIS_URL, else embedded servers)
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -62,6 +62,10 @@ def _bench(args: argparse.Namespace) -> int:
     )
     report = run(config)
     return 0 if report["checks"]["nothing_lost"] else 1
+def _demo(args: argparse.Namespace) -> int:
+    from common.demo import run_demo
+
+    return run_demo(args.url, players=args.players, seconds=args.seconds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a stack for the run even if `make run` is up",
     )
     bench.set_defaults(handler=_bench)
+    demo = sub.add_parser("demo", help="seed players and simulate activity (make demo)")
+    demo.add_argument("--url", help="a running edge (default: SCOREBOARD_EDGE_HOST/_PORT)")
+    demo.add_argument("--players", type=int, default=12, help="1-100 (default 12)")
+    demo.add_argument("--seconds", type=float, default=120, help="0-3600; 0 seeds only")
+    demo.set_defaults(handler=_demo)
     return parser
 
 

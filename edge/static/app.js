@@ -1,89 +1,738 @@
-// Minimal live board: the full page is built on this in the browser-experience work.
+// The Scoreboard page: the live top 10 (through the embeddable client), accounts, the player's
+// card and the action catalog. No build step, no external assets.
+//
+// Tokens: the access token lives only in this closure (never in a URL, localStorage or a
+// cookie readable by script). The refresh token is an httpOnly SameSite=Strict cookie the edge
+// sets; the page refreshes before the access token expires and on reload, so a reload keeps
+// the session. localStorage holds one non-secret hint ("there may be a session") so anonymous
+// visits do not send a refresh request that can only fail.
 "use strict";
-const state = { token: null, user: null, ws: null, seq: -1 };
-const $ = (id) => document.getElementById(id);
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const Scoreboard = window.Scoreboard;
+  const ordinal = Scoreboard.ordinal;
+  const fmt = (n) => Number(n).toLocaleString("en-US");
+  const HINT_KEY = "scoreboard:maybe-signed-in";
+  const CARD_REFRESH_MS = 15000;
 
-function render(top10) {
-  const board = $("board");
-  board.replaceChildren(...top10.map((e) => {
-    const li = document.createElement("li");
-    for (const text of [String(e.rank), e.username, String(e.score)]) {
-      const span = document.createElement("span");
-      span.textContent = text;
-      li.append(span);
+  // ---- Errors ----------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, code, message, retryAfter) {
+      super(message);
+      this.status = status;
+      this.code = code;
+      this.retryAfter = retryAfter;
     }
-    return li;
-  }));
-}
-
-function setStatus(kind) { const s = $("status"); s.textContent = kind; s.className = `status ${kind}`; }
-
-async function api(path, options = {}) {
-  const headers = { "content-type": "application/json", ...(options.headers || {}) };
-  if (state.token) headers.authorization = `Bearer ${state.token}`;
-  const response = await fetch(path, { ...options, headers });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok || body.success === false) throw new Error(body.error || response.statusText);
-  return body.data;
-}
-
-async function connect() {
-  let url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-  if (state.token) {
-    const { ticket } = await api("/api/ws-ticket", { method: "POST" });
-    url += `?ticket=${encodeURIComponent(ticket)}`;
   }
-  const ws = new WebSocket(url);
-  state.ws = ws;
-  ws.onmessage = (event) => {
-    const msg = JSON.parse(event.data);
-    if (msg.type === "CONNECTION_ACK") setStatus("live");
-    if (msg.type === "LEADERBOARD_UPDATE" && msg.data.sequence > state.seq) {
-      state.seq = msg.data.sequence;
-      render(msg.data.top10);
+
+  function seconds(n) {
+    return n === 1 ? "1 second" : `${n} seconds`;
+  }
+
+  function wait(n) {
+    if (!n) return "a moment";
+    if (n >= 120) return `${Math.ceil(n / 60)} minutes`;
+    return seconds(n);
+  }
+
+  // A clear sentence for every refusal the player can meet.
+  function explain(err, action) {
+    const name = action ? `“${action.name}”` : "That action";
+    const n = err.retryAfter;
+    switch (err.code) {
+      case "RATE_LIMITED":
+        return `Slow down! You have completed too many actions in the last minute. Try again in ${wait(n)}.`;
+      case "DAILY_LIMIT_REACHED":
+        return action && action.dailyLimit > 1
+          ? `Already done today: ${name} counts ${action.dailyLimit} times a day. Come back tomorrow!`
+          : `Already done today: ${name} counts once a day. Come back tomorrow!`;
+      case "COOLDOWN_ACTIVE":
+        return `${name} is cooling down. Ready again in ${wait(n)}.`;
+      case "TICKET_REQUIRED":
+        return `Start ${name} first, then claim it when it is done.`;
+      case "TICKET_TOO_EARLY":
+        return `Not so fast: ${name} is not finished yet.`;
+      case "TICKET_EXPIRED":
+        return `Your attempt at ${name} took too long and expired. Start again.`;
+      case "TICKET_USED":
+        return `That attempt at ${name} was already claimed. Start a new one.`;
+      case "TICKET_INVALID":
+      case "TICKET_MISMATCH":
+        return `That attempt at ${name} is not valid any more. Start again.`;
+      case "ACTION_NOT_FOUND":
+      case "ACTION_INACTIVE":
+        return `${name} is not available any more.`;
+      case "USER_BANNED":
+        return "Your account cannot score right now.";
+      case "INVALID_CREDENTIALS":
+        return "Wrong username or password.";
+      case "LOGIN_RATE_LIMITED":
+        return `Too many failed sign-ins. Try again in ${wait(n)}.`;
+      case "USERNAME_TAKEN":
+        return "That username is taken. Pick another one.";
+      case "NETWORK":
+        return "Cannot reach the server. Check your connection and try again.";
+      case "UNAVAILABLE":
+        return "The game is busy for a moment. Try again in a few seconds.";
+      case "SESSION_ENDED":
+        return "Your session has ended. Please sign in again.";
+      default:
+        if (err.status >= 500) return "Something went wrong on our side. Try again in a moment.";
+        return err.message || "Something went wrong.";
     }
-  };
-  ws.onclose = () => { setStatus("reconnecting"); setTimeout(connect, 1000 + Math.random() * 2000); };
-}
+  }
 
-async function loadActions() {
-  const { actions } = await api("/api/actions");
-  $("actions").replaceChildren(...actions.map((a) => {
-    const li = document.createElement("li");
-    const button = document.createElement("button");
-    button.textContent = `${a.name} (+${a.points})`;
-    button.onclick = async () => {
+  // ---- Messages --------------------------------------------------------------------------
+  let messageTimer = null;
+  function showMessage(kind, text) {
+    const error = $("error");
+    const notice = $("notice");
+    clearTimeout(messageTimer);
+    (kind === "error" ? notice : error).hidden = true;
+    const target = kind === "error" ? error : notice;
+    target.textContent = text;
+    target.hidden = false;
+    messageTimer = setTimeout(() => { target.hidden = true; }, kind === "error" ? 12000 : 6000);
+  }
+  // Messages dismiss themselves; Escape or a click dismisses them sooner.
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape") clearMessages(); });
+  $("error").addEventListener("click", () => { $("error").hidden = true; });
+  $("notice").addEventListener("click", () => { $("notice").hidden = true; });
+  const showError = (text) => showMessage("error", text);
+  const showNotice = (text) => showMessage("ok", text);
+  function clearMessages() {
+    $("error").hidden = true;
+    $("notice").hidden = true;
+  }
+
+  // ---- HTTP --------------------------------------------------------------------------------
+  const session = { token: null, expiresAt: 0, user: null, timer: null };
+  let refreshing = null;
+
+  async function send(path, { method = "GET", body, headers = {}, token = session.token } = {}) {
+    const h = { accept: "application/json", ...headers };
+    if (body !== undefined) h["content-type"] = "application/json";
+    if (token) h.authorization = `Bearer ${token}`;
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers: h,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+    } catch (err) {
+      throw new ApiError(0, "NETWORK", "network error");
+    }
+    let payload = null;
+    try { payload = await response.json(); } catch (err) { payload = null; }
+    if (response.ok && payload && payload.success !== false) return payload.data;
+    const retry = parseInt(response.headers.get("retry-after") || "", 10);
+    throw new ApiError(
+      response.status,
+      (payload && payload.code) || (response.status === 503 ? "UNAVAILABLE" : `HTTP_${response.status}`),
+      (payload && payload.error) || response.statusText,
+      Number.isFinite(retry) ? retry : undefined,
+    );
+  }
+
+  // An authenticated call: an expired access token is refreshed once, then the call retried.
+  async function api(path, options = {}) {
+    try {
+      return await send(path, options);
+    } catch (err) {
+      if (err.status !== 401 || !session.token) throw err;
+      const outcome = await refreshSession();
+      if (outcome === "ok") return send(path, options);
+      if (outcome === "denied") {
+        signedOut("SESSION_ENDED");
+        throw new ApiError(401, "SESSION_ENDED", "session ended");
+      }
+      throw err;
+    }
+  }
+
+  // ---- Session -----------------------------------------------------------------------------
+  function adopt(data) {
+    session.token = data.accessToken;
+    session.expiresAt = Date.now() + data.expiresIn * 1000;
+    try { localStorage.setItem(HINT_KEY, "1"); } catch (err) { /* storage may be off */ }
+    scheduleRefresh(data.expiresIn * 1000 * 0.8);
+  }
+
+  function scheduleRefresh(delayMs) {
+    clearTimeout(session.timer);
+    session.timer = setTimeout(async () => {
+      const outcome = await refreshSession();
+      if (outcome === "denied") signedOut("SESSION_ENDED");
+      else if (outcome === "error") {
+        // The edge is unreachable: try again soon, before the token runs out if possible.
+        const left = session.expiresAt - Date.now();
+        scheduleRefresh(Math.max(2000, Math.min(10000, left / 4)));
+      }
+    }, Math.max(1000, delayMs));
+  }
+
+  // Rotate the refresh cookie for a new access token. "ok", "denied" (no valid session) or
+  // "error" (could not ask). Tabs take turns (Web Locks), so two tabs never present the same
+  // refresh token, which the server would treat as theft and revoke the session.
+  function refreshSession() {
+    if (refreshing) return refreshing;
+    const run = async () => {
       try {
-        const r = await api("/api/actions/complete", { method: "POST", body: JSON.stringify({ actionId: a.actionId }) });
-        $("message").textContent = `+${r.increment}: score ${r.newScore}, rank ${r.rank}`;
-      } catch (err) { $("message").textContent = err.message; }
+        const data = await send("/api/auth/refresh", {
+          method: "POST",
+          headers: { "X-Requested-With": "scoreboard" },
+          token: null,
+        });
+        adopt(data);
+        return "ok";
+      } catch (err) {
+        return err.status === 401 || err.status === 403 ? "denied" : "error";
+      }
     };
-    li.append(button);
-    return li;
-  }));
-}
+    const locked = navigator.locks
+      ? navigator.locks.request("scoreboard-refresh", run)
+      : run();
+    refreshing = locked.finally(() => { refreshing = null; });
+    return refreshing;
+  }
 
-$("auth-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const form = new FormData(event.target);
-  const mode = event.submitter.dataset.mode;
-  try {
-    const data = await api(`/api/auth/${mode}`, { method: "POST", body: JSON.stringify({ username: form.get("username"), password: form.get("password") }) });
-    state.token = data.accessToken;
-    state.user = data.user;
-    $("auth-form").hidden = true;
-    $("player").hidden = false;
-    $("me").textContent = `Signed in as ${data.user.displayName}`;
-    await loadActions();
-    if (state.ws) state.ws.close();
-  } catch (err) { $("message").textContent = err.message; }
-});
+  const channel = "BroadcastChannel" in window ? new BroadcastChannel("scoreboard-session") : null;
 
-$("logout").addEventListener("click", async () => {
-  try { await api("/api/auth/logout", { method: "POST", body: "{}" }); } catch (err) { /* signed out anyway */ }
-  state.token = null;
-  location.reload();
-});
+  function signedOut(reason) {
+    const had = session.token !== null;
+    clearTimeout(session.timer);
+    session.token = null;
+    session.user = null;
+    session.expiresAt = 0;
+    try { localStorage.removeItem(HINT_KEY); } catch (err) { /* ignore */ }
+    showSignedOut();
+    if (reason) showError(explain(new ApiError(401, reason, "")));
+    if (had) view.connection.reconnect();
+  }
 
-fetch("/api/leaderboard").then((r) => r.json()).then((b) => b.success && render(b.data.top10));
-connect();
+  async function startSession(data, user) {
+    adopt(data);
+    session.user = user || (await api("/api/auth/me"));
+    showSignedIn();
+    view.connection.reconnect(); // the socket now carries who is watching
+    if (channel) channel.postMessage({ type: "signed-in" });
+  }
+
+  // Settled once the session is restored (or known to be absent); the socket waits for it so
+  // its first connection already says who is watching.
+  let settle;
+  const ready = new Promise((resolve) => { settle = resolve; });
+
+  async function restore() {
+    let hinted = false;
+    try { hinted = localStorage.getItem(HINT_KEY) === "1"; } catch (err) { hinted = true; }
+    if (!hinted) { showSignedOut(); return; }
+    const outcome = await refreshSession();
+    if (outcome === "ok") {
+      try {
+        session.user = await api("/api/auth/me");
+        showSignedIn();
+        return;
+      } catch (err) { /* fall through */ }
+    }
+    if (outcome === "denied") {
+      try { localStorage.removeItem(HINT_KEY); } catch (err) { /* ignore */ }
+    }
+    session.token = null;
+    showSignedOut();
+    if (outcome === "error") {
+      // The edge could not be asked (it may be restarting): try again once it answers.
+      restoreLater = true;
+      showError(explain(new ApiError(0, "NETWORK", "")));
+    }
+  }
+  let restoreLater = false;
+
+  async function getTicket() {
+    await ready;
+    if (!session.token) return null;
+    try {
+      const data = await api("/api/ws-ticket", { method: "POST" });
+      return data.ticket;
+    } catch (err) {
+      if (err.status === 401) return null; // signed out meanwhile: watch anonymously
+      throw err;
+    }
+  }
+
+  // ---- Connection state -------------------------------------------------------------------
+  const STATUS_TEXT = {
+    connecting: "Connecting…",
+    live: "Live",
+    polling: "Live · refreshing every few seconds",
+    reconnecting: "Reconnecting…",
+    offline: "Offline",
+    closed: "Disconnected",
+  };
+
+  function onStatus(status) {
+    const box = $("status");
+    box.dataset.status = status;
+    $("status-text").textContent = STATUS_TEXT[status] || status;
+    $("retry").hidden = !(status === "reconnecting" || status === "offline");
+    if ((status === "live" || status === "polling") && restoreLater && !session.token) {
+      restoreLater = false;
+      restore().then(() => { if (session.token) view.connection.reconnect(); });
+    }
+  }
+
+  // ---- The board -------------------------------------------------------------------------
+  let lastBoard = null;
+  const view = Scoreboard.mount($("board"), {
+    caption: "Top 10 players",
+    getTicket,
+    onStatus,
+    onUpdate(board) {
+      lastBoard = board;
+      const stamp = board.timestamp ? new Date(board.timestamp) : null;
+      $("updated").textContent = stamp && !Number.isNaN(stamp.getTime())
+        ? `Last change ${stamp.toLocaleTimeString()}`
+        : "Live standings";
+      cardFromBoard(board.top10);
+    },
+  });
+  $("retry").addEventListener("click", () => view.connection.reconnect());
+
+  // ---- The player's card -----------------------------------------------------------------
+  const card = { data: null, missing: false, total: null, timer: null, lastFetch: 0 };
+
+  function setStat(id, text) {
+    const node = $(id);
+    if (node.textContent === text) return;
+    node.textContent = text;
+    node.classList.remove("changed");
+    void node.offsetWidth;
+    node.classList.add("changed");
+  }
+
+  function renderCard() {
+    const d = card.data;
+    if (!d) {
+      setStat("card-rank", "–");
+      setStat("card-score", "0");
+      setStat("card-distance", "–");
+      setStat("card-total", card.total === null ? "–" : fmt(card.total));
+      $("card-note").textContent = card.missing
+        ? "Complete an action to get on the board."
+        : "";
+      return;
+    }
+    setStat("card-rank", ordinal(d.rank));
+    setStat("card-score", fmt(d.score));
+    setStat("card-distance", d.inTop10 ? "In it!" : fmt(d.distanceFromTop10));
+    setStat("card-total", fmt(d.totalUsers));
+    $("card-note").textContent = d.inTop10
+      ? (d.rank === 1 ? "You lead the board. Stay there!" : `You are in the top 10. ${ordinal(1)} place is ${fmt(leaderGap(d))} points away.`)
+      : `${fmt(d.distanceFromTop10)} more points to enter the top 10.`;
+  }
+
+  function leaderGap(d) {
+    if (!lastBoard || !lastBoard.top10.length) return 0;
+    return Math.max(0, lastBoard.top10[0].score - d.score);
+  }
+
+  async function loadCard() {
+    if (!session.user) return;
+    const userId = session.user.userId;
+    card.lastFetch = Date.now();
+    try {
+      card.data = await api(`/api/leaderboard/user/${encodeURIComponent(userId)}`);
+      card.missing = false;
+    } catch (err) {
+      if (err.code !== "USER_NOT_FOUND") return; // keep what we show; the next update retries
+      card.data = null;
+      card.missing = true;
+      try {
+        const page = await send("/api/leaderboard/entries?pageSize=1", { token: null });
+        card.total = page.totalUsers;
+      } catch (inner) { /* the count is a nicety */ }
+    }
+    if (session.user && session.user.userId === userId) renderCard();
+  }
+
+  function scheduleCard(delayMs) {
+    if (!session.user || card.timer) return;
+    card.timer = setTimeout(() => { card.timer = null; loadCard(); }, delayMs);
+  }
+
+  // Live: what the pushed top 10 tells directly (rank and score inside it, the distance from
+  // outside it) is applied at once; the rank outside the top 10 and the player count come
+  // from the server, at most every CARD_REFRESH_MS (jittered, so viewers do not ask together).
+  function cardFromBoard(top10) {
+    if (!session.user) return;
+    const me = top10.find((e) => e.userId === session.user.userId);
+    const d = card.data;
+    if (me) {
+      const changed = !d || d.rank !== me.rank || d.score !== me.score;
+      card.data = {
+        ...(d || { totalUsers: card.total || top10.length }),
+        userId: me.userId, username: me.username, rank: me.rank, score: me.score,
+        inTop10: true, distanceFromTop10: 0,
+      };
+      card.missing = false;
+      renderCard();
+      if (changed && !d) scheduleCard(500);
+    } else if (d) {
+      if (d.inTop10) {
+        scheduleCard(300 + Math.random() * 700); // dropped out: where to, exactly?
+      } else if (top10.length >= 10) {
+        card.data = { ...d, distanceFromTop10: Math.max(0, top10[9].score + 1 - d.score) };
+        renderCard();
+      }
+    }
+    scheduleCard(CARD_REFRESH_MS * (0.75 + Math.random() * 0.5));
+  }
+
+  // ---- Actions ---------------------------------------------------------------------------
+  let catalog = [];
+  const attempts = {}; // actionId -> {ticket, notBefore (ms), expiresAt (ms)}
+  const cooldownUntil = {}; // actionId -> ms, from a COOLDOWN_ACTIVE answer
+  const busy = {};
+  let rateLimitedUntil = 0;
+  let ticker = null;
+
+  function idempotencyKey() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  async function loadActions() {
+    if (!session.user) return;
+    try {
+      const data = await api("/api/actions");
+      catalog = data.actions;
+      renderActions();
+    } catch (err) {
+      if (err.code !== "SESSION_ENDED") showError(explain(err));
+    }
+  }
+
+  function clock(ms) {
+    const s = Math.max(0, Math.ceil(ms / 1000));
+    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  }
+
+  // What an action looks like right now: {state, label, note, enabled}.
+  function actionState(a, now) {
+    const attempt = attempts[a.actionId];
+    const available = Math.max(
+      a.availableAt ? Date.parse(a.availableAt) : 0,
+      cooldownUntil[a.actionId] || 0,
+    );
+    const left = a.remainingToday === null ? a.dailyLimit : a.remainingToday;
+    const done = a.dailyLimit - left;
+    const tally = a.dailyLimit > 1 ? `${done} of ${a.dailyLimit} done today` : "Once a day";
+    if (left <= 0) {
+      return { state: "done", label: "Done today", note: a.dailyLimit > 1 ? `All ${a.dailyLimit} done today ✓` : "Done today ✓", enabled: false };
+    }
+    if (busy[a.actionId]) return { state: "busy", label: "Sending…", note: tally, enabled: false };
+    if (attempt) {
+      if (now >= attempt.expiresAt) {
+        delete attempts[a.actionId];
+      } else if (now < attempt.notBefore) {
+        return { state: "running", label: `In progress ${clock(attempt.notBefore - now)}`, note: "Claim it when the timer ends", enabled: false };
+      } else {
+        return { state: "claim", label: `Claim +${fmt(a.points)}`, note: `Claim before ${new Date(attempt.expiresAt).toLocaleTimeString()}`, enabled: now >= rateLimitedUntil };
+      }
+    }
+    if (available > now) {
+      return { state: "cooldown", label: `Ready in ${clock(available - now)}`, note: `Cooling down · ${tally}`, enabled: false };
+    }
+    if (rateLimitedUntil > now) {
+      return { state: "limited", label: `Wait ${clock(rateLimitedUntil - now)}`, note: tally, enabled: false };
+    }
+    if (a.requiresTicket) {
+      return { state: "ready", label: "Start", note: `Takes ${seconds(a.minDurationSeconds)} · ${tally}`, enabled: true };
+    }
+    return { state: "ready", label: "Complete", note: tally, enabled: true };
+  }
+
+  function renderActions() {
+    const list = $("actions");
+    const now = Date.now();
+    let countdown = false;
+    const items = catalog.map((a) => {
+      let li = list.querySelector(`li[data-action-id="${CSS.escape(a.actionId)}"]`);
+      if (!li) {
+        li = document.createElement("li");
+        li.className = "action";
+        li.dataset.actionId = a.actionId;
+        const main = document.createElement("div");
+        const title = document.createElement("h3");
+        title.id = `action-${a.actionId}`;
+        const points = document.createElement("span");
+        points.className = "points";
+        const desc = document.createElement("p");
+        desc.className = "action-desc";
+        main.append(title, desc);
+        const stateLine = document.createElement("p");
+        stateLine.className = "action-state";
+        const button = document.createElement("button");
+        button.type = "button";
+        button.addEventListener("click", () => onAction(a.actionId));
+        li.append(main, stateLine, button);
+      }
+      const title = li.querySelector("h3");
+      title.replaceChildren(document.createTextNode(a.name));
+      const points = document.createElement("span");
+      points.className = "points";
+      points.textContent = `+${fmt(a.points)} pts`;
+      title.append(points);
+      li.querySelector(".action-desc").textContent = a.description;
+      const s = actionState(a, now);
+      li.dataset.state = s.state;
+      li.querySelector(".action-state").textContent = s.note;
+      const button = li.querySelector("button");
+      button.disabled = !s.enabled;
+      button.replaceChildren(document.createTextNode(s.label));
+      const hidden = document.createElement("span");
+      hidden.className = "sb-visually-hidden";
+      hidden.textContent = `: ${a.name}`;
+      button.append(hidden);
+      if (["cooldown", "running", "limited", "claim"].includes(s.state)) countdown = true;
+      return li;
+    });
+    // Touch the list only when its items change: moving a focused button would drop focus.
+    const same = items.length === list.children.length &&
+      items.every((li, i) => list.children[i] === li);
+    if (!same) list.replaceChildren(...items);
+    if (countdown && !ticker) ticker = setInterval(renderActions, 1000);
+    if (!countdown && ticker) { clearInterval(ticker); ticker = null; }
+  }
+
+  async function onAction(actionId) {
+    const a = catalog.find((x) => x.actionId === actionId);
+    if (!a || busy[actionId]) return;
+    const attempt = attempts[actionId];
+    if (a.requiresTicket && !attempt) {
+      await startAttempt(a);
+    } else {
+      await complete(a, attempt ? attempt.ticket : undefined);
+    }
+  }
+
+  async function startAttempt(a) {
+    busy[a.actionId] = true;
+    renderActions();
+    try {
+      const data = await api("/api/actions/start", { method: "POST", body: { actionId: a.actionId } });
+      attempts[a.actionId] = {
+        ticket: data.ticket,
+        notBefore: Date.parse(data.notBefore) + 250, // a little slack for clock skew
+        expiresAt: Date.parse(data.expiresAt),
+      };
+      showNotice(`${a.name}: started. Claim your points when the timer ends.`);
+    } catch (err) {
+      handleActionError(err, a);
+    } finally {
+      busy[a.actionId] = false;
+      renderActions();
+    }
+  }
+
+  async function complete(a, ticket) {
+    busy[a.actionId] = true;
+    renderActions();
+    const body = ticket ? { actionId: a.actionId, ticket } : { actionId: a.actionId };
+    const headers = { "Idempotency-Key": idempotencyKey() };
+    try {
+      let data;
+      try {
+        data = await api("/api/actions/complete", { method: "POST", body, headers });
+      } catch (err) {
+        // A lost answer: ask again with the same key; the server replays, never counts twice.
+        if (err.code !== "NETWORK") throw err;
+        data = await api("/api/actions/complete", { method: "POST", body, headers });
+      }
+      delete attempts[a.actionId];
+      showNotice(`+${fmt(data.increment)} points for “${a.name}”! Your score is ${fmt(data.newScore)}, rank ${ordinal(data.rank)}.`);
+      card.data = {
+        ...(card.data || { totalUsers: card.total || 1, inTop10: false, distanceFromTop10: 0 }),
+        score: data.newScore,
+        rank: data.rank,
+      };
+      if (lastBoard && lastBoard.top10.length >= 10 && data.newScore <= lastBoard.top10[9].score) {
+        card.data.inTop10 = false;
+        card.data.distanceFromTop10 = lastBoard.top10[9].score + 1 - data.newScore;
+      } else if (data.rank <= 10) {
+        card.data.inTop10 = true;
+        card.data.distanceFromTop10 = 0;
+      }
+      card.missing = false;
+      renderCard();
+      clearTimeout(card.timer);
+      card.timer = null;
+      scheduleCard(400);
+    } catch (err) {
+      handleActionError(err, a);
+    } finally {
+      busy[a.actionId] = false;
+      await loadActions();
+    }
+  }
+
+  function handleActionError(err, a) {
+    if (err.code === "SESSION_ENDED") return; // already explained
+    const now = Date.now();
+    if (err.code === "RATE_LIMITED") rateLimitedUntil = now + (err.retryAfter || 60) * 1000;
+    if (err.code === "COOLDOWN_ACTIVE" && err.retryAfter) cooldownUntil[a.actionId] = now + err.retryAfter * 1000;
+    if (err.code === "DAILY_LIMIT_REACHED") a.remainingToday = 0;
+    if (err.code && err.code.startsWith("TICKET_") && err.code !== "TICKET_TOO_EARLY") delete attempts[a.actionId];
+    showError(explain(err, a));
+  }
+
+  // ---- Forms -----------------------------------------------------------------------------
+  function selectTab(which) {
+    const login = which === "login";
+    $("tab-login").setAttribute("aria-selected", String(login));
+    $("tab-register").setAttribute("aria-selected", String(!login));
+    $("tab-login").tabIndex = login ? 0 : -1;
+    $("tab-register").tabIndex = login ? -1 : 0;
+    $("login-panel").hidden = !login;
+    $("register-panel").hidden = login;
+  }
+  $("tab-login").addEventListener("click", () => selectTab("login"));
+  $("tab-register").addEventListener("click", () => selectTab("register"));
+  for (const tab of [$("tab-login"), $("tab-register")]) {
+    tab.addEventListener("keydown", (event) => {
+      if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
+      const next = tab.id === "tab-login" ? "register" : "login";
+      selectTab(next);
+      $(`tab-${next}`).focus();
+    });
+  }
+
+  function validate(form) {
+    let first = null;
+    for (const input of form.querySelectorAll("input")) {
+      const valid = input.checkValidity();
+      input.setAttribute("aria-invalid", String(!valid));
+      if (!valid && !first) first = input;
+    }
+    if (first) {
+      const label = form.querySelector(`label[for="${first.id}"]`);
+      const name = label ? label.firstChild.textContent.trim() : first.name;
+      showError(`${name}: ${first.validationMessage}`);
+      first.focus();
+      return false;
+    }
+    return true;
+  }
+
+  async function submit(form, path, body, status) {
+    if (!validate(form)) return;
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    clearMessages();
+    try {
+      const data = await send(path, { method: "POST", body, token: null });
+      await startSession(data, data.user);
+      form.reset();
+      showNotice(status(data.user));
+      $("me-title").focus();
+    } catch (err) {
+      showError(explain(err));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    submit(form, "/api/auth/login", {
+      username: form.elements.username.value.trim(),
+      password: form.elements.password.value,
+    }, (user) => `Welcome back, ${user.displayName}!`);
+  });
+
+  $("register-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const body = {
+      username: form.elements.username.value.trim(),
+      password: form.elements.password.value,
+    };
+    const display = form.elements.displayName.value.trim();
+    if (display) body.displayName = display;
+    submit(form, "/api/auth/register", body, (user) => `Welcome, ${user.displayName}! Complete an action to get on the board.`);
+  });
+
+  $("logout").addEventListener("click", async () => {
+    const token = session.token;
+    try {
+      await send("/api/auth/logout", {
+        method: "POST",
+        body: {},
+        headers: { "X-Requested-With": "scoreboard" },
+        token,
+      });
+    } catch (err) { /* signed out locally either way */ }
+    signedOut(null);
+    if (channel) channel.postMessage({ type: "signed-out" });
+    showNotice("You are signed out.");
+    $("login-username").focus();
+  });
+
+  if (channel) {
+    channel.onmessage = async (event) => {
+      const type = event.data && event.data.type;
+      if (type === "signed-out" && session.token) signedOut(null);
+      if (type === "signed-in" && !session.token) {
+        if (await refreshSession() === "ok") {
+          try {
+            session.user = await api("/api/auth/me");
+            showSignedIn();
+            view.connection.reconnect();
+          } catch (err) { session.token = null; }
+        }
+      }
+    };
+  }
+
+  // ---- Views -----------------------------------------------------------------------------
+  function showSignedIn() {
+    $("auth").hidden = true;
+    $("me").hidden = false;
+    $("play").hidden = false;
+    $("me-title").textContent = session.user.displayName;
+    view.setHighlight(session.user.userId);
+    card.data = null;
+    card.missing = false;
+    renderCard();
+    loadCard();
+    loadActions();
+  }
+
+  function showSignedOut() {
+    $("auth").hidden = false;
+    $("me").hidden = true;
+    $("play").hidden = true;
+    view.setHighlight(null);
+    catalog = [];
+    $("actions").replaceChildren();
+    card.data = null;
+    clearTimeout(card.timer);
+    card.timer = null;
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState !== "visible" || !session.user) return;
+    if (session.expiresAt && session.expiresAt - Date.now() < 30000) {
+      refreshSession().then((outcome) => { if (outcome === "denied") signedOut("SESSION_ENDED"); });
+    }
+    if (Date.now() - card.lastFetch > CARD_REFRESH_MS) loadCard();
+    loadActions();
+  });
+
+  restore().finally(settle);
+})();
