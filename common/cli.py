@@ -62,6 +62,8 @@ def _bench(args: argparse.Namespace) -> int:
     )
     report = run(config)
     return 0 if report["checks"]["nothing_lost"] else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from common.demo import run_demo
 
