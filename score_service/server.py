@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from common import service
 from common.grpc_server import RunningServer, ServiceBinding, start_server
 from common.keys import Keys
 from common.service import Deps, ProcessSettings
+from common.telemetry import sample_every
 from score_service.admin import AdminServicer
 from score_service.admin_queries import AdminQueries
 from score_service.admin_store import AdminStore
+from score_service.backlog import sample_outbox
 from score_service.catalog_store import CatalogStore
 from score_service.config import Settings
 from score_service.ledger import Ledger, TicketSigner
@@ -52,6 +55,15 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
             deps.db, deps.redis, keys, settings.relay, database_url=settings.database.url
         )
         running.tasks.append(asyncio.create_task(relay.run()))
+    running.tasks.append(
+        asyncio.create_task(
+            sample_every(
+                settings.grpc.metrics_sample_seconds,
+                partial(sample_outbox, deps.db),
+                name="outbox",
+            )
+        )
+    )
     return running
 
 
