@@ -9,6 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import Gauge
+from redis.exceptions import ResponseError
 
 from common.keys import BoardKeys
 from leaderboard_service.scripts import text
@@ -32,7 +33,12 @@ COUNT_CAP = 10_000
 
 
 async def sample_stream(redis: aioredis.Redis, keys: BoardKeys, group: str) -> None:
-    groups: list[dict[str, Any]] = await redis.xinfo_groups(keys.events)
+    try:
+        groups: list[dict[str, Any]] = await redis.xinfo_groups(keys.events)
+    except ResponseError as exc:
+        if "no such key" not in str(exc).lower():
+            raise
+        groups = []  # no event yet (or Redis was wiped): nothing waits
     mine = next((g for g in groups if text(g.get("name")) == group), None)
     if mine is None:
         return  # the consumer creates the group
