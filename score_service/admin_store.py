@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg import errors
 
+from common.audit import write_audit
 from common.db import Conn, Pool
 from common.errors import Reason, not_found, precondition
 from score_service.ledger import NOTIFY_CHANNEL
@@ -288,11 +288,11 @@ async def _entry(conn: Conn, entry_id: int) -> pb.LedgerEntry:
 
 
 async def audit(conn: Conn, act: Act, action: str, target: str, detail: dict[str, object]) -> int:
-    cur = await conn.execute(
-        "INSERT INTO audit_log (actor, action, target, detail, request_id)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (act.actor, action, target, orjson.dumps(detail).decode(), act.request_id),
+    return await write_audit(
+        conn,
+        actor=act.actor,
+        action=action,
+        target=target,
+        detail=detail,
+        request_id=act.request_id,
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return as_int(row[0])

@@ -616,3 +616,33 @@ async def test_audit_log_and_anomalies_page_newest_first(stack: Stack, api: Api)
             metadata=meta,
         )
         assert [a.kind for a in tail.anomalies] == ["daily_point_cap"]
+
+
+async def test_catalog_and_ranking_acts_are_audited_too(stack: Stack) -> None:
+    from scoreboard.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
+
+    await _tap_action(stack)  # CreateAction (or already created by an earlier test)
+    channel = grpc.aio.insecure_channel(stack.address("leaderboard"))
+    try:
+        board = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
+        meta = await admin_metadata(stack)
+        rebuilt = await board.RebuildRanking(
+            leaderboard_service_pb2.RebuildRankingRequest(), metadata=meta
+        )
+        await board.ReconcileRanking(
+            leaderboard_service_pb2.ReconcileRankingRequest(repair=True), metadata=meta
+        )
+    finally:
+        await channel.close()
+    async with admin_stub(stack) as admin:
+        audit = await admin.ListAuditLog(
+            pb.ListAuditLogRequest(page_size=500), metadata=await admin_metadata(stack)
+        )
+    actions = [(a.action, a.target, a.actor) for a in audit.entries]
+    assert actions[:2] == [
+        ("ranking.reconcile", "default", "service:admin-tool"),
+        ("ranking.rebuild", "default", "service:admin-tool"),
+    ]
+    assert orjson.loads(audit.entries[1].detail_json) == {"users": rebuilt.users}
+    assert orjson.loads(audit.entries[0].detail_json)["repair"] is True
+    assert ("action.create", "tap", "service:admin-tool") in actions
