@@ -175,8 +175,8 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
                 client,
                 "--scopes",
                 scopes,
-                "--secret",
-                secret,
+                # One argument: a generated secret may start with "-".
+                f"--secret={secret}",
             )
         per_service = {
             "auth_service": {

@@ -425,6 +425,7 @@ def test_the_migration_job_migrates_then_creates_the_service_accounts(
     script = accounts["command"][-1]
     assert "python -m auth_service create-service-account" in script
     assert ">/dev/null" in script, "the tool prints the secret; the Job's log must not"
+    assert '--secret="$3"' in script, "one argument, even for a secret that starts with -"
     granted = re.findall(r'^account (\S+) "([^"]+)"', script, re.MULTILINE)
     assert {client for client, _ in granted} == {"edge", "admin", "game-server"}
     for _, scopes in granted:
