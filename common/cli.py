@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from common import cli_admin
 from common.config import ConfigError, Env
 
 Command = Callable[[argparse.Namespace], int]
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--players", type=int, default=12, help="1-100 (default 12)")
     demo.add_argument("--seconds", type=float, default=120, help="0-3600; 0 seeds only")
     demo.set_defaults(handler=_demo)
+    cli_admin.register(sub)
     return parser
 
 

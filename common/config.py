@@ -159,6 +159,8 @@ class GrpcServerSettings:
     max_connection_age_seconds: int = 300
     max_connection_age_grace_seconds: int = 30
     metrics_port: int | None = None
+    # How often background gauges (outbox backlog, stream lag) are sampled.
+    metrics_sample_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Env, *, default_port: int) -> GrpcServerSettings:
@@ -175,6 +177,7 @@ class GrpcServerSettings:
                 "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30
             ),
             metrics_port=None if metrics < 0 else metrics,
+            metrics_sample_seconds=env.number("METRICS_SAMPLE_SECONDS", 5.0, minimum=0.05),
         )
 
 

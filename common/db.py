@@ -7,6 +7,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from common.config import DatabaseSettings
+from common.telemetry import TimedCursor
 
 Conn = AsyncConnection[tuple[object, ...]]
 Pool = AsyncConnectionPool[Conn]
@@ -17,7 +18,12 @@ async def open_pool(settings: DatabaseSettings, *, name: str) -> Pool:
         settings.url,
         min_size=settings.min_connections,
         max_size=settings.max_connections,
-        kwargs={"autocommit": False, "row_factory": tuple_row, "application_name": name},
+        kwargs={
+            "autocommit": False,
+            "row_factory": tuple_row,
+            "application_name": name,
+            "cursor_factory": TimedCursor,  # statement latency metrics
+        },
         open=False,
         name=name,
     )

@@ -117,7 +117,7 @@ class MetricsInterceptor(_Wrapping):
                 code = _code_name(context)
                 raise
             finally:
-                RPC_LATENCY.labels(method, code).observe(time.perf_counter() - start)
+                _observe(method, code, start)
 
         return call
 
@@ -135,9 +135,16 @@ class MetricsInterceptor(_Wrapping):
                 code = _code_name(context)
                 raise
             finally:
-                RPC_LATENCY.labels(method, code).observe(time.perf_counter() - start)
+                _observe(method, code, start)
 
         return call
+
+
+def _observe(method: str, code: str, start: float) -> None:
+    elapsed = time.perf_counter() - start
+    RPC_LATENCY.labels(method, code).observe(elapsed)
+    if log.isEnabledFor(logging.DEBUG):  # the request id comes from the formatter
+        log.debug("rpc", extra={"method": method, "code": code, "ms": round(elapsed * 1000, 2)})
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:

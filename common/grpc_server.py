@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -46,6 +47,8 @@ class RunningServer:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Called after the drain, before the tasks are cancelled (e.g. to end open streams).
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The Prometheus /metrics server (SCOREBOARD_METRICS_PORT), closed last.
+    metrics_server: WSGIServer | None = None
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING first (so balancers stop sending), then drain in-flight calls,
@@ -55,6 +58,9 @@ class RunningServer:
             await callback()
         await self.server.stop(grace)
         await cancel_and_wait(*self.tasks)
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.shutdown)
+            self.metrics_server.server_close()
 
     async def serve_until_signal(self, grace: float) -> None:
         name = await wait_for_shutdown()
@@ -113,10 +119,13 @@ async def start_server(
     await server.start()
     for name in ("", *names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    metrics_server = None
     if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr=settings.host)
+        metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
     log.info("gRPC server listening", extra={"port": port, "services": list(names)})
-    return RunningServer(server=server, port=port, health=health, services=names)
+    return RunningServer(
+        server=server, port=port, health=health, services=names, metrics_server=metrics_server
+    )
 
 
 def full_method(service_name: str, method: str) -> str:

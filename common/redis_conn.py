@@ -7,10 +7,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from common.config import RedisSettings
+from common.telemetry import TimedRedis
 
 
 def open_redis(settings: RedisSettings, *, name: str, max_connections: int = 64) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+    # TimedRedis: command latency metrics for every call site.
+    return TimedRedis.from_url(
         settings.url,
         client_name=name,
         max_connections=max_connections,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from edge.config import WebSocketSettings
 
@@ -25,6 +25,11 @@ SKIPPED = Counter(
 )
 SLOW_CLOSED = Counter("scoreboard_ws_slow_closed_total", "Viewers closed for staying stuck.")
 TICKS = Counter("scoreboard_ws_broadcast_ticks_total", "Broadcast ticks run.")
+BROADCAST = Histogram(
+    "scoreboard_broadcast_propagation_seconds",
+    "Commit of the newest change in a snapshot to its first broadcast to this edge's viewers.",
+    buckets=(0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5),
+)
 
 CLOSE_TOO_SLOW = 4409
 CLOSE_TOKEN_EXPIRED = 4440
@@ -35,6 +40,8 @@ class Frame:
     sequence: int
     frame: bytes
     text: str
+    # Commit time (µs since the epoch) of the newest change in the snapshot; 0 when unknown.
+    commit_us: int = 0
 
 
 class Viewer:
@@ -146,6 +153,8 @@ class FanOut:
         self._last_tick = now
         TICKS.inc()
         targets = self._viewers if self._fresh else self._behind
+        if self._fresh and latest.commit_us and self._viewers:
+            BROADCAST.observe(max(0.0, time.time() - latest.commit_us / 1e6))
         self._fresh = False
         behind: set[Viewer] = set()
         limit = self._settings.slow_viewer_bytes

@@ -73,7 +73,7 @@ def encode(snapshot: leaderboard_pb2.Top10Snapshot) -> Board:
         commit_us=commit_us,
         top10=top10,
         last_updated=stamp,
-        frame=Frame(snapshot.sequence, text_frame(message), message.decode()),
+        frame=Frame(snapshot.sequence, text_frame(message), message.decode(), commit_us),
         http_body=http_body,
         etag='"' + hashlib.sha256(http_body).hexdigest()[:24] + '"',
     )

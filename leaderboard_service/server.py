@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from common import service
 from common.config import DEFAULT_BOARD
 from common.grpc_server import RunningServer, ServiceBinding, start_server
 from common.keys import Keys
 from common.service import Deps, ProcessSettings
+from common.telemetry import sample_every
 from leaderboard_service.config import Settings
 from leaderboard_service.consumer import EventConsumer
 from leaderboard_service.keeper import RankingKeeper
 from leaderboard_service.scripts import Scripts
 from leaderboard_service.servicer import LeaderboardServicer
+from leaderboard_service.stream_metrics import sample_stream
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 
 SERVICE_NAME = leaderboard_service_pb2.DESCRIPTOR.services_by_name["LeaderboardService"].full_name
@@ -52,6 +55,13 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
                 on_not_ready=keeper.request_check,
             )
             running.tasks.append(asyncio.create_task(consumer.run()))
+    for board in BOARDS:
+        sample = partial(sample_stream, deps.redis, keys.board(board), settings.consumer.group)
+        running.tasks.append(
+            asyncio.create_task(
+                sample_every(settings.grpc.metrics_sample_seconds, sample, name="stream")
+            )
+        )
     return running
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -11,10 +12,12 @@ import orjson
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.audit import write_audit
 from common.config import DEFAULT_BOARD
 from common.db import Pool
 from common.errors import Reason, invalid, not_found
 from common.keys import Keys
+from common.logs import request_id_var
 from common.principal import SCOPE_LEADERBOARD_READ, Principal, current_principal
 from leaderboard_service.pg_ranking import PgRanking
 from leaderboard_service.ranking import Entry, RankingNotReady, RedisRanking, TopPage, UserRank
@@ -145,17 +148,20 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
     async def RebuildRanking(
         self, request: pb.RebuildRankingRequest, context: Context
     ) -> pb.RebuildRankingResponse:
-        current_principal().require_admin()
+        principal = current_principal()
+        principal.require_admin()
         board = _board(request.board_id)
         users = await rebuild_when_free(
             self._pool, self._redis, self._scripts, self._keys.board(board)
         )
+        await self._audit(principal, "ranking.rebuild", board, {"users": users or 0})
         return pb.RebuildRankingResponse(users=users or 0)
 
     async def ReconcileRanking(
         self, request: pb.ReconcileRankingRequest, context: Context
     ) -> pb.ReconcileRankingResponse:
-        current_principal().require_admin()
+        principal = current_principal()
+        principal.require_admin()
         board = _board(request.board_id)
         keys = self._keys.board(board)
         drift = await compare(self._pool, self._redis, keys)
@@ -163,9 +169,24 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         if request.repair and drift.mismatched:
             await rebuild_when_free(self._pool, self._redis, self._scripts, keys)
             repaired = True
+        detail = {"mismatched": drift.mismatched, "repair": request.repair, "repaired": repaired}
+        await self._audit(principal, "ranking.reconcile", board, detail)
         return pb.ReconcileRankingResponse(
             users_in_database=drift.users_in_database,
             users_in_ranking=drift.users_in_ranking,
             mismatched=drift.mismatched,
             repaired=repaired,
         )
+
+    async def _audit(
+        self, principal: Principal, action: str, board: str, detail: Mapping[str, object]
+    ) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await write_audit(
+                conn,
+                actor=principal.actor,
+                action=action,
+                target=board,
+                detail=detail,
+                request_id=request_id_var.get(),
+            )

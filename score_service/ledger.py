@@ -209,10 +209,13 @@ class Ledger:
         return CatalogAction.from_row(row)
 
     async def _lock_score(self, conn: Conn, board: str, user_id: str) -> tuple[int, int, str]:
+        # FOR SHARE OF u: a completion waiting behind a ban re-reads users.banned after the ban
+        # commits (a row that is not locked would keep its stale value). Lock order s then u,
+        # as in the admin store, so the two cannot deadlock.
         lock = (
             "SELECT s.total, s.version, u.display_name, u.banned FROM user_scores s"
             " JOIN users u ON u.id = s.user_id"
-            " WHERE s.board_id = %s AND s.user_id = %s FOR UPDATE OF s"
+            " WHERE s.board_id = %s AND s.user_id = %s FOR UPDATE OF s FOR SHARE OF u"
         )
         cur = await conn.execute(lock, (board, user_id))
         row = await cur.fetchone()

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from common import service
 from common.grpc_server import RunningServer, ServiceBinding, start_server
 from common.keys import Keys
 from common.service import Deps, ProcessSettings
+from common.telemetry import sample_every
+from score_service.admin import AdminServicer
+from score_service.admin_queries import AdminQueries
+from score_service.admin_store import AdminStore
+from score_service.backlog import sample_outbox
 from score_service.catalog_store import CatalogStore
 from score_service.config import Settings
 from score_service.ledger import Ledger, TicketSigner
 from score_service.ranks import RankReader
 from score_service.relay import OutboxRelay
 from score_service.servicer import ScoreServicer
+from scoreboard.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 
 SERVICE_NAME = score_service_pb2.DESCRIPTOR.services_by_name["ScoreService"].full_name
+ADMIN_SERVICE_NAME = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
     ledger = Ledger(deps.db, RankReader(deps.redis, keys), TicketSigner(settings.ticket_secret))
     servicer = ScoreServicer(settings, ledger, CatalogStore(deps.db))
+    admin = AdminServicer(AdminStore(deps.db), AdminQueries(deps.db))
     running = await start_server(
         settings.grpc,
         [
@@ -31,7 +40,13 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
                 lambda server: score_service_pb2_grpc.add_ScoreServiceServicer_to_server(
                     servicer, server
                 ),
-            )
+            ),
+            ServiceBinding(
+                ADMIN_SERVICE_NAME,
+                lambda server: admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+                    admin, server
+                ),
+            ),
         ],
         deps.verifier,
     )
@@ -40,6 +55,15 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
             deps.db, deps.redis, keys, settings.relay, database_url=settings.database.url
         )
         running.tasks.append(asyncio.create_task(relay.run()))
+    running.tasks.append(
+        asyncio.create_task(
+            sample_every(
+                settings.grpc.metrics_sample_seconds,
+                partial(sample_outbox, deps.db),
+                name="outbox",
+            )
+        )
+    )
     return running
 
 

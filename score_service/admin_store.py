@@ -1,0 +1,298 @@
+"""Admin changes to scores: ban, unban, void and adjust, each in one PostgreSQL transaction that
+writes the ledger entry (never a delete), the new total and version, the outbox event and the
+audit row (DESIGN decisions 1-3).
+
+Locks are taken in the order CompleteAction takes them: the user's user_scores rows first
+(FOR UPDATE), then the users row. A completion that waits behind a ban therefore sees the ban
+when it gets its locks, and the two can never deadlock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from psycopg import errors
+
+from common.audit import write_audit
+from common.db import Conn, Pool
+from common.errors import Reason, not_found, precondition
+from score_service.ledger import NOTIFY_CHANNEL
+from scoreboard.admin.v1 import admin_service_pb2 as pb
+from scoreboard.events.v1 import events_pb2
+
+MAX_ADJUST = 1_000_000
+VOIDABLE = ("action", "adjust")
+KINDS = {
+    "action": pb.LEDGER_ENTRY_KIND_ACTION,
+    "void": pb.LEDGER_ENTRY_KIND_VOID,
+    "adjust": pb.LEDGER_ENTRY_KIND_ADJUST,
+    "ban": pb.LEDGER_ENTRY_KIND_BAN,
+    "unban": pb.LEDGER_ENTRY_KIND_UNBAN,
+}
+ENTRY_COLUMNS = (
+    "e.id, e.board_id, e.user_id::text, e.kind, e.action_id, e.points, e.voids,"
+    " (SELECT v.id FROM user_actions v WHERE v.voids = e.id), e.actor, e.path, e.request_id,"
+    " e.reason, e.created_at"
+)
+
+
+@dataclass(frozen=True)
+class Act:
+    """Who acts, why, and under which request id (for the ledger and the audit log)."""
+
+    actor: str
+    reason: str
+    request_id: str
+
+
+def as_int(value: object) -> int:
+    """A bigint column's value (psycopg returns int)."""
+    assert isinstance(value, int), value
+    return value
+
+
+def timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def entry_pb(row: tuple[object, ...]) -> pb.LedgerEntry:
+    (entry_id, board, user, kind, action, points, voids, voided_by) = row[:8]
+    actor, path, request_id, reason, created = row[8:]
+    assert isinstance(created, datetime)
+    return pb.LedgerEntry(
+        entry_id=as_int(entry_id),
+        board_id=str(board),
+        user_id=str(user),
+        kind=KINDS.get(str(kind), pb.LEDGER_ENTRY_KIND_UNSPECIFIED),
+        action_id=str(action or ""),
+        points=as_int(points),
+        voids_entry_id=as_int(voids or 0),
+        voided_by_entry_id=as_int(voided_by or 0),
+        actor=str(actor),
+        path=str(path),
+        request_id=str(request_id or ""),
+        reason=str(reason or ""),
+        create_time=timestamp(created),
+    )
+
+
+class AdminStore:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def set_banned(
+        self, board: str, user_id: str, banned: bool, act: Act
+    ) -> tuple[list[pb.ScoreState], int]:
+        """Ban or unban; every board with a score gets a 0-point entry and an event."""
+        async with self._pool.connection() as conn, conn.transaction():
+            # The default board's row exists before anything is locked, so a first completion
+            # racing the ban cannot create it behind the ban's back.
+            await conn.execute(
+                "INSERT INTO user_scores (board_id, user_id) SELECT %s, id FROM users"
+                " WHERE id = %s ON CONFLICT DO NOTHING",
+                (board, user_id),
+            )
+            cur = await conn.execute(
+                "SELECT board_id, version FROM user_scores WHERE user_id = %s"
+                " ORDER BY board_id FOR UPDATE",
+                (user_id,),
+            )
+            boards = [(str(r[0]), as_int(r[1])) for r in await cur.fetchall()]
+            cur = await conn.execute(
+                "SELECT banned, display_name FROM users WHERE id = %s FOR UPDATE", (user_id,)
+            )
+            user = await cur.fetchone()
+            if user is None:
+                raise not_found(Reason.USER_NOT_FOUND, "no such user")
+            if bool(user[0]) == banned:
+                if banned:
+                    raise precondition(Reason.USER_BANNED, "this user is already banned")
+                raise precondition(Reason.USER_NOT_BANNED, "this user is not banned")
+            await conn.execute("UPDATE users SET banned = %s WHERE id = %s", (banned, user_id))
+            kind = "ban" if banned else "unban"
+            states = []
+            for board_id, version in boards:
+                if version == 0:
+                    continue  # never scored: not ranked, nothing to change
+                _, state = await _change(
+                    conn, board_id, user_id, str(user[1]), kind, 0, act, excluded=banned
+                )
+                states.append(state)
+            audit_id = await audit(
+                conn,
+                act,
+                f"user.{kind}",
+                user_id,
+                {"reason": act.reason, "boards": [s.board_id for s in states]},
+            )
+        return states, audit_id
+
+    async def void(self, entry_id: int, act: Act) -> tuple[pb.LedgerEntry, pb.ScoreState, int]:
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT board_id, user_id::text, kind, points FROM user_actions WHERE id = %s",
+                (entry_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise not_found(Reason.LEDGER_ENTRY_NOT_FOUND, f"no ledger entry {entry_id}")
+            board, user_id, kind, points = str(row[0]), str(row[1]), str(row[2]), as_int(row[3])
+            if kind not in VOIDABLE:
+                raise precondition(
+                    Reason.LEDGER_ENTRY_NOT_VOIDABLE,
+                    f"a {kind} entry cannot be voided; only action and adjust entries can",
+                )
+            _, _, banned, name = await _lock_user(conn, board, user_id)
+            cur = await conn.execute("SELECT id FROM user_actions WHERE voids = %s", (entry_id,))
+            voided = await cur.fetchone()
+            if voided is not None:
+                raise precondition(
+                    Reason.LEDGER_ENTRY_ALREADY_VOIDED,
+                    f"entry {entry_id} is already voided by entry {voided[0]}",
+                )
+            try:
+                new_id, state = await _change(
+                    conn,
+                    board,
+                    user_id,
+                    name,
+                    "void",
+                    -points,
+                    act,
+                    excluded=banned,
+                    voids=entry_id,
+                )
+            except errors.UniqueViolation:  # a concurrent void of the same entry won
+                raise precondition(
+                    Reason.LEDGER_ENTRY_ALREADY_VOIDED, f"entry {entry_id} is already voided"
+                ) from None
+            audit_id = await audit(
+                conn,
+                act,
+                "ledger.void",
+                str(entry_id),
+                {"reason": act.reason, "user_id": user_id, "points": -points, "entry": new_id},
+            )
+            entry = await _entry(conn, new_id)
+        return entry, state, audit_id
+
+    async def adjust(
+        self, board: str, user_id: str, points: int, act: Act
+    ) -> tuple[pb.LedgerEntry, pb.ScoreState, int]:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO user_scores (board_id, user_id) SELECT %s, id FROM users"
+                " WHERE id = %s ON CONFLICT DO NOTHING",
+                (board, user_id),
+            )
+            total, _, banned, name = await _lock_user(conn, board, user_id)
+            if total + points < 0:
+                raise precondition(
+                    Reason.NEGATIVE_TOTAL,
+                    f"the total would become negative ({total} {points:+d})",
+                )
+            new_id, state = await _change(
+                conn, board, user_id, name, "adjust", points, act, excluded=banned
+            )
+            audit_id = await audit(
+                conn,
+                act,
+                "score.adjust",
+                user_id,
+                {"reason": act.reason, "board": board, "points": points, "entry": new_id},
+            )
+            entry = await _entry(conn, new_id)
+        return entry, state, audit_id
+
+
+async def _lock_user(conn: Conn, board: str, user_id: str) -> tuple[int, int, bool, str]:
+    """Lock the user's score row, then the users row: total, version, banned, display name."""
+    cur = await conn.execute(
+        "SELECT s.total, s.version, u.banned, u.display_name FROM user_scores s"
+        " JOIN users u ON u.id = s.user_id WHERE s.board_id = %s AND s.user_id = %s"
+        " FOR UPDATE OF s FOR SHARE OF u",
+        (board, user_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise not_found(Reason.USER_NOT_FOUND, "no such user")
+    return as_int(row[0]), as_int(row[1]), bool(row[2]), str(row[3])
+
+
+async def _change(
+    conn: Conn,
+    board: str,
+    user_id: str,
+    display_name: str,
+    kind: str,
+    points: int,
+    act: Act,
+    *,
+    excluded: bool,
+    voids: int | None = None,
+) -> tuple[int, pb.ScoreState]:
+    """One ledger entry, the new total and version, and its outbox event (rows locked)."""
+    cur = await conn.execute(
+        "INSERT INTO user_actions (board_id, user_id, kind, points, day, voids, actor, path,"
+        " request_id, reason) VALUES (%s, %s, %s, %s, (now() AT TIME ZONE 'UTC')::date, %s, %s,"
+        " 'admin', %s, %s) RETURNING id, created_at",
+        (board, user_id, kind, points, voids, act.actor, act.request_id, act.reason),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    entry_id, committed = as_int(row[0]), row[1]
+    assert isinstance(committed, datetime)
+    # A change of points is a new total reached now; a ban or unban keeps the time reached.
+    cur = await conn.execute(
+        "UPDATE user_scores SET total = total + %s, version = version + 1,"
+        " reached_at = CASE WHEN %s <> 0 THEN %s ELSE reached_at END, updated_at = %s"
+        " WHERE board_id = %s AND user_id = %s RETURNING total, version, reached_at",
+        (points, points, committed, committed, board, user_id),
+    )
+    updated = await cur.fetchone()
+    assert updated is not None
+    total, version, reached = as_int(updated[0]), as_int(updated[1]), updated[2]
+    assert isinstance(reached, datetime)
+    event = events_pb2.ScoreUpdated(
+        event_id=f"{board}:{entry_id}",
+        board_id=board,
+        user_id=user_id,
+        display_name=display_name,
+        total=total,
+        increment=points,
+        version=version,
+        ledger_entry_id=entry_id,
+        commit_time=timestamp(committed),
+        reached_time=timestamp(reached),
+        excluded=excluded,
+    )
+    await conn.execute(
+        "INSERT INTO outbox (board_id, payload) VALUES (%s, %s)",
+        (board, event.SerializeToString()),
+    )
+    await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, board))
+    return entry_id, pb.ScoreState(board_id=board, total=total, version=version, excluded=excluded)
+
+
+async def _entry(conn: Conn, entry_id: int) -> pb.LedgerEntry:
+    cur = await conn.execute(
+        f"SELECT {ENTRY_COLUMNS} FROM user_actions e WHERE e.id = %s", (entry_id,)
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return entry_pb(row)
+
+
+async def audit(conn: Conn, act: Act, action: str, target: str, detail: dict[str, object]) -> int:
+    return await write_audit(
+        conn,
+        actor=act.actor,
+        action=action,
+        target=target,
+        detail=detail,
+        request_id=act.request_id,
+    )
