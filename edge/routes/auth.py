@@ -78,12 +78,14 @@ async def register(request: Request) -> Response:
 async def login(request: Request) -> Response:
     body = await read_json(request, LoginBody)
     state = edge_state(request)
+    # Sent with the edge's own token: auth_service trusts the client address only from a
+    # service, so its per-address limit counts the real client.
     reply = await state.upstream.call(
         state.upstream.auth.Login,
         pb.LoginRequest(
             username=body.username, password=body.password, client_address=client_address(request)
         ),
-        token=None,
+        token=await state.upstream.service_token.token(),
     )
     return _session(request, reply.tokens, reply.user)
 

@@ -25,9 +25,16 @@ def _entry(e: leaderboard_pb2.LeaderboardEntry) -> dict[str, object]:
     return {"rank": e.rank, "userId": e.user_id, "username": e.username, "score": e.score}
 
 
+def _not_modified(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 13.1.2: weak comparison, and "*" matches any current representation."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") == etag for t in if_none_match.split(","))
+
+
 def _cached(request: Request, body: bytes, etag: str) -> Response:
     headers = {"Cache-Control": CACHE, "ETag": etag, "Vary": "Accept-Encoding"}
-    if etag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
+    if _not_modified(request.headers.get("if-none-match", ""), etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
