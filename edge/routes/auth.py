@@ -119,9 +119,14 @@ async def logout(request: Request) -> Response:
     principal = await require_principal(request)
     body = await read_json(request, LogoutBody)
     state = edge_state(request)
+    # The token's own session is revoked in any case; a refresh token named in the body (or the
+    # cookie, when the CSRF header says a script of ours sent it) ends that session too.
+    refresh_token = body.refreshToken
+    if not refresh_token and request.headers.get(CSRF_HEADER) == "scoreboard":
+        refresh_token = request.cookies.get(REFRESH_COOKIE)
     await state.upstream.call(
         state.upstream.auth.Logout,
-        pb.LogoutRequest(refresh_token=_refresh_token(request, body.refreshToken) or ""),
+        pb.LogoutRequest(refresh_token=refresh_token or ""),
         token=principal.token,
     )
     response = ok({})
