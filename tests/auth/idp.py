@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import uvicorn
 from starlette.applications import Starlette
@@ -49,7 +50,7 @@ class IdentityProvider:
         return self.signers[-1]
 
     def user_token(self, subject: str | None = None, **overrides: Any) -> str:
-        payload = claims(iss=self.issuer, aud=self.audience, **overrides)
+        payload = claims(**{"iss": self.issuer, "aud": self.audience, **overrides})
         if subject is not None:
             payload["sub"] = subject
         # Keycloak's access tokens say typ "JWT" in the header and "Bearer" in the claims.
@@ -83,7 +84,7 @@ class IdentityProvider:
             self.hits["/token"] += 1
             scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
             client_id, _, secret = base64.b64decode(encoded or "").decode().partition(":")
-            form = await request.form()
+            form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
             known = self.clients.get(client_id)
             if scheme.lower() != "basic" or known is None or known[0] != secret:
                 return JSONResponse({"error": "invalid_client"}, status_code=401)

@@ -161,9 +161,9 @@ async def _rotation(stack: Stack, api: Api, keys: KeyFiles) -> None:
     second = await _rotate_with_cli(keys)
     assert _published(keys) == [first, second]
 
-    async def signed_with(kid: str) -> str | None:
+    async def signed_with(kid: str) -> str:
         token = await login()
-        return token if _kid(token) == kid else None
+        return token if _kid(token) == kid else ""
 
     # No restart: auth_service picks the new key up once it is due.
     fresh = await wait_for(lambda: signed_with(second), timeout=30, interval=0.3)
