@@ -11,12 +11,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.requests import Request
 from starlette.responses import Response
 
-from common.errors import Reason
+from common.errors import Reason, ServiceError
+from common.principal import Principal
 from common.ratelimit import Decision
 from edge.api import ApiRoute, Param
 from edge.bodies import HttpError, read_json
 from edge.live import iso
-from edge.responses import error, ok
+from edge.responses import error, from_service_error, ok
 from edge.schemas import (
     ActionList,
     CompleteActionBody,
@@ -106,6 +107,18 @@ async def complete_action(request: Request) -> Response:
             Reason.RATE_LIMITED,
             headers={**headers, "Retry-After": str(retry)},
         )
+    # Every answer of this route past the limiter says how much budget is left.
+    try:
+        response = await _complete(request, state, principal)
+    except ServiceError as exc:
+        response = from_service_error(exc)
+    except HttpError as exc:
+        response = error(exc.status, exc.message, exc.code, exc.headers)
+    response.headers.update(headers)
+    return response
+
+
+async def _complete(request: Request, state: EdgeState, principal: Principal) -> Response:
     body = await read_json(request, CompleteActionBody, refuse_points=True)
     key = request.headers.get("idempotency-key")
     if key is not None and not _KEY.match(key):
@@ -129,8 +142,7 @@ async def complete_action(request: Request) -> Response:
         "rank": reply.rank,
         "message": reply.message,
     }
-    if reply.replayed:
-        headers["Idempotent-Replayed"] = "true"
+    headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
     return ok(data, headers=headers)
 
 
