@@ -91,13 +91,24 @@ async def user_rank(request: Request) -> Response:
     )
 
 
+def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A bounded integer query parameter (out of range is a 400, never an overflow)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(f"{name} must be a number") from None
+    if not low <= value <= high:
+        raise invalid(f"{name} must be between {low} and {high}")
+    return value
+
+
 async def around_user(request: Request) -> Response:
     principal = await require_principal(request)
     state = edge_state(request)
-    try:
-        count = int(request.query_params.get("count", "5"))
-    except ValueError:
-        raise invalid("count must be a number") from None
+    count = _int_query(request, "count", 5, 0, 50)
     reply = await state.upstream.call(
         state.upstream.leaderboard.ListEntriesAround,
         pb.ListEntriesAroundRequest(user_id=_user_id(request), count=count),
@@ -109,10 +120,7 @@ async def around_user(request: Request) -> Response:
 async def entries(request: Request) -> Response:
     principal = await optional_principal(request)
     state = edge_state(request)
-    try:
-        size = int(request.query_params.get("pageSize", "10"))
-    except ValueError:
-        raise invalid("pageSize must be a number") from None
+    size = _int_query(request, "pageSize", 10, 1, 100)
     message = pb.ListEntriesRequest(
         page_size=size, page_token=request.query_params.get("pageToken", "")
     )
@@ -158,7 +166,12 @@ ROUTES = [
         auth="optional",
         errors=(400, 401),
         params=(
-            Param("pageSize", "query", "1-100, default 10", schema={"type": "integer"}),
+            Param(
+                "pageSize",
+                "query",
+                "1-100, default 10",
+                schema={"type": "integer", "minimum": 1, "maximum": 100},
+            ),
             Param("pageToken", "query", "nextPageToken of the previous page"),
         ),
     ),
@@ -184,7 +197,10 @@ ROUTES = [
         params=(
             _USER,
             Param(
-                "count", "query", "entries each side, 1-50 (default 5)", schema={"type": "integer"}
+                "count",
+                "query",
+                "entries each side, 0-50 (default 5)",
+                schema={"type": "integer", "minimum": 0, "maximum": 50},
             ),
         ),
     ),
