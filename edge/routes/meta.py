@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from common.errors import unavailable
 from edge.api import ApiRoute
 from edge.responses import JSON, ok
 from edge.schemas import Envelope, WsTicket
@@ -43,7 +45,10 @@ async def jwks(request: Request) -> Response:
 async def ws_ticket(request: Request) -> Response:
     principal = await require_principal(request)
     state = edge_state(request)
-    ticket = await issue_ticket(state, principal)
+    try:
+        ticket = await issue_ticket(state, principal)
+    except (OSError, aioredis.RedisError) as exc:
+        raise unavailable("tickets cannot be issued right now; try again shortly") from exc
     return ok(
         {"ticket": ticket, "expiresIn": state.settings.websocket.ticket_seconds},
         headers={"Cache-Control": "no-store"},

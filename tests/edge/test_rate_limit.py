@@ -101,8 +101,9 @@ async def test_exactly_100_of_150_concurrent_requests_pass(shared_stack: Stack, 
 async def test_redis_unreachable_policy(
     stack_factory: StackFactory, key_files: KeyFiles, tmp_path: Path
 ) -> None:
-    """This route keeps limiting in each replica's memory; login refuses (503). The denylist is
-    off here (as with an external issuer): with it on, every token check already refuses."""
+    """This route keeps limiting in each replica's memory; login and tickets refuse (503). The
+    denylist is off here (as with an external issuer): with it on, every token check already
+    refuses."""
     redis = EmbeddedRedis.start(tmp_path / "redis", persistent=False)
     stopped = False
     try:
@@ -124,6 +125,7 @@ async def test_redis_unreachable_policy(
                     "/api/auth/login",
                     json={"username": player.username, "password": "correct horse battery"},
                 )
+                ticket = await api.http.post("/api/ws-ticket", headers=player.auth)
             finally:
                 await api.close()
         statuses = [r.status_code for r in replies]
@@ -133,6 +135,7 @@ async def test_redis_unreachable_policy(
         assert replies[3].json()["code"] == "RATE_LIMITED"
         assert login.status_code == 503
         assert login.json()["code"] == "UNAVAILABLE"
+        assert (ticket.status_code, ticket.json()["code"]) == (503, "UNAVAILABLE")
     finally:
         if not stopped:
             redis.stop()
