@@ -26,7 +26,8 @@ ROLES = frozenset({ROLE_USER, ROLE_ADMIN, ROLE_SERVICE})
 # A "typ" claim, when an issuer sets one (Keycloak does), must say this is an access token:
 # its refresh, ID and logout tokens say "Refresh", "ID" and "Logout".
 ACCESS_TYP_CLAIMS = frozenset({"bearer", "at+jwt"})
-_CACHE_SIZE = 4096
+# Verified tokens remembered (about 1 KB each): recently used ones stay.
+_CACHE_SIZE = 16384
 
 
 class TokenVerifier:
@@ -51,6 +52,7 @@ class TokenVerifier:
             self._remember(token, principal, kid)
         else:
             principal = cached[0]
+            self._verified.move_to_end(token)
             if principal.expires_at + self._settings.leeway_seconds < time.time():
                 self._verified.pop(token, None)
                 raise unauthenticated(Reason.TOKEN_EXPIRED, "the token has expired")
