@@ -196,6 +196,7 @@ ROUTES = [
         "auth",
         auth="required",
         response=Envelope[User],
-        errors=(401,),
+        errors=(401, 404),
+        description="404 for a service account's token (it has no account).",
     ),
 ]

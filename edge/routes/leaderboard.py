@@ -13,7 +13,7 @@ from common.errors import invalid
 from edge.api import ApiRoute, Param
 from edge.live import iso
 from edge.responses import JSON, ok
-from edge.schemas import Envelope, Leaderboard, UserRank
+from edge.schemas import EntriesAround, EntryPage, Envelope, Leaderboard, UserRank
 from edge.state import edge_state, optional_principal, require_principal
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
@@ -164,6 +164,7 @@ ROUTES = [
         "The ranking, page by page",
         "leaderboard",
         auth="optional",
+        response=Envelope[EntryPage],
         errors=(400, 401),
         params=(
             Param(
@@ -193,6 +194,7 @@ ROUTES = [
         "The entries just above and below a user",
         "leaderboard",
         auth="required",
+        response=Envelope[EntriesAround],
         errors=(400, 401, 404),
         params=(
             _USER,
