@@ -21,6 +21,7 @@ from tests.auth.forge import Signer, claims
 from tests.auth.idp import IdentityProvider, running_idp
 from tests.conftest import StackFactory
 from tests.support.clients import metadata
+from tests.support.servers import wait_for
 from tests.support.stack import Stack
 
 ISSUER = "http://idp.test/realms/scoreboard"
@@ -94,8 +95,15 @@ async def test_user_tokens_of_the_external_issuer_work_end_to_end(
     )
     assert done.status_code == 200, done.text
     assert done.json()["data"]["newScore"] == 10
-    rank = await http.get(f"/api/leaderboard/user/{subject}", headers=_bearer(token))
-    assert rank.status_code == 200, rank.text
+
+    async def ranked() -> httpx.Response | None:
+        # The ranking follows the ledger through the outbox and the stream: eventually.
+        reply = await http.get(f"/api/leaderboard/user/{subject}", headers=_bearer(token))
+        assert reply.status_code in (200, 404), reply.text
+        return reply if reply.status_code == 200 else None
+
+    rank = await wait_for(ranked, timeout=15)
+    assert rank is not None
     assert rank.json()["data"]["username"] == "Keycloak Kim"
     # Anonymous reads use the edge's own token, from the issuer's token endpoint.
     assert idp.hits["/token"] >= 1
