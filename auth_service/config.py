@@ -22,6 +22,14 @@ class PasswordSettings:
     memory_kib: int = 19456
     parallelism: int = 1
 
+    @classmethod
+    def from_env(cls, env: Env) -> PasswordSettings:
+        return cls(
+            time_cost=env.integer("ARGON2_TIME_COST", 2, minimum=2),
+            memory_kib=env.integer("ARGON2_MEMORY_KIB", 19456, minimum=19456),
+            parallelism=env.integer("ARGON2_PARALLELISM", 1, minimum=1),
+        )
+
 
 @dataclass(frozen=True)
 class LoginLimits:
@@ -29,6 +37,9 @@ class LoginLimits:
     per_account: int = 10
     per_address: int = 50
     window_seconds: int = 900
+    # Failed client-credentials calls allowed per window and client address (each costs an
+    # Argon2 verification; per client id would let anyone lock a game server out).
+    service_per_address: int = 50
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,9 @@ class Settings:
     access_token_seconds: int = 900
     refresh_token_seconds: int = 30 * 86400
     service_token_seconds: int = 3600
+    # A rotated signing key signs only after it was published this long: at least the
+    # verifiers' JWKS refresh interval (SCOREBOARD_JWKS_REFRESH_SECONDS, 60 s by default).
+    key_activation_seconds: float = 90.0
     passwords: PasswordSettings = PasswordSettings()
     login_limits: LoginLimits = LoginLimits()
     log_level: str = "INFO"
@@ -63,15 +77,15 @@ class Settings:
             access_token_seconds=env.integer("ACCESS_TOKEN_SECONDS", 900, minimum=30),
             refresh_token_seconds=env.integer("REFRESH_TOKEN_SECONDS", 30 * 86400, minimum=60),
             service_token_seconds=env.integer("SERVICE_TOKEN_SECONDS", 3600, minimum=60),
-            passwords=PasswordSettings(
-                time_cost=env.integer("ARGON2_TIME_COST", 2, minimum=2),
-                memory_kib=env.integer("ARGON2_MEMORY_KIB", 19456, minimum=19456),
-                parallelism=env.integer("ARGON2_PARALLELISM", 1, minimum=1),
-            ),
+            key_activation_seconds=env.number("KEY_ACTIVATION_SECONDS", 90.0, minimum=0.0),
+            passwords=PasswordSettings.from_env(env),
             login_limits=LoginLimits(
                 per_account=env.integer("LOGIN_FAILURES_PER_ACCOUNT", 10, minimum=1),
                 per_address=env.integer("LOGIN_FAILURES_PER_ADDRESS", 50, minimum=1),
                 window_seconds=env.integer("LOGIN_WINDOW_SECONDS", 900, minimum=1),
+                service_per_address=env.integer(
+                    "SERVICE_TOKEN_FAILURES_PER_ADDRESS", 50, minimum=1
+                ),
             ),
             log_level=env.text("LOG_LEVEL", "INFO"),
         )

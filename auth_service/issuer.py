@@ -1,17 +1,27 @@
-"""Issuing tokens: signed access tokens (EdDSA, kid, typ at+jwt) and opaque refresh tokens."""
+"""Issuing tokens: signed access tokens (EdDSA, kid, typ at+jwt) and opaque refresh tokens.
+
+A rotated key is picked up without a restart: the key file's mtime is checked at most once a
+second. The new key signs only once it has been published for `activation_seconds` (at least
+the verifiers' JWKS refresh interval), so no verifier ever sees a kid it may not fetch yet;
+until then the previous key (kept in memory, or in the `.previous` file after a restart) signs.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
 
-from common.signing_keys import ALGORITHM, SigningKey
+from common.signing_keys import ALGORITHM, SigningKey, previous_key_path
+
+log = logging.getLogger("scoreboard.auth.keys")
 
 
 @dataclass(frozen=True)
@@ -22,19 +32,70 @@ class IssuedToken:
 
 
 class TokenIssuer:
-    def __init__(self, key_file: Path, *, issuer: str, audience: str) -> None:
+    def __init__(
+        self,
+        key_file: Path,
+        *,
+        issuer: str,
+        audience: str,
+        activation_seconds: float = 0.0,
+        check_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._key_file = key_file
-        self._key = SigningKey.load(key_file)
         self._issuer = issuer
         self._audience = audience
+        self._activation = activation_seconds
+        self._check_seconds = check_seconds
+        self._clock = clock
+        self._mtime = key_file.stat().st_mtime
+        self._current = SigningKey.load(key_file)
+        self._activate_at = self._mtime + activation_seconds
+        self._previous: SigningKey | None = None
+        previous = previous_key_path(key_file)
+        if clock() < self._activate_at and previous.exists():
+            # Restarted during an activation period: keep signing with the previous key.
+            self._previous = SigningKey.load(previous)
+        self._next_check = clock() + check_seconds
 
     def reload_key(self) -> None:
-        """Pick up a rotated key (the CLI writes the new one; the JWKS already lists it)."""
-        self._key = SigningKey.load(self._key_file)
+        """Look at the key file now (rotation writes a new one; the JWKS already lists it)."""
+        try:
+            mtime = self._key_file.stat().st_mtime
+            if mtime == self._mtime:
+                return
+            loaded = SigningKey.load(self._key_file)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read the signing key; still signing with kid %s: %s", self.kid, exc)
+            return
+        self._mtime = mtime
+        if loaded.kid == self._current.kid:
+            return
+        self._previous = self._signing_key(self._clock())
+        self._current = loaded
+        self._activate_at = mtime + self._activation
+        log.info(
+            "new signing key loaded",
+            extra={"kid": loaded.kid, "active_in_seconds": round(self._activation, 1)},
+        )
 
     @property
     def kid(self) -> str:
-        return self._key.kid
+        return self._signing_key(self._clock()).kid
+
+    def _signing_key(self, now: float) -> SigningKey:
+        if self._previous is not None:
+            if now < self._activate_at:
+                return self._previous
+            self._previous = None
+        return self._current
+
+    def _key_now(self) -> SigningKey:
+        now = self._clock()
+        if now >= self._next_check:
+            self._next_check = now + self._check_seconds
+            self.reload_key()
+        return self._signing_key(now)
 
     def access_token(
         self,
@@ -46,6 +107,7 @@ class TokenIssuer:
         name: str = "",
         session: str | None = None,
     ) -> IssuedToken:
+        key = self._key_now()
         now = int(time.time())
         jti = str(uuid.uuid4())
         claims: dict[str, object] = {
@@ -64,10 +126,7 @@ class TokenIssuer:
         if session:
             claims["sid"] = session
         token = jwt.encode(
-            claims,
-            self._key.private_key,
-            algorithm=ALGORITHM,
-            headers={"kid": self._key.kid, "typ": "at+jwt"},
+            claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "at+jwt"}
         )
         return IssuedToken(token, jti, float(now + lifetime))
 

@@ -33,6 +33,7 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
             settings.signing_key_file,
             issuer=settings.verifier.issuer,
             audience=settings.verifier.audience,
+            activation_seconds=settings.key_activation_seconds,
         ),
         denylist,
         SlidingWindowLimiter(deps.redis, keys),

@@ -6,10 +6,14 @@ import json
 import logging
 import re
 import time
+import unicodedata
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
+import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from auth_service.config import Settings
@@ -17,9 +21,15 @@ from auth_service.issuer import TokenIssuer, hash_refresh_token, new_refresh_tok
 from auth_service.passwords import MAX_PASSWORD, MIN_PASSWORD, Passwords
 from auth_service.store import AuthStore, UserRow, new_family_id
 from common.denylist import Denylist
-from common.errors import Reason, ServiceError, invalid, not_found, unauthenticated
-from common.principal import ALL_SCOPES, ROLE_SERVICE, SERVICE_SUBJECT_PREFIX, current_principal
-from common.ratelimit import SlidingWindowLimiter
+from common.errors import Reason, ServiceError, invalid, not_found, unauthenticated, unavailable
+from common.principal import (
+    ALL_SCOPES,
+    ROLE_SERVICE,
+    SERVICE_SUBJECT_PREFIX,
+    current_principal,
+    current_principal_var,
+)
+from common.ratelimit import Decision, SlidingWindowLimiter
 from common.signing_keys import read_jwks
 from scoreboard.auth.v1 import auth_service_pb2 as pb
 from scoreboard.auth.v1 import auth_service_pb2_grpc
@@ -33,6 +43,34 @@ PUBLIC_METHODS = frozenset(
     for m in ("Register", "Login", "RefreshToken", "IssueServiceToken", "GetJwks")
 )
 _BAD_LOGIN = "invalid username or password"
+# Cached denylist entries outlive the token by this much (clock skew, verifier leeway).
+_TTL_MARGIN_MS = 60_000
+Counted = list[tuple[str, str, Decision]]
+
+
+def peer_host(peer: str | None) -> str:
+    """The host of a gRPC peer ("ipv4:10.0.0.1:5555", "ipv6:[::1]:5555"), without the port, so
+    per-address limits are per address and not per connection."""
+    if not peer:
+        return "unknown"
+    kind, _, rest = unquote(peer).partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer[:64]
+
+
+def _printable(text: str) -> bool:
+    return not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in text)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _user_pb(user: UserRow) -> pb.User:
@@ -73,6 +111,8 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             raise invalid(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
         if len(display_name) > 40:
             raise invalid("display name must be at most 40 characters")
+        if not _printable(display_name):
+            raise invalid("display name must not contain control or format characters")
         password_hash = await self._passwords.hash(request.password)
         user = await self._store.create_user(username, display_name, password_hash)
         log.info("user registered", extra={"user_id": user.user_id})
@@ -81,36 +121,28 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
         limits = self._settings.login_limits
         account = request.username.strip().lower()[:64]
-        address = request.client_address or (context.peer() or "unknown")
-        for name, subject, limit in (
-            ("login-account", account, limits.per_account),
-            ("login-address", address, limits.per_address),
-        ):
-            decision = await self._limiter.peek(
-                name, subject, limit=limit, window_seconds=limits.window_seconds
-            )
-            if not decision.allowed:
-                raise ServiceError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    Reason.LOGIN_RATE_LIMITED,
-                    f"too many failed logins. Try again in {decision.retry_after_seconds} seconds.",
-                    {"retry_after": str(decision.retry_after_seconds)},
-                )
+        address = self._client_address(request.client_address, context)
+        # Every attempt is counted before the password is checked (so concurrent guesses cannot
+        # slip past the limit) and taken back when it succeeds: the limits count failures.
+        counted = await self._count(
+            (
+                ("login-account", account, limits.per_account),
+                ("login-address", address, limits.per_address),
+            ),
+            limits.window_seconds,
+            Reason.LOGIN_RATE_LIMITED,
+            "too many failed logins",
+        )
         user = await self._store.user_by_username(account) if _USERNAME.match(account) else None
         ok = await self._passwords.verify(user.password_hash if user else None, request.password)
         if user is None or not ok or user.banned:
-            for name, subject, limit in (
-                ("login-account", account, limits.per_account),
-                ("login-address", address, limits.per_address),
-            ):
-                await self._limiter.hit(
-                    name, subject, limit=limit, window_seconds=limits.window_seconds
-                )
             raise unauthenticated(Reason.INVALID_CREDENTIALS, _BAD_LOGIN)
+        await self._uncount(counted)
         if self._passwords.needs_rehash(user.password_hash):
             await self._store.set_password_hash(
                 user.user_id, await self._passwords.hash(request.password)
             )
+            log.info("password rehashed with current parameters", extra={"user_id": user.user_id})
         return pb.LoginResponse(user=_user_pb(user), tokens=await self._session(user))
 
     async def RefreshToken(
@@ -119,11 +151,21 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         if not request.refresh_token or len(request.refresh_token) > 256:
             raise unauthenticated(Reason.REFRESH_TOKEN_INVALID, "the refresh token is invalid")
         token, new_hash = new_refresh_token()
+        session_expires = self._session_expiry()
         outcome = await self._store.use_refresh_token(
-            hash_refresh_token(request.refresh_token), new_hash, self._refresh_expiry()
+            hash_refresh_token(request.refresh_token),
+            new_hash,
+            self._refresh_expiry(),
+            session_expires,
         )
         if outcome.reused:
-            log.warning("refresh token reused; family revoked", extra={"family": outcome.family_id})
+            assert outcome.family_id is not None
+            # The thief or the owner holds a newer token of this family: end the session, and
+            # with it every access token it issued.
+            await self._cache_revocations([], [(outcome.family_id, session_expires)])
+            log.warning(
+                "refresh token reused; session revoked", extra={"family": outcome.family_id}
+            )
             raise unauthenticated(
                 Reason.REFRESH_TOKEN_REUSED,
                 "the refresh token was already used; sign in again",
@@ -136,22 +178,35 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
 
     async def Logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
         principal = current_principal()
-        expires = datetime.fromtimestamp(principal.expires_at, UTC)
-        await self._store.revoke_token(principal.token_id, expires)
-        ttl_ms = int((principal.expires_at - time.time()) * 1000) + 60_000
-        await self._denylist.add([(principal.token_id, ttl_ms)])
-        if principal.session:
-            await self._store.revoke_family(principal.session)
-        if request.refresh_token:
-            family = await self._store.family_of(hash_refresh_token(request.refresh_token))
-            if family is not None:
-                await self._store.revoke_family(family)
+        token_expires = datetime.fromtimestamp(principal.expires_at, UTC)
+        await self._store.revoke_token(principal.token_id, token_expires)
+        sessions = set()
+        if principal.session and _is_uuid(principal.session):
+            sessions.add(principal.session)
+        if request.refresh_token and len(request.refresh_token) <= 256:
+            found = await self._store.family_of(hash_refresh_token(request.refresh_token))
+            # Only the caller's own session: a refresh token of someone else changes nothing.
+            if found is not None and found[1] == principal.user_id:
+                sessions.add(found[0])
+        session_expires = self._session_expiry()
+        for family in sessions:
+            await self._store.revoke_family(family, session_expires)
+        await self._cache_revocations(
+            [(principal.token_id, token_expires)], [(f, session_expires) for f in sessions]
+        )
         log.info("logged out", extra={"subject": principal.subject})
         return pb.LogoutResponse()
 
     async def IssueServiceToken(
         self, request: pb.IssueServiceTokenRequest, context: Context
     ) -> pb.IssueServiceTokenResponse:
+        limits = self._settings.login_limits
+        counted = await self._count(
+            (("client-credentials", peer_host(context.peer()), limits.service_per_address),),
+            limits.window_seconds,
+            Reason.RATE_LIMITED,
+            "too many failed client-credentials calls",
+        )
         account = (
             await self._store.service_account(request.client_id)
             if 0 < len(request.client_id) <= 64
@@ -162,6 +217,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         )
         if account is None or not ok or account.disabled:
             raise unauthenticated(Reason.INVALID_CREDENTIALS, "invalid client credentials")
+        await self._uncount(counted)
         requested = tuple(request.scopes) or account.scopes
         unknown = set(requested) - set(account.scopes)
         if unknown:
@@ -195,6 +251,68 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         if user is None:
             raise not_found(Reason.USER_NOT_FOUND, "no such user")
         return pb.GetMeResponse(user=_user_pb(user))
+
+    def _client_address(self, given: str, context: Context) -> str:
+        """The end client's address: as stated by a trusted service (the edge, which saw the
+        HTTP client), else this call's own peer. Anyone else stating one is ignored."""
+        caller = current_principal_var.get()
+        if given and caller is not None and caller.is_service:
+            return given[:64]
+        return peer_host(context.peer())
+
+    async def _count(
+        self,
+        limits: tuple[tuple[str, str, int], ...],
+        window_seconds: int,
+        reason: Reason,
+        what: str,
+    ) -> Counted:
+        """Count one attempt against each limit; refuse (and count nothing) when one is used
+        up. Redis unreachable: refuse too (these limits guard against password guessing)."""
+        counted: Counted = []
+        try:
+            for name, subject, limit in limits:
+                decision = await self._limiter.hit(
+                    name, subject, limit=limit, window_seconds=window_seconds
+                )
+                if not decision.allowed:
+                    await self._uncount(counted)
+                    retry = decision.retry_after_seconds
+                    raise ServiceError(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        reason,
+                        f"{what}. Try again in {retry} seconds.",
+                        {"retry_after": str(retry)},
+                    )
+                counted.append((name, subject, decision))
+        except (OSError, aioredis.RedisError) as exc:
+            raise unavailable("signing in is unavailable right now; try again shortly") from exc
+        return counted
+
+    async def _uncount(self, counted: Counted) -> None:
+        for name, subject, decision in counted:
+            await self._limiter.release(name, subject, decision.entry)
+
+    async def _cache_revocations(
+        self, tokens: list[tuple[str, datetime]], sessions: list[tuple[str, datetime]]
+    ) -> None:
+        """Copy committed revocations to the Redis cache. When that fails the keeper copies
+        them within seconds; meanwhile verifiers that cannot reach Redis refuse anyway."""
+        now = time.time()
+
+        def ttl(expires: datetime) -> int:
+            return int((expires.timestamp() - now) * 1000) + _TTL_MARGIN_MS
+
+        try:
+            await self._denylist.add(
+                [(jti, ttl(exp)) for jti, exp in tokens], [(sid, ttl(exp)) for sid, exp in sessions]
+            )
+        except (OSError, aioredis.RedisError) as exc:
+            log.warning("revocation not cached yet (the keeper will copy it): %s", exc)
+
+    def _session_expiry(self) -> datetime:
+        """When the newest access token a session could hold right now expires."""
+        return datetime.now(UTC) + timedelta(seconds=self._settings.access_token_seconds)
 
     async def _session(self, user: UserRow) -> pb.TokenPair:
         family = new_family_id()

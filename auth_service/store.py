@@ -8,7 +8,7 @@ from datetime import datetime
 
 import psycopg
 
-from common.db import Pool
+from common.db import Conn, Pool
 from common.errors import Reason, conflict
 
 
@@ -39,6 +39,13 @@ class RefreshOutcome:
     user: UserRow | None
     family_id: str | None
     reused: bool = False
+
+
+@dataclass(frozen=True)
+class Revocations:
+    tokens: list[tuple[str, datetime]]
+    sessions: list[tuple[str, datetime]]
+    read_at: datetime
 
 
 _USER_COLUMNS = "id::text, username, display_name, password_hash, role, banned, created_at"
@@ -108,10 +115,11 @@ class AuthStore:
             )
 
     async def use_refresh_token(
-        self, token_hash: bytes, new_hash: bytes, expires_at: datetime
+        self, token_hash: bytes, new_hash: bytes, expires_at: datetime, session_expires: datetime
     ) -> RefreshOutcome:
         """Rotate: mark the presented token used and store its successor, atomically. A token
-        used before revokes its whole family (RFC 9700 reuse detection)."""
+        used before revokes its whole family and the session's access tokens (RFC 9700 reuse
+        detection); a revoked or expired one is just invalid."""
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = %s"
@@ -122,17 +130,13 @@ class AuthStore:
             row = await cur.fetchone()
             if row is None:
                 cur = await conn.execute(
-                    "SELECT family_id::text, used_at IS NOT NULL OR revoked_at IS NOT NULL"
+                    "SELECT family_id::text, used_at IS NOT NULL"
                     " FROM refresh_tokens WHERE token_hash = %s",
                     (token_hash,),
                 )
                 seen = await cur.fetchone()
                 if seen is not None and seen[1]:
-                    await conn.execute(
-                        "UPDATE refresh_tokens SET revoked_at = now()"
-                        " WHERE family_id = %s AND revoked_at IS NULL",
-                        (seen[0],),
-                    )
+                    await self._revoke_family(conn, str(seen[0]), session_expires)
                     return RefreshOutcome(None, str(seen[0]), reused=True)
                 return RefreshOutcome(None, None)
             family_id, user_id = str(row[0]), str(row[1])
@@ -145,21 +149,34 @@ class AuthStore:
             )
             return RefreshOutcome(user, family_id)
 
-    async def family_of(self, token_hash: bytes) -> str | None:
+    async def family_of(self, token_hash: bytes) -> tuple[str, str] | None:
+        """The family and user of a refresh token."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT family_id::text FROM refresh_tokens WHERE token_hash = %s", (token_hash,)
+                "SELECT family_id::text, user_id::text FROM refresh_tokens WHERE token_hash = %s",
+                (token_hash,),
             )
             row = await cur.fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else (str(row[0]), str(row[1]))
 
-    async def revoke_family(self, family_id: str) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE refresh_tokens SET revoked_at = now()"
-                " WHERE family_id = %s AND revoked_at IS NULL",
-                (family_id,),
-            )
+    async def revoke_family(self, family_id: str, session_expires: datetime) -> None:
+        """Revoke every refresh token of the family and, durably, the session's access tokens."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._revoke_family(conn, family_id, session_expires)
+
+    @staticmethod
+    async def _revoke_family(conn: Conn, family_id: str, session_expires: datetime) -> None:
+        await conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = now()"
+            " WHERE family_id = %s AND revoked_at IS NULL",
+            (family_id,),
+        )
+        await conn.execute(
+            "INSERT INTO revoked_sessions (family_id, expires_at) VALUES (%s, %s)"
+            " ON CONFLICT (family_id) DO UPDATE SET expires_at ="
+            " greatest(revoked_sessions.expires_at, EXCLUDED.expires_at)",
+            (family_id, session_expires),
+        )
 
     async def revoke_token(self, jti: str, expires_at: datetime) -> None:
         async with self._pool.connection() as conn:
@@ -169,16 +186,31 @@ class AuthStore:
                 (jti, expires_at),
             )
 
-    async def revoked_tokens(self) -> list[tuple[str, datetime]]:
+    async def revocations(self, since: datetime | None = None) -> Revocations:
+        """Revocations still in force (revoked after `since`, when given), and the database
+        time they were read at."""
+        recent = "" if since is None else " AND revoked_at > %(since)s"
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > now()"
+                "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > now()" + recent,
+                {"since": since},
             )
-            return [(str(r[0]), r[1]) for r in await cur.fetchall()]  # type: ignore[misc]
+            tokens = [(str(r[0]), r[1]) for r in await cur.fetchall()]
+            cur = await conn.execute(
+                "SELECT family_id::text, expires_at FROM revoked_sessions"
+                " WHERE expires_at > now()" + recent,
+                {"since": since},
+            )
+            sessions = [(str(r[0]), r[1]) for r in await cur.fetchall()]
+            cur = await conn.execute("SELECT now()")
+            now = await cur.fetchone()
+        assert now is not None
+        return Revocations(tokens, sessions, now[0])  # type: ignore[arg-type]
 
     async def purge_expired(self) -> None:
         async with self._pool.connection() as conn:
             await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < now()")
+            await conn.execute("DELETE FROM revoked_sessions WHERE expires_at < now()")
             await conn.execute(
                 "DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'"
             )
@@ -208,6 +240,24 @@ class AuthStore:
                 " scopes = EXCLUDED.scopes, rotated_at = now(), disabled = false",
                 (client_id, secret_hash, list(scopes)),
             )
+
+    async def rotate_service_secret(self, client_id: str, secret_hash: str) -> bool:
+        """New secret for an existing account (its scopes stay); False when there is none."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE service_accounts SET secret_hash = %s, rotated_at = now()"
+                " WHERE client_id = %s",
+                (secret_hash, client_id),
+            )
+            return cur.rowcount == 1
+
+    async def set_service_account_disabled(self, client_id: str, disabled: bool) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE service_accounts SET disabled = %s WHERE client_id = %s",
+                (disabled, client_id),
+            )
+            return cur.rowcount == 1
 
 
 def new_family_id() -> str:

@@ -41,7 +41,8 @@ def _keys(args: argparse.Namespace) -> int:
     print(f"signing key id: {kid}")
     if args.action == "rotate":
         print(
-            "restart auth_service to sign with the new key; verifiers accept both keys "
+            "auth_service signs with the new key once it has been published for "
+            "SCOREBOARD_KEY_ACTIVATION_SECONDS (no restart); verifiers accept both keys "
             "until the next rotation drops the old one"
         )
     return 0

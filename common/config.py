@@ -112,6 +112,13 @@ class RedisSettings:
         return cls(url=env.required("REDIS_URL"), key_prefix=env.text("KEY_PREFIX", "sb:"))
 
 
+# Verification only ever uses public keys: no HMAC (a public key must never become a shared
+# secret) and never "none".
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+)
+
+
 @dataclass(frozen=True)
 class VerifierSettings:
     """How every process verifies access tokens (DESIGN decision 7)."""
@@ -124,6 +131,9 @@ class VerifierSettings:
     leeway_seconds: int = 30
     # An unknown kid refetches the JWKS at most once per this interval.
     jwks_refresh_seconds: float = 60.0
+    # Known keys are refetched when older than this, so a key removed from the set stops
+    # verifying without a restart.
+    jwks_max_age_seconds: float = 600.0
     # Check the jti denylist (needs Redis, and auth_service to keep it loaded).
     denylist: bool = True
     # Accepted "typ" headers: at+jwt is ours (RFC 9068); "JWT" is what Keycloak sends.
@@ -135,14 +145,22 @@ class VerifierSettings:
         jwks_url = env.optional("JWKS_URL")
         if jwks_file is None and jwks_url is None:
             raise ConfigError(f"{ENV_PREFIX}JWKS_FILE or {ENV_PREFIX}JWKS_URL must be set")
+        algorithms = env.items("JWT_ALGORITHMS", ("EdDSA", "RS256"))
+        refused = [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]
+        if refused or not algorithms:
+            raise ConfigError(
+                f"{ENV_PREFIX}JWT_ALGORITHMS may only name asymmetric algorithms "
+                f"({', '.join(sorted(ASYMMETRIC_ALGORITHMS))}); refused: {', '.join(refused)}"
+            )
         return cls(
             issuer=env.text("JWT_ISSUER", "scoreboard"),
             audience=env.text("JWT_AUDIENCE", "scoreboard"),
             jwks_file=jwks_file,
             jwks_url=jwks_url,
-            algorithms=env.items("JWT_ALGORITHMS", ("EdDSA", "RS256")),
+            algorithms=algorithms,
             leeway_seconds=env.integer("JWT_LEEWAY_SECONDS", 30, minimum=0),
             jwks_refresh_seconds=env.number("JWKS_REFRESH_SECONDS", 60.0, minimum=1.0),
+            jwks_max_age_seconds=env.number("JWKS_MAX_AGE_SECONDS", 600.0, minimum=1.0),
             denylist=env.flag("DENYLIST", True),
             token_types=env.items("JWT_TOKEN_TYPES", ("at+jwt",)),
         )
@@ -183,14 +201,21 @@ class GrpcServerSettings:
 
 @dataclass(frozen=True)
 class ClientCredentials:
-    """A service account's client-credentials pair (for the edge and game servers)."""
+    """A service account's client-credentials pair (for the edge and game servers). Tokens come
+    from auth_service, or from an external issuer's OAuth 2.0 token endpoint when token_url is
+    set (so auth_service can be left out)."""
 
     client_id: str
     client_secret: str = field(repr=False)
+    token_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> ClientCredentials:
-        return cls(client_id=env.required("CLIENT_ID"), client_secret=env.required("CLIENT_SECRET"))
+        return cls(
+            client_id=env.required("CLIENT_ID"),
+            client_secret=env.required("CLIENT_SECRET"),
+            token_url=env.optional("TOKEN_URL"),
+        )
 
 
 @dataclass(frozen=True)

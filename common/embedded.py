@@ -80,7 +80,16 @@ class EmbeddedRedis:
             "--logfile",
             str(data_dir / "redis.log"),
         ]
-        process = subprocess.Popen(args, preexec_fn=die_with_parent, stdout=subprocess.DEVNULL)
+        # preexec_fn forces a plain fork(), whose atfork handlers (gRPC's) can crash the child of
+        # a process already running gRPC (tests start private servers next to live stacks);
+        # setpriv sets the parent-death signal without running Python in the child.
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:
+            process = subprocess.Popen(
+                [setpriv, "--pdeathsig", "TERM", *args], stdout=subprocess.DEVNULL
+            )
+        else:
+            process = subprocess.Popen(args, preexec_fn=die_with_parent, stdout=subprocess.DEVNULL)
         _wait_for_port(port, process)
         return cls(process, port)
 

@@ -195,44 +195,52 @@ async def _internal(
 
 
 class AuthInterceptor(_Wrapping):
-    """Verifies the bearer token of every call except the listed public methods, and makes the
-    caller available to the servicer as common.principal.current_principal()."""
+    """Verifies the bearer token of every call and makes the caller available to the servicer
+    as common.principal.current_principal(). The listed public methods also take calls without
+    a token (a token they are sent is still verified, so they may trust a service caller);
+    health and reflection take any call."""
 
     def __init__(self, verifier: TokenVerifier, public_methods: frozenset[str]) -> None:
         self._verifier = verifier
         self._public = public_methods
 
     def wrap_unary(self, method: str, behavior: Unary) -> Unary:
-        if self._public_method(method):
+        if self._open_method(method):
             return behavior
+        optional = method in self._public
 
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await self._authenticate(context)
+            await self._authenticate(context, optional=optional)
             return await behavior(request, context)
 
         return call
 
     def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
-        if self._public_method(method):
+        if self._open_method(method):
             return behavior
+        optional = method in self._public
 
         async def call(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            await self._authenticate(context)
+            await self._authenticate(context, optional=optional)
             async for item in behavior(request, context):
                 yield item
 
         return call
 
-    def _public_method(self, method: str) -> bool:
-        return method in self._public or method.startswith(
-            ("/grpc.health.v1.Health/", "/grpc.reflection.")
-        )
+    @staticmethod
+    def _open_method(method: str) -> bool:
+        return method.startswith(("/grpc.health.v1.Health/", "/grpc.reflection."))
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def _authenticate(
+        self, context: grpc.aio.ServicerContext[Any, Any], *, optional: bool = False
+    ) -> None:
         header = _metadata(context, "authorization")
         if header is None:
+            if optional:
+                current_principal_var.set(None)
+                return
             raise unauthenticated(Reason.UNAUTHENTICATED, "a bearer token is required")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:

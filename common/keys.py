@@ -84,6 +84,9 @@ class Keys:
     def denied_token(self, jti: str) -> str:
         return f"{self.prefix}auth:deny:{jti}"
 
+    def denied_session(self, sid: str) -> str:
+        return f"{self.prefix}auth:deny-sid:{sid}"
+
     @property
     def denylist_loaded(self) -> str:
         return f"{self.prefix}auth:deny-loaded"

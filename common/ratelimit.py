@@ -1,9 +1,17 @@
 """Sliding-window rate limits in one Redis script: exact under concurrency and shared by every
-replica (the window is the log of the last `limit` hits, timed by the Redis server's clock)."""
+replica (the window is the log of the requests counted in the last window, timed by the Redis
+server's clock). A counted request can be taken back (a login that succeeded is no failure).
+
+LocalWindowLimiter is the same window in this process's memory: the fallback of a route whose
+policy, when Redis is unreachable, is to keep limiting each replica on its own.
+"""
 
 from __future__ import annotations
 
 import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -20,13 +28,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
 if count >= limit then
-  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  -- The request that frees a slot is the one `limit` places from the newest.
+  local freeing = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
   local retry = window
-  if oldest[2] then retry = tonumber(oldest[2]) + window - now end
+  if freeing[2] then retry = tonumber(freeing[2]) + window - now end
   return {0, 0, retry}
 end
 if add then
-  redis.call('ZADD', key, now, now .. '-' .. ARGV[4])
+  redis.call('ZADD', key, now, ARGV[4])
   redis.call('PEXPIRE', key, window)
   count = count + 1
 end
@@ -44,6 +53,8 @@ class Decision:
     remaining: int
     # Milliseconds until a slot frees (when refused) or the window resets (when allowed).
     reset_ms: int
+    # The counted request's entry (to take it back with release); empty when nothing counted.
+    entry: str = ""
 
     @property
     def retry_after_seconds(self) -> int:
@@ -64,6 +75,11 @@ class SlidingWindowLimiter:
         """Would a request be allowed now? Counts nothing."""
         return await self._run(name, subject, limit, window_seconds, add=False)
 
+    async def release(self, name: str, subject: str, entry: str) -> None:
+        """Take back one counted request (Decision.entry)."""
+        if entry:
+            await self._redis.zrem(self._keys.rate_limit(name, subject), entry)
+
     async def reset(self, name: str, subject: str) -> None:
         await self._redis.delete(self._keys.rate_limit(name, subject))
 
@@ -71,8 +87,37 @@ class SlidingWindowLimiter:
         self, name: str, subject: str, limit: int, window_seconds: float, *, add: bool
     ) -> Decision:
         window_ms = int(window_seconds * 1000)
+        entry = secrets.token_hex(8)
         allowed, remaining, reset = await self._script(
             keys=[self._keys.rate_limit(name, subject)],
-            args=[window_ms, limit, "1" if add else "0", secrets.token_hex(6)],
+            args=[window_ms, limit, "1" if add else "0", entry],
         )
-        return Decision(bool(allowed), limit, int(remaining), int(reset))
+        counted = bool(allowed) and add
+        return Decision(bool(allowed), limit, int(remaining), int(reset), entry if counted else "")
+
+
+class LocalWindowLimiter:
+    """The same sliding window, in memory, for one process. Holds at most `max_subjects`
+    subjects (least recently used ones are forgotten)."""
+
+    def __init__(
+        self, *, max_subjects: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._max_subjects = max_subjects
+        self._clock = clock
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def hit(self, subject: str, *, limit: int, window_seconds: float) -> Decision:
+        now = self._clock()
+        hits = self._hits.pop(subject, None) or deque()
+        while hits and hits[0] <= now - window_seconds:
+            hits.popleft()
+        self._hits[subject] = hits
+        if len(self._hits) > self._max_subjects:
+            self._hits.popitem(last=False)
+        if len(hits) >= limit:
+            freeing = hits[len(hits) - limit]
+            return Decision(False, limit, 0, int((freeing + window_seconds - now) * 1000))
+        hits.append(now)
+        reset_ms = int((hits[0] + window_seconds - now) * 1000)
+        return Decision(True, limit, limit - len(hits), reset_ms)

@@ -1,7 +1,9 @@
 """A service account's access token, fetched with client credentials and renewed before expiry.
 
 Used by the edge for what it asks on its own behalf (its upstream WatchTop10, reads for anonymous
-visitors) and by game servers.
+visitors) and by game servers. The token comes from auth_service (IssueServiceToken), or, when
+the credentials name a token URL, from an external issuer's OAuth 2.0 token endpoint (RFC 6749
+4.4, client_secret_basic), e.g. Keycloak's .../protocol/openid-connect/token.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import time
 from typing import TYPE_CHECKING
 
 import grpc
+import httpx
 
 from common.config import ClientCredentials
-from common.errors import from_rpc_error
+from common.errors import Reason, from_rpc_error, unauthenticated, unavailable
 from common.grpc_client import call_metadata
 from scoreboard.auth.v1 import auth_service_pb2
 
@@ -51,6 +54,9 @@ class ServiceTokenSource:
         self._renew_at = 0.0
 
     async def _fetch(self) -> None:
+        if self._credentials.token_url:
+            await self._fetch_oauth(self._credentials.token_url)
+            return
         try:
             reply = await self._auth.IssueServiceToken(
                 auth_service_pb2.IssueServiceTokenRequest(
@@ -65,3 +71,30 @@ class ServiceTokenSource:
             raise from_rpc_error(exc) from None
         self._token = reply.access_token
         self._renew_at = time.monotonic() + max(1.0, reply.expires_in * self._renew_fraction)
+
+    async def _fetch_oauth(self, url: str) -> None:
+        form = {"grant_type": "client_credentials"}
+        if self._scopes:
+            form["scope"] = " ".join(self._scopes)
+        try:
+            async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
+                response = await client.post(
+                    url,
+                    data=form,
+                    auth=(self._credentials.client_id, self._credentials.client_secret),
+                )
+        except httpx.HTTPError as exc:
+            raise unavailable(f"no answer from the token endpoint ({type(exc).__name__})") from None
+        if response.status_code in (400, 401, 403):
+            raise unauthenticated(
+                Reason.INVALID_CREDENTIALS, "the token endpoint refused the client credentials"
+            )
+        try:
+            body = response.json()
+            token, expires_in = body["access_token"], float(body.get("expires_in", 300))
+        except (ValueError, KeyError, TypeError):
+            raise unavailable(f"the token endpoint answered {response.status_code}") from None
+        if response.status_code != 200 or not isinstance(token, str) or not token:
+            raise unavailable(f"the token endpoint answered {response.status_code}")
+        self._token = token
+        self._renew_at = time.monotonic() + max(1.0, expires_in * self._renew_fraction)

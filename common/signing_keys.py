@@ -2,7 +2,9 @@
 
 The private key (PEM) lives only with auth_service. The JWKS file holds the public keys every
 verifier trusts: rotation writes a new private key and adds its public key to the set while the
-previous public key stays, so tokens signed before the rotation verify until they expire.
+previous public key stays, so tokens signed before the rotation verify until they expire. The
+previous private key is kept beside the new one (`<key>.previous`) so a restarted auth_service
+can keep signing with it until the new key is due to become active.
 """
 
 from __future__ import annotations
@@ -47,12 +49,16 @@ class SigningKey:
         return cls(loaded, public_jwk(loaded.public_key())["kid"])
 
 
+def previous_key_path(private_path: Path) -> Path:
+    return private_path.with_name(private_path.name + ".previous")
+
+
 def _write_private(path: Path, key: ed25519.Ed25519PrivateKey) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
@@ -68,7 +74,7 @@ def read_jwks(path: Path) -> dict[str, Any]:
 
 def _write_jwks(path: Path, jwks: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(jwks, indent=2) + "\n")
     tmp.replace(path)
 
@@ -87,11 +93,16 @@ def ensure_keys(private_path: Path, jwks_path: Path) -> str:
 
 def rotate_keys(private_path: Path, jwks_path: Path, *, keep: int = 2) -> str:
     """New signing key; the JWKS keeps the newest `keep` public keys (the overlap)."""
+    if keep < 2:
+        raise ValueError("rotation keeps at least the previous and the new public key")
     new = ed25519.Ed25519PrivateKey.generate()
     jwk = public_jwk(new.public_key())
     jwks = read_jwks(jwks_path)
     # Publish first, then switch signing, so no token is ever signed by an unpublished key.
     jwks["keys"] = [*jwks["keys"], jwk][-keep:]
     _write_jwks(jwks_path, jwks)
+    if private_path.exists():
+        old = SigningKey.load(private_path)
+        _write_private(previous_key_path(private_path), old.private_key)
     _write_private(private_path, new)
     return str(jwk["kid"])

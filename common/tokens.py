@@ -1,7 +1,9 @@
 """Strict access-token verification: one implementation for the edge and every gRPC server.
 
-Fixed algorithm allow-list, required claims, exact aud and iss, small leeway, kid only as a
-lookup into known keys, typ checked, denylist checked.
+Fixed algorithm allow-list (asymmetric only), required claims, exact aud and iss, small leeway,
+kid only as a lookup into known keys (jku, x5u, x5c and jwk headers are never used), typ
+checked (header and, when present, claim), unknown critical headers refused, denylist checked
+for the token (jti) and its login session (sid).
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from common.config import VerifierSettings
 from common.denylist import Denylist
 from common.errors import Reason, ServiceError, unauthenticated
 from common.jwks import JwksCache
-from common.principal import ROLE_SERVICE, ROLE_USER, Principal
+from common.principal import ROLE_ADMIN, ROLE_SERVICE, ROLE_USER, SERVICE_SUBJECT_PREFIX, Principal
 
 MAX_TOKEN_BYTES = 8192
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud", "jti"]
-_CACHE_SIZE = 4096
+ROLES = frozenset({ROLE_USER, ROLE_ADMIN, ROLE_SERVICE})
+# A "typ" claim, when an issuer sets one (Keycloak does), must say this is an access token:
+# its refresh, ID and logout tokens say "Refresh", "ID" and "Logout".
+ACCESS_TYP_CLAIMS = frozenset({"bearer", "at+jwt"})
+# Verified tokens remembered (about 1 KB each): recently used ones stay.
+_CACHE_SIZE = 16384
 
 
 class TokenVerifier:
@@ -30,36 +37,48 @@ class TokenVerifier:
         self._settings = settings
         self._keys = keys
         self._denylist = denylist if settings.denylist else None
-        # Signature checks are the expensive part; a token seen before skips them (the
-        # denylist and expiry are still checked every time).
-        self._verified: OrderedDict[str, Principal] = OrderedDict()
+        # Signature checks are the expensive part; a token seen before skips them (expiry, the
+        # key still being published and the denylist are checked every time).
+        self._verified: OrderedDict[str, tuple[Principal, str]] = OrderedDict()
+
+    @property
+    def keys(self) -> JwksCache:
+        return self._keys
 
     async def verify(self, token: str) -> Principal:
-        principal = self._verified.get(token)
-        if principal is None:
-            principal = await self._verify_signed(token)
-            self._remember(token, principal)
-        elif principal.expires_at + self._settings.leeway_seconds < time.time():
-            self._verified.pop(token, None)
-            raise unauthenticated(Reason.TOKEN_EXPIRED, "the token has expired")
-        if self._denylist is not None and await self._denylist.is_revoked(principal.token_id):
+        cached = self._verified.get(token)
+        if cached is None or not self._keys.knows(cached[1]):
+            principal, kid = await self._verify_signed(token)
+            self._remember(token, principal, kid)
+        else:
+            principal = cached[0]
+            self._verified.move_to_end(token)
+            if principal.expires_at + self._settings.leeway_seconds < time.time():
+                self._verified.pop(token, None)
+                raise unauthenticated(Reason.TOKEN_EXPIRED, "the token has expired")
+        if self._denylist is not None and await self._denylist.is_revoked(
+            principal.token_id, principal.session
+        ):
             raise unauthenticated(Reason.TOKEN_REVOKED, "the token has been revoked")
         return principal
 
-    def _remember(self, token: str, principal: Principal) -> None:
-        self._verified[token] = principal
+    def _remember(self, token: str, principal: Principal, kid: str) -> None:
+        self._verified[token] = (principal, kid)
         if len(self._verified) > _CACHE_SIZE:
             self._verified.popitem(last=False)
 
-    async def _verify_signed(self, token: str) -> Principal:
+    async def _verify_signed(self, token: str) -> tuple[Principal, str]:
         if not token or len(token) > MAX_TOKEN_BYTES:
             raise _invalid("the token is malformed")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise _invalid("the token is malformed") from None
+        if "crit" in header or "b64" in header:
+            # No header extension is understood here (RFC 7515 4.1.11).
+            raise _invalid("the token uses an unsupported critical header")
         alg = header.get("alg")
-        if alg not in self._settings.algorithms:
+        if not isinstance(alg, str) or alg not in self._settings.algorithms:
             raise _invalid("the token's algorithm is not allowed")
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in {
@@ -88,15 +107,20 @@ class TokenVerifier:
             raise _invalid("the token is not valid yet") from None
         except jwt.InvalidTokenError:
             raise _invalid("the token is invalid") from None
-        return _principal(claims, token)
+        return _principal(claims, token), kid
 
 
 def _principal(claims: dict[str, Any], token: str) -> Principal:
     sub, jti, exp = claims["sub"], claims["jti"], claims["exp"]
-    if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not jti:
-        raise _invalid("the token's subject or id is malformed")
+    if not isinstance(sub, str) or not sub or len(sub) > 256:
+        raise _invalid("the token's subject is malformed")
+    if not isinstance(jti, str) or not jti or len(jti) > 256:
+        raise _invalid("the token's id is malformed")
+    typ = claims.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TYP_CLAIMS):
+        raise _invalid("the token is not an access token")
     role = claims.get("role", ROLE_USER)
-    if not isinstance(role, str):
+    if not isinstance(role, str) or role not in ROLES:
         raise _invalid("the token's role is malformed")
     scope = claims.get("scope", "")
     if isinstance(scope, str):
@@ -105,8 +129,14 @@ def _principal(claims: dict[str, Any], token: str) -> Principal:
         scopes = frozenset(scope)
     else:
         raise _invalid("the token's scope is malformed")
-    if role == ROLE_SERVICE and not sub.startswith("svc:"):
-        raise _invalid("a service token must name a service subject")
+    if role == ROLE_SERVICE and not sub.startswith(SERVICE_SUBJECT_PREFIX):
+        # External issuers (Keycloak) name the client in azp or client_id, not in sub.
+        client = claims.get("azp") or claims.get("client_id")
+        if not isinstance(client, str) or not client or len(client) > 128:
+            raise _invalid("a service token must name a service subject")
+        sub = SERVICE_SUBJECT_PREFIX + client
+    elif role != ROLE_SERVICE and sub.startswith(SERVICE_SUBJECT_PREFIX):
+        raise _invalid("only a service token may name a service subject")
     name = claims.get("name", "")
     session = claims.get("sid", "")
     return Principal(
@@ -116,7 +146,7 @@ def _principal(claims: dict[str, Any], token: str) -> Principal:
         token_id=jti,
         expires_at=float(exp),
         name=name if isinstance(name, str) else "",
-        session=session if isinstance(session, str) else "",
+        session=session if isinstance(session, str) and len(session) <= 256 else "",
         token=token,
     )
 

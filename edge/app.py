@@ -12,7 +12,6 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -29,7 +28,7 @@ from edge.bodies import HttpError
 from edge.config import Settings
 from edge.fanout import FanOut
 from edge.live import LiveBoard
-from edge.middleware import BodyLimit, RequestContext
+from edge.middleware import BodyLimit, Cors, RequestContext
 from edge.openapi import build_openapi
 from edge.responses import error, from_service_error
 from edge.routes import actions, auth, leaderboard, meta
@@ -123,14 +122,12 @@ def create_app(settings: Settings) -> Starlette:
             Route("/", _index),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
-    middleware = [
-        Middleware(RequestContext),
-        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
-    ]
+    # Outermost first. CORS sits outside the body limit so a 413 still carries CORS headers.
+    middleware = [Middleware(RequestContext)]
     if settings.cors_origins:
         middleware.append(
             Middleware(
-                CORSMiddleware,
+                Cors,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST"],
                 allow_headers=["authorization", "content-type", "idempotency-key", "x-request-id"],
@@ -144,6 +141,7 @@ def create_app(settings: Settings) -> Starlette:
                 max_age=600,
             )
         )
+    middleware.append(Middleware(BodyLimit, max_bytes=settings.max_body_bytes))
     app = Starlette(
         routes=routes,
         middleware=middleware,

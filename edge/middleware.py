@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: request id and access log, body size limit, security headers."""
+"""Pure-ASGI middleware: request id and access log, body size limit, security headers, CORS."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 
 import orjson
 from prometheus_client import Histogram
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
@@ -35,6 +38,11 @@ SECURITY_HEADERS = [
         b"style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
 ]
+
+
+# Only over HTTPS (RFC 6797 7.2); behind a TLS-terminating ingress the scheme comes from
+# X-Forwarded-Proto when SCOREBOARD_TRUST_FORWARDED is on.
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 
 def _route_template(scope: Scope) -> str:
@@ -70,6 +78,8 @@ class RequestContext:
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 headers.extend(SECURITY_HEADERS)
+                if scope.get("scheme") == "https":
+                    headers.append(HSTS)
                 message["headers"] = headers
             await send(message)
 
@@ -112,7 +122,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         length = _header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await _too_large(send, self.max_bytes)
             return
         seen = 0
@@ -163,3 +173,23 @@ async def _too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class Cors(CORSMiddleware):
+    """Starlette's CORS allow-list, with a refused preflight in the error envelope (403: the
+    origin, method or headers are not allowed) instead of plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8", "replace")
+        headers = {
+            k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")
+        }
+        return Response(
+            orjson.dumps({"success": False, "error": reason, "code": "CORS_REFUSED"}),
+            status_code=403,
+            headers={**headers, "Vary": "Origin"},
+            media_type="application/json",
+        )

@@ -23,6 +23,17 @@ _REASONS = {
 }
 
 
+def _statuses(route: ApiRoute) -> set[int]:
+    """The error statuses a route can answer with: its own, plus what every route with a body
+    or a token can get (bad JSON, too large, not JSON, schema; bad token) and 503."""
+    statuses = {*route.errors, 503}
+    if route.body is not None:
+        statuses |= {400, 413, 415, 422}
+    if route.auth != "none":
+        statuses.add(401)
+    return statuses
+
+
 def build_openapi(routes: list[ApiRoute], *, version: str) -> dict[str, Any]:
     models = {r.body for r in routes if r.body} | {r.response for r in routes if r.response}
     models.add(ErrorEnvelope)
@@ -69,7 +80,7 @@ def build_openapi(routes: list[ApiRoute], *, version: str) -> dict[str, Any]:
         if route.response is not None:
             success["content"] = {"application/json": {"schema": ref(route.response)}}
         op["responses"][str(route.status)] = success
-        for status in sorted({*route.errors, 503}):
+        for status in sorted(_statuses(route)):
             op["responses"][str(status)] = {
                 "description": _REASONS.get(status, "Error"),
                 "content": {"application/json": {"schema": ref(ErrorEnvelope)}},

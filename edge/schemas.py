@@ -84,6 +84,16 @@ class Leaderboard(BaseModel):
     sequence: int = Field(description="Sequence number of this top-10 snapshot (0 when unknown).")
 
 
+class EntryPage(BaseModel):
+    entries: list[LeaderboardEntry]
+    nextPageToken: str | None = Field(description="Pass as pageToken for the next page.")
+    totalUsers: int
+
+
+class EntriesAround(BaseModel):
+    entries: list[LeaderboardEntry]
+
+
 class UserRank(BaseModel):
     userId: str
     username: str

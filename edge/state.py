@@ -10,7 +10,7 @@ from starlette.requests import HTTPConnection
 from common.errors import Reason, unauthenticated
 from common.keys import Keys
 from common.principal import Principal
-from common.ratelimit import SlidingWindowLimiter
+from common.ratelimit import LocalWindowLimiter, SlidingWindowLimiter
 from common.tokens import TokenVerifier
 from edge.config import Settings
 from edge.fanout import FanOut
@@ -29,7 +29,8 @@ class EdgeState:
     fanout: FanOut
     live: LiveBoard
     shutting_down: bool = False
-    jwks_cache: dict[str, tuple[float, bytes]] = field(default_factory=dict)
+    # Used only while Redis is unreachable, by routes whose policy is to keep limiting.
+    local_limiter: LocalWindowLimiter = field(default_factory=LocalWindowLimiter)
 
 
 def edge_state(conn: HTTPConnection) -> EdgeState:
@@ -63,8 +64,12 @@ async def require_principal(conn: HTTPConnection) -> Principal:
 
 
 def client_address(conn: HTTPConnection) -> str:
+    """The HTTP client's address. Behind a trusted ingress (trust_forwarded), the last
+    X-Forwarded-For entry: the one the ingress appended; earlier ones are the client's word."""
     if edge_state(conn).settings.trust_forwarded:
         forwarded = conn.headers.get("x-forwarded-for")
         if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
+            last = forwarded.rsplit(",", 1)[-1].strip()
+            if last:
+                return last[:64]
     return conn.client.host if conn.client else "unknown"

@@ -11,11 +11,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.requests import Request
 from starlette.responses import Response
 
-from common.errors import Reason
+from common.errors import Reason, ServiceError
+from common.principal import Principal
+from common.ratelimit import Decision
 from edge.api import ApiRoute, Param
 from edge.bodies import HttpError, read_json
 from edge.live import iso
-from edge.responses import error, ok
+from edge.responses import error, from_service_error, ok
 from edge.schemas import (
     ActionList,
     CompleteActionBody,
@@ -24,7 +26,7 @@ from edge.schemas import (
     StartActionBody,
     StartActionResult,
 )
-from edge.state import edge_state, optional_principal, require_principal
+from edge.state import EdgeState, edge_state, optional_principal, require_principal
 from scoreboard.score.v1 import score_service_pb2 as pb
 
 log = logging.getLogger("scoreboard.edge.actions")
@@ -77,28 +79,46 @@ def _rate_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, str]:
     }
 
 
+async def _rate_limit(state: EdgeState, subject: str) -> Decision:
+    """The per-user limit, shared by every edge replica through Redis. Policy when Redis is
+    unreachable: keep limiting, per replica, in memory (each replica then allows up to the
+    limit; scoring stays protected by the daily limits, cooldowns and tickets enforced in
+    PostgreSQL), rather than refusing every player while Redis restarts."""
+    limit = state.settings.actions_per_minute
+    try:
+        return await state.limiter.hit(
+            RATE_LIMIT_NAME, subject, limit=limit, window_seconds=WINDOW_SECONDS
+        )
+    except (OSError, aioredis.RedisError):
+        log.warning("rate limiter unreachable; limiting in this process only")
+        return state.local_limiter.hit(subject, limit=limit, window_seconds=WINDOW_SECONDS)
+
+
 async def complete_action(request: Request) -> Response:
     principal = await require_principal(request)
     state = edge_state(request)
-    limit = state.settings.actions_per_minute
-    headers: dict[str, str] = {}
-    try:
-        decision = await state.limiter.hit(
-            RATE_LIMIT_NAME, principal.subject, limit=limit, window_seconds=WINDOW_SECONDS
+    decision = await _rate_limit(state, principal.subject)
+    headers = _rate_headers(decision.limit, decision.remaining, decision.reset_ms)
+    if not decision.allowed:
+        retry = decision.retry_after_seconds
+        return error(
+            429,
+            f"Rate limit exceeded. Try again in {retry} seconds.",
+            Reason.RATE_LIMITED,
+            headers={**headers, "Retry-After": str(retry)},
         )
-        headers = _rate_headers(limit, decision.remaining, decision.reset_ms)
-        if not decision.allowed:
-            retry = decision.retry_after_seconds
-            return error(
-                429,
-                f"Rate limit exceeded. Try again in {retry} seconds.",
-                Reason.RATE_LIMITED,
-                headers={**headers, "Retry-After": str(retry)},
-            )
-    except (OSError, aioredis.RedisError):
-        # Policy: fail open. Scoring stays protected by the daily limits, cooldowns and tickets
-        # enforced in PostgreSQL; refusing every player while Redis restarts would be worse.
-        log.warning("rate limiter unreachable; allowing the request")
+    # Every answer of this route past the limiter says how much budget is left.
+    try:
+        response = await _complete(request, state, principal)
+    except ServiceError as exc:
+        response = from_service_error(exc)
+    except HttpError as exc:
+        response = error(exc.status, exc.message, exc.code, exc.headers)
+    response.headers.update(headers)
+    return response
+
+
+async def _complete(request: Request, state: EdgeState, principal: Principal) -> Response:
     body = await read_json(request, CompleteActionBody, refuse_points=True)
     key = request.headers.get("idempotency-key")
     if key is not None and not _KEY.match(key):
@@ -122,8 +142,7 @@ async def complete_action(request: Request) -> Response:
         "rank": reply.rank,
         "message": reply.message,
     }
-    if reply.replayed:
-        headers["Idempotent-Replayed"] = "true"
+    headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
     return ok(data, headers=headers)
 
 

@@ -78,12 +78,14 @@ async def register(request: Request) -> Response:
 async def login(request: Request) -> Response:
     body = await read_json(request, LoginBody)
     state = edge_state(request)
+    # Sent with the edge's own token: auth_service trusts the client address only from a
+    # service, so its per-address limit counts the real client.
     reply = await state.upstream.call(
         state.upstream.auth.Login,
         pb.LoginRequest(
             username=body.username, password=body.password, client_address=client_address(request)
         ),
-        token=None,
+        token=await state.upstream.service_token.token(),
     )
     return _session(request, reply.tokens, reply.user)
 
@@ -117,9 +119,14 @@ async def logout(request: Request) -> Response:
     principal = await require_principal(request)
     body = await read_json(request, LogoutBody)
     state = edge_state(request)
+    # The token's own session is revoked in any case; a refresh token named in the body (or the
+    # cookie, when the CSRF header says a script of ours sent it) ends that session too.
+    refresh_token = body.refreshToken
+    if not refresh_token and request.headers.get(CSRF_HEADER) == "scoreboard":
+        refresh_token = request.cookies.get(REFRESH_COOKIE)
     await state.upstream.call(
         state.upstream.auth.Logout,
-        pb.LogoutRequest(refresh_token=_refresh_token(request, body.refreshToken) or ""),
+        pb.LogoutRequest(refresh_token=refresh_token or ""),
         token=principal.token,
     )
     response = ok({})
@@ -189,6 +196,7 @@ ROUTES = [
         "auth",
         auth="required",
         response=Envelope[User],
-        errors=(401,),
+        errors=(401, 404),
+        description="404 for a service account's token (it has no account).",
     ),
 ]

@@ -13,7 +13,7 @@ from common.errors import invalid
 from edge.api import ApiRoute, Param
 from edge.live import iso
 from edge.responses import JSON, ok
-from edge.schemas import Envelope, Leaderboard, UserRank
+from edge.schemas import EntriesAround, EntryPage, Envelope, Leaderboard, UserRank
 from edge.state import edge_state, optional_principal, require_principal
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
@@ -25,9 +25,16 @@ def _entry(e: leaderboard_pb2.LeaderboardEntry) -> dict[str, object]:
     return {"rank": e.rank, "userId": e.user_id, "username": e.username, "score": e.score}
 
 
+def _not_modified(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 13.1.2: weak comparison, and "*" matches any current representation."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") == etag for t in if_none_match.split(","))
+
+
 def _cached(request: Request, body: bytes, etag: str) -> Response:
     headers = {"Cache-Control": CACHE, "ETag": etag, "Vary": "Accept-Encoding"}
-    if etag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
+    if _not_modified(request.headers.get("if-none-match", ""), etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
@@ -84,13 +91,24 @@ async def user_rank(request: Request) -> Response:
     )
 
 
+def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A bounded integer query parameter (out of range is a 400, never an overflow)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(f"{name} must be a number") from None
+    if not low <= value <= high:
+        raise invalid(f"{name} must be between {low} and {high}")
+    return value
+
+
 async def around_user(request: Request) -> Response:
     principal = await require_principal(request)
     state = edge_state(request)
-    try:
-        count = int(request.query_params.get("count", "5"))
-    except ValueError:
-        raise invalid("count must be a number") from None
+    count = _int_query(request, "count", 5, 0, 50)
     reply = await state.upstream.call(
         state.upstream.leaderboard.ListEntriesAround,
         pb.ListEntriesAroundRequest(user_id=_user_id(request), count=count),
@@ -102,10 +120,7 @@ async def around_user(request: Request) -> Response:
 async def entries(request: Request) -> Response:
     principal = await optional_principal(request)
     state = edge_state(request)
-    try:
-        size = int(request.query_params.get("pageSize", "10"))
-    except ValueError:
-        raise invalid("pageSize must be a number") from None
+    size = _int_query(request, "pageSize", 10, 1, 100)
     message = pb.ListEntriesRequest(
         page_size=size, page_token=request.query_params.get("pageToken", "")
     )
@@ -149,9 +164,15 @@ ROUTES = [
         "The ranking, page by page",
         "leaderboard",
         auth="optional",
+        response=Envelope[EntryPage],
         errors=(400, 401),
         params=(
-            Param("pageSize", "query", "1-100, default 10", schema={"type": "integer"}),
+            Param(
+                "pageSize",
+                "query",
+                "1-100, default 10",
+                schema={"type": "integer", "minimum": 1, "maximum": 100},
+            ),
             Param("pageToken", "query", "nextPageToken of the previous page"),
         ),
     ),
@@ -173,11 +194,15 @@ ROUTES = [
         "The entries just above and below a user",
         "leaderboard",
         auth="required",
+        response=Envelope[EntriesAround],
         errors=(400, 401, 404),
         params=(
             _USER,
             Param(
-                "count", "query", "entries each side, 1-50 (default 5)", schema={"type": "integer"}
+                "count",
+                "query",
+                "entries each side, 0-50 (default 5)",
+                schema={"type": "integer", "minimum": 0, "maximum": 50},
             ),
         ),
     ),

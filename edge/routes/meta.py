@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
+import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from common.errors import unavailable
 from edge.api import ApiRoute
 from edge.responses import JSON, ok
 from edge.schemas import Envelope, WsTicket
 from edge.state import edge_state, require_principal
 from edge.ws import issue_ticket
-from scoreboard.auth.v1 import auth_service_pb2
 
 JWKS_CACHE_SECONDS = 60.0
 
@@ -33,25 +32,23 @@ async def metrics(request: Request) -> Response:
 
 
 async def jwks(request: Request) -> Response:
-    state = edge_state(request)
-    cached = state.jwks_cache.get("jwks")
-    if cached is None or time.monotonic() - cached[0] > JWKS_CACHE_SECONDS:
-        reply = await state.upstream.call(
-            state.upstream.auth.GetJwks, auth_service_pb2.GetJwksRequest(), token=None
-        )
-        cached = (time.monotonic(), reply.jwks_json.encode())
-        state.jwks_cache["jwks"] = cached
-    return Response(
-        cached[1],
-        media_type="application/json",
+    """The public keys the edge itself verifies with (from the JWKS file or URL it is given), so
+    this works without auth_service too (external issuer)."""
+    document = edge_state(request).verifier.keys.document()
+    return JSON(
+        document,
         headers={"Cache-Control": f"public, max-age={int(JWKS_CACHE_SECONDS)}"},
+        media_type="application/jwk-set+json",
     )
 
 
 async def ws_ticket(request: Request) -> Response:
     principal = await require_principal(request)
     state = edge_state(request)
-    ticket = await issue_ticket(state, principal)
+    try:
+        ticket = await issue_ticket(state, principal)
+    except (OSError, aioredis.RedisError) as exc:
+        raise unavailable("tickets cannot be issued right now; try again shortly") from exc
     return ok(
         {"ticket": ticket, "expiresIn": state.settings.websocket.ticket_seconds},
         headers={"Cache-Control": "no-store"},
