@@ -21,6 +21,7 @@ from prometheus_client import Counter
 from redis.exceptions import ResponseError
 
 from common.keys import BoardKeys
+from common.lifecycle import raise_if_cancelling
 from leaderboard_service.config import ApplyHook, ConsumerSettings
 from leaderboard_service.events import parse, script_args
 from leaderboard_service.scripts import Scripts, text
@@ -77,6 +78,7 @@ class EventConsumer:
         recover = True
         delay = 0.1
         while True:
+            raise_if_cancelling()
             try:
                 if recover:
                     await self._ensure_group()
@@ -87,6 +89,7 @@ class EventConsumer:
                 await self._process(await self._read(">"), check_deliveries=False)
                 delay = 0.1
             except ResponseError as exc:
+                raise_if_cancelling()
                 recover = True
                 if _stream_lost(exc):
                     log.warning("event stream or group missing (Redis wiped?); recreating it")
@@ -96,11 +99,13 @@ class EventConsumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                raise_if_cancelling()
                 recover = True
                 log.warning("consumer cannot reach Redis: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except Exception:
+                raise_if_cancelling()
                 recover = True
                 log.exception("consumer step failed; retrying")
                 await asyncio.sleep(delay)

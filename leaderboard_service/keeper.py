@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge
 
 from common.db import Pool
 from common.keys import Keys
+from common.lifecycle import raise_if_cancelling
 from leaderboard_service.rebuild import rebuild_when_free
 from leaderboard_service.reconcile import count_check, sample_check
 from leaderboard_service.scripts import Scripts
@@ -68,6 +69,7 @@ class RankingKeeper:
         interval = self._check_seconds if self._check_seconds > 0 else 3600.0
         delay = 0.5
         while True:
+            raise_if_cancelling()
             try:
                 await self.ensure_ready()
                 delay = 0.5
@@ -78,6 +80,7 @@ class RankingKeeper:
                 elif self._check_seconds > 0:
                     await self.check_drift()
             except Exception as exc:
+                raise_if_cancelling()
                 log.warning("ranking keeper step failed; retrying: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

@@ -20,6 +20,7 @@ from common.keys import BoardKeys
 from scoreboard.events.v1 import events_pb2
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
+from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 from tests.support.clients import metadata, service_token
 from tests.support.servers import wait_for
 from tests.support.stack import Stack
@@ -291,3 +292,83 @@ async def refused(call: Any) -> ServiceError:
     except grpc.aio.AioRpcError as exc:
         return from_rpc_error(exc)
     raise AssertionError("the call succeeded")
+
+
+async def players(pool: Pool, count: int) -> list[str]:
+    """Registered users without a score yet (COPY, no password hashing)."""
+    rows = [Seeded(0, EPOCH) for _ in range(count)]
+    async with pool.connection() as conn:
+        cur = conn.cursor()
+        async with cur.copy(
+            "COPY users (id, username, display_name, password_hash) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                username = "u" + uuid.UUID(row.user_id).hex[:31]
+                await copy.write_row((row.user_id, username, row.display_name, "x"))
+        await conn.commit()
+    return [row.user_id for row in rows]
+
+
+class Game:
+    """The real write path: a game server completing actions for players over gRPC
+    (ScoreService -> PostgreSQL + outbox -> relay -> stream -> consumer)."""
+
+    ACTION = "grind"
+
+    def __init__(self, channel: grpc.aio.Channel, token: str, admin_token: str) -> None:
+        self.channel = channel
+        self.stub = score_service_pb2_grpc.ScoreServiceStub(channel)
+        self.token = token
+        self.admin_token = admin_token
+
+    @classmethod
+    async def open(cls, stack: Stack, points: int = 7) -> Game:
+        """With a repeatable action (no cooldown, a high daily limit) in the catalog."""
+        auth = stack.address("auth")
+        game = cls(
+            grpc.aio.insecure_channel(stack.address("score")),
+            await service_token(auth, "game-server", stack.game_secret),
+            await service_token(auth, "admin-tool", stack.admin_secret),
+        )
+        try:
+            await game.stub.CreateAction(
+                score_service_pb2.CreateActionRequest(
+                    action=score_service_pb2.Action(
+                        action_id=cls.ACTION,
+                        name="Grind",
+                        base_points=points,
+                        difficulty_multiplier=1.0,
+                        daily_limit=100_000,
+                        active=True,
+                    )
+                ),
+                metadata=metadata(game.admin_token),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if from_rpc_error(exc).reason != "ACTION_EXISTS":
+                raise
+        return game
+
+    async def complete(self, user_id: str, action_id: str = ACTION) -> Any:
+        return await self.stub.CompleteAction(
+            score_service_pb2.CompleteActionRequest(action_id=action_id, user_id=user_id),
+            metadata=metadata(self.token),
+            timeout=30,
+        )
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> Game:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def metric(name: str, **labels: str) -> float:
+    """A Prometheus sample of this process (the services run in it)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
