@@ -122,8 +122,8 @@ async def drained(redis: aioredis.Redis, keys: BoardKeys, group: str = GROUP) ->
     try:
         stream: Any = await redis.xinfo_stream(keys.events)
         groups: Any = await redis.xinfo_groups(keys.events)
-    except aioredis.ResponseError:
-        return False
+    except (OSError, aioredis.RedisError):
+        return False  # no stream or group yet, or Redis restarting
     for info in groups:
         if info["name"] in (group, group.encode()):
             return bool(
@@ -149,6 +149,12 @@ async def wait_settled(stack: Stack, timeout: float = 30) -> None:
     keys = stack.keys.board("default")
 
     async def settled() -> bool:
+        try:
+            return await _settled()
+        except (OSError, aioredis.RedisError):
+            return False
+
+    async def _settled() -> bool:
         return (
             await outbox_empty(stack.pool)
             and await drained(stack.redis, keys)
