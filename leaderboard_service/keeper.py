@@ -33,6 +33,16 @@ REPAIRS = Counter(
 )
 
 
+def count_drift(in_redis: int, in_db: int, previous: int | None) -> str:
+    """Why the counts prove drift, or "" when they may only be events in flight. `in_redis` was
+    read before `in_db`; `previous` is PostgreSQL's count at the previous check."""
+    if in_redis > in_db:
+        return "more ranked users in Redis than in PostgreSQL"
+    if previous is not None and in_redis < min(previous, in_db):
+        return "Redis still misses users PostgreSQL had at the previous check"
+    return ""
+
+
 class RankingKeeper:
     def __init__(
         self,
@@ -96,12 +106,8 @@ class RankingKeeper:
             DRIFT.labels(board).set(in_db - in_redis)
             previous = self._previous.get(board)
             self._previous[board] = in_db
-            why = ""
-            if in_redis > in_db:
-                why = "more ranked users in Redis than in PostgreSQL"
-            elif previous is not None and in_redis < min(previous, in_db):
-                why = "Redis still misses users PostgreSQL had at the previous check"
-            else:
+            why = count_drift(in_redis, in_db, previous)
+            if not why:
                 wrong = await sample_check(self._pool, self._redis, keys)
                 if wrong:
                     why = f"{wrong} of the top users differ at the same version"
