@@ -2,12 +2,15 @@
 user_id asc) with the same standard competition rank. Serves queries while Redis is rebuilt.
 
 Ranks are counted the way the Lua scripts count them (1 + users with a strictly higher total),
-never with a window over the whole board, so a page or a rank costs index range scans on
-user_scores_rank, not a sort of every user.
+never with a window over the whole board, and without joining every user (see _count): a page
+or a rank costs index range scans on user_scores_rank. Counting is still linear in the users
+counted (PostgreSQL has no order-statistic index), so a rank deep in a million-user board takes
+a good fraction of a second: fine for the minute a rebuild takes, not as the main path.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from common.db import Pool
@@ -17,8 +20,22 @@ _RANKED = (
     " FROM user_scores s JOIN users u ON u.id = s.user_id"
     " WHERE s.board_id = %(board)s AND s.version > 0 AND NOT u.banned"
 )
+COUNT_TTL = 1.0
 _ORDER = " ORDER BY s.total DESC, s.reached_at, s.user_id"
 _REACHED_US = "(extract(epoch FROM s.reached_at) * 1000000)::bigint"
+
+
+def _count(condition: str) -> str:
+    """Ranked users matching `condition` (on s): every scored user, counted on user_scores_rank
+    alone, minus the banned ones (found through users_banned), so no join over the board."""
+    return (
+        "(SELECT count(*) FROM user_scores s"
+        f" WHERE s.board_id = %(board)s AND s.version > 0 AND {condition})"
+        " - (SELECT count(*) FROM users u JOIN user_scores s"
+        " ON s.user_id = u.id AND s.board_id = %(board)s"
+        f" WHERE u.banned AND s.version > 0 AND {condition})"
+    )
+
 
 PAGE_SQL = (
     f"SELECT s.user_id::text, u.display_name, s.total, {_REACHED_US}"
@@ -26,11 +43,11 @@ PAGE_SQL = (
     + _ORDER
     + " OFFSET %(offset)s LIMIT %(count)s"
 )
-HIGHER_SQL = "SELECT count(*)" + _RANKED + " AND s.total > %(total)s"
-SUMMARY_SQL = (
-    "SELECT (SELECT count(*)" + _RANKED + "),"
-    " (SELECT (extract(epoch FROM max(t.updated_at)) * 1000000)::bigint FROM"
-    " (SELECT s.updated_at" + _RANKED + _ORDER + " LIMIT 10) t)"
+HIGHER_SQL = "SELECT " + _count("s.total > %(total)s")
+COUNT_SQL = "SELECT " + _count("true")
+UPDATE_SQL = (
+    "SELECT (extract(epoch FROM max(t.updated_at)) * 1000000)::bigint FROM"
+    " (SELECT s.updated_at" + _RANKED + _ORDER + " LIMIT 10) t"
 )
 USER_SQL = (
     f"SELECT s.total, s.reached_at, {_REACHED_US}, u.display_name"
@@ -38,11 +55,14 @@ USER_SQL = (
     + " AND s.user_id = %(user)s::uuid"
 )
 POSITION_SQL = (
-    "SELECT (SELECT count(*)" + _RANKED + " AND s.total > %(total)s),"
-    " (SELECT count(*)" + _RANKED + " AND s.total = %(total)s"
-    " AND (s.reached_at, s.user_id) < (%(reached)s, %(user)s::uuid)),"
-    " (SELECT count(*)" + _RANKED + "),"
-    " (SELECT s.total" + _RANKED + _ORDER + " OFFSET 9 LIMIT 1)"
+    "SELECT "
+    + _count("s.total > %(total)s")
+    + ", "
+    + _count("s.total = %(total)s AND (s.reached_at, s.user_id) < (%(reached)s, %(user)s::uuid)")
+    + ", (SELECT s.total"
+    + _RANKED
+    + _ORDER
+    + " OFFSET 9 LIMIT 1)"
 )
 
 
@@ -66,8 +86,23 @@ def _ranked(rows: list[Any], first: int, higher: int) -> list[Entry]:
 
 
 class PgRanking:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, *, count_ttl: float = COUNT_TTL) -> None:
         self._pool = pool
+        self._count_ttl = count_ttl
+        # board -> (valid until, ranked users): counting the whole board is the one query
+        # that is linear in its size on every request, and totalUsers may be a second old.
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    async def _ranked_users(self, conn: Any, board: str) -> int:
+        now = time.monotonic()
+        cached = self._counts.get(board)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        cur = await conn.execute(COUNT_SQL, {"board": board})
+        row = await cur.fetchone()
+        count = _int(row[0]) if row else 0
+        self._counts[board] = (now + self._count_ttl, count)
+        return count
 
     async def _page(self, conn: Any, board: str, offset: int, count: int) -> list[Entry]:
         if count <= 0:
@@ -84,11 +119,12 @@ class PgRanking:
         async with self._pool.connection() as conn:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             entries = await self._page(conn, board, offset, count)
-            cur = await conn.execute(SUMMARY_SQL, {"board": board})
-            summary = await cur.fetchone()
+            cur = await conn.execute(UPDATE_SQL, {"board": board})
+            update = await cur.fetchone()
+            users = await self._ranked_users(conn, board)
             await conn.rollback()
-        assert summary is not None
-        return TopPage(entries, _int(summary[0]), _int(summary[1] or 0), from_fallback=True)
+        update_us = _int(update[0]) if update and update[0] is not None else 0
+        return TopPage(entries, users, update_us, from_fallback=True)
 
     async def user_rank(self, board: str, user_id: str, around: int) -> UserRank | None:
         async with self._pool.connection() as conn:
@@ -106,8 +142,9 @@ class PgRanking:
             )
             counts = await cur.fetchone()
             assert counts is not None
-            higher, tied_before, users, tenth = counts
+            higher, tied_before, tenth = counts
             position = _int(higher) + _int(tied_before)
+            users = await self._ranked_users(conn, board)
             nearby: list[Entry] = []
             if around > 0:
                 first = max(0, position - around)
@@ -116,7 +153,7 @@ class PgRanking:
         return UserRank(
             entry=Entry(_int(higher) + 1, user_id, str(name), _int(total), _int(reached_us)),
             position=position,
-            total_users=_int(users),
+            total_users=users,
             tenth_score=None if tenth is None else _int(tenth),
             nearby=nearby,
             from_fallback=True,

@@ -20,7 +20,7 @@ from common.db import Pool
 from common.keys import BoardKeys
 from leaderboard_service.events import reached_key
 from leaderboard_service.rebuild import SNAPSHOT_SQL
-from leaderboard_service.scripts import text
+from leaderboard_service.scripts import Scripts, text
 
 CHUNK = 2_000
 RANKED_COUNT_SQL = (
@@ -54,7 +54,7 @@ def _state(raw: object) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
-async def compare(pool: Pool, redis: aioredis.Redis, keys: BoardKeys) -> Drift:
+async def compare(pool: Pool, redis: aioredis.Redis, scripts: Scripts, keys: BoardKeys) -> Drift:
     ranked_in_db = 0
     mismatched = 0
     members_accounted = 0
@@ -63,30 +63,24 @@ async def compare(pool: Pool, redis: aioredis.Redis, keys: BoardKeys) -> Drift:
         async with conn.cursor(name="reconcile") as cur:
             await cur.execute(SNAPSHOT_SQL, (keys.board,))
             while rows := await cur.fetchmany(CHUNK):
-                # One MULTI per chunk: a user's state and member are read at the same instant.
-                async with redis.pipeline(transaction=True) as pipe:
-                    for user, _t, _v, reached_us, _b, _n in rows:
-                        member = f"{reached_key(int(reached_us))}:{user}"  # type: ignore[call-overload]
-                        pipe.hget(keys.users, str(user))
-                        pipe.zscore(keys.ranking, member)
-                    replies = await pipe.execute()
-                for index, (_u, total, version, reached_us, banned, _n) in enumerate(rows):
-                    raw, score = replies[2 * index], replies[2 * index + 1]
-                    state = _state(raw)
-                    if raw is not None:
-                        states_accounted += 1
-                    if score is not None:
-                        members_accounted += 1
+                args: list[str | int] = [len(rows)]
+                for user, total, version, reached_us, banned, _name in rows:
+                    reached = reached_key(int(reached_us))  # type: ignore[call-overload]
+                    args += [
+                        str(user),
+                        f"{version}|{reached}|{1 if banned else 0}",
+                        reached,
+                        "" if banned else str(-int(total)),  # type: ignore[call-overload]
+                    ]
                     if not banned:
                         ranked_in_db += 1
-                    expected_state = (
-                        str(version),
-                        reached_key(int(reached_us)),  # type: ignore[call-overload]
-                        "1" if banned else "0",
-                    )
-                    expected_score = None if banned else float(-int(total))  # type: ignore[call-overload]
-                    if state != expected_state or score != expected_score:
-                        mismatched += 1
+                # One script per chunk: each user's state and member are read at one instant.
+                differ, members, states = await scripts.compare(
+                    keys=[keys.ranking, keys.users], args=args
+                )
+                mismatched += int(differ)
+                members_accounted += int(members)
+                states_accounted += int(states)
         await conn.rollback()
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zcard(keys.ranking)

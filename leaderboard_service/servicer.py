@@ -187,7 +187,7 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         principal = current_principal()
         principal.require_admin()
         keys = self._board(request.board_id)
-        drift = await compare(self._pool, self._redis, keys)
+        drift = await compare(self._pool, self._redis, self._scripts, keys)
         repaired = False
         if request.repair and drift.mismatched:
             log.warning(
