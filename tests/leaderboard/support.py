@@ -273,21 +273,23 @@ class Board:
             timeout=30,
         )
 
-    async def around(self, user_id: str, count: int = 0) -> Any:
+    async def around(self, user_id: str, count: int = 0, board: str = "") -> Any:
         return await self.stub.ListEntriesAround(
-            pb.ListEntriesAroundRequest(user_id=user_id, count=count),
+            pb.ListEntriesAroundRequest(board_id=board, user_id=user_id, count=count),
             metadata=self._meta(),
             timeout=30,
         )
 
-    async def rebuild(self) -> Any:
+    async def rebuild(self, board: str = "") -> Any:
         return await self.stub.RebuildRanking(
-            pb.RebuildRankingRequest(), metadata=self._meta(), timeout=300
+            pb.RebuildRankingRequest(board_id=board), metadata=self._meta(), timeout=600
         )
 
-    async def reconcile(self, repair: bool = False) -> Any:
+    async def reconcile(self, repair: bool = False, board: str = "") -> Any:
         return await self.stub.ReconcileRanking(
-            pb.ReconcileRankingRequest(repair=repair), metadata=self._meta(), timeout=300
+            pb.ReconcileRankingRequest(board_id=board, repair=repair),
+            metadata=self._meta(),
+            timeout=600,
         )
 
 

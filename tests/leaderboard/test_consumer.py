@@ -78,7 +78,9 @@ async def test_a_consumer_killed_mid_batch_loses_and_double_counts_nothing(
             expected = await pg_order(stack.pool)
             assert [total for _, total, _ in expected] == [28] * 6  # 4 x 7 points each
             assert await redis_order(stack.redis, keys) == expected
-            assert (await compare(stack.pool, stack.redis, keys)).mismatched == 0
+            assert (
+                await compare(stack.pool, stack.redis, Scripts(stack.redis), keys)
+            ).mismatched == 0
 
             # The relay publishing everything again (a crash before its delete) changes nothing.
             all_entries: Any = await stack.redis.xrange(keys.events)

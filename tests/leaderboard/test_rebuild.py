@@ -83,7 +83,7 @@ async def assert_exact(stack: Stack) -> None:
     expected = await pg_order(stack.pool)
     assert expected
     assert await redis_order(stack.redis, keys) == expected
-    assert (await compare(stack.pool, stack.redis, keys)).mismatched == 0
+    assert (await compare(stack.pool, stack.redis, Scripts(stack.redis), keys)).mismatched == 0
 
 
 async def test_flushall_under_load_then_rebuild_gives_postgresql_ranking_exactly(
