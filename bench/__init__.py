@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.<name>`, each with an `async def run(...) -> dict`."""

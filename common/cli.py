@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from common import cli_admin
+from common import cli_admin, cli_ranking
 from common.config import ConfigError, Env
 
 Command = Callable[[argparse.Namespace], int]
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=120, help="0-3600; 0 seeds only")
     demo.set_defaults(handler=_demo)
     cli_admin.register(sub)
+    cli_ranking.add_parser(sub)
     return parser
 
 

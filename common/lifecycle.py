@@ -42,3 +42,12 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def raise_if_cancelling() -> None:
+    """For long-running loops: a library may swallow our task's cancellation (redis-py does, now
+    and then, and carries on); call this at the top of each iteration and in broad exception
+    handlers so that shutdown never hangs."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > 0:
+        raise asyncio.CancelledError

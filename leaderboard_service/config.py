@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from common.config import (
+    DEFAULT_BOARD,
     DEFAULT_PORTS,
+    ConfigError,
     DatabaseSettings,
     Env,
     GrpcServerSettings,
     RedisSettings,
     VerifierSettings,
 )
+
+# Awaited with the entry ids of each apply script call just before it runs (tests only).
+ApplyHook = Callable[[list[str]], Awaitable[None]]
+MAX_BATCH = 10_000
+_BOARD_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -26,9 +35,9 @@ class ConsumerSettings:
     block_ms: int = 1000
     # Entries pending longer than this on another consumer are claimed (XAUTOCLAIM).
     claim_idle_ms: int = 30_000
-    # An entry delivered this many times without success goes to the dead-letter stream.
+    # An entry delivered more than this many times without success goes to the dead letters.
     max_deliveries: int = 5
-    # How often the ranking is compared with PostgreSQL (count check; 0 disables).
+    # How often the ranking is compared with PostgreSQL (cheap checks; 0 disables).
     check_seconds: float = 60.0
 
 
@@ -39,12 +48,23 @@ class Settings:
     redis: RedisSettings
     verifier: VerifierSettings
     consumer: ConsumerSettings = ConsumerSettings()
+    # Boards this service ranks; the first is the one a request without board_id means.
+    boards: tuple[str, ...] = (DEFAULT_BOARD,)
     log_level: str = "INFO"
+    # Test hook, never read from the environment.
+    before_apply: ApplyHook | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
         env = env or Env()
         default_name = f"{socket.gethostname()}-{os.getpid()}"
+        boards = env.items("BOARDS", (DEFAULT_BOARD,))
+        bad = [b for b in boards if not _BOARD_ID.match(b)]
+        if bad or not boards:
+            raise ConfigError(f"SCOREBOARD_BOARDS holds invalid board ids: {bad}")
+        batch_size = env.integer("CONSUMER_BATCH_SIZE", 500, minimum=1)
+        if batch_size > MAX_BATCH:
+            raise ConfigError(f"SCOREBOARD_CONSUMER_BATCH_SIZE must be at most {MAX_BATCH}")
         return cls(
             grpc=GrpcServerSettings.from_env(env, default_port=DEFAULT_PORTS["leaderboard"]),
             database=DatabaseSettings.from_env(env, max_default=8),
@@ -54,11 +74,12 @@ class Settings:
                 enabled=env.flag("CONSUMER_ENABLED", True),
                 group=env.text("CONSUMER_GROUP", "leaderboard"),
                 name=env.text("CONSUMER_NAME", default_name),
-                batch_size=env.integer("CONSUMER_BATCH_SIZE", 500, minimum=1),
+                batch_size=batch_size,
                 block_ms=env.integer("CONSUMER_BLOCK_MS", 1000, minimum=1),
                 claim_idle_ms=env.integer("CONSUMER_CLAIM_IDLE_MS", 30_000, minimum=100),
                 max_deliveries=env.integer("CONSUMER_MAX_DELIVERIES", 5, minimum=1),
                 check_seconds=env.number("RANKING_CHECK_SECONDS", 60.0, minimum=0.0),
             ),
+            boards=tuple(dict.fromkeys(boards)),
             log_level=env.text("LOG_LEVEL", "INFO"),
         )

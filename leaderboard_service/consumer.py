@@ -2,8 +2,10 @@
 one Lua script that also acknowledges it (so a consumer killed mid-batch leaves it pending, to be
 delivered again; the version check makes the repeat harmless).
 
-Pending entries of a dead consumer are claimed with XAUTOCLAIM. An entry that cannot be applied
-after max_deliveries attempts moves to the dead-letter stream and stops blocking the others.
+After a start or an error it first re-reads its own pending entries. Pending entries of a dead
+consumer are claimed with XAUTOCLAIM. An entry that is not a usable event goes to the
+dead-letter stream at once; one that keeps failing goes there once it has been delivered more
+than max_deliveries times, and stops blocking the others.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -19,7 +21,8 @@ from prometheus_client import Counter
 from redis.exceptions import ResponseError
 
 from common.keys import BoardKeys
-from leaderboard_service.config import ConsumerSettings
+from common.lifecycle import raise_if_cancelling
+from leaderboard_service.config import ApplyHook, ConsumerSettings
 from leaderboard_service.events import parse, script_args
 from leaderboard_service.scripts import Scripts, text
 
@@ -27,12 +30,25 @@ log = logging.getLogger("scoreboard.consumer")
 
 APPLIED = Counter("scoreboard_events_applied_total", "Events that changed the ranking.")
 RECEIVED = Counter("scoreboard_events_received_total", "Events read from the stream.")
-DEAD_LETTERS = Counter("scoreboard_dead_letters_total", "Events moved to the dead-letter stream.")
+DEAD_LETTERS = Counter(
+    "scoreboard_dead_letters_total",
+    "Events moved to the dead-letter stream, by reason (malformed, exhausted).",
+    ["reason"],
+)
+FAILED = Counter("scoreboard_event_failures_total", "Event applications that failed (retried).")
 PUBLISHED = Counter("scoreboard_top10_published_total", "Top-10 changes published.")
+CLAIMED = Counter("scoreboard_events_claimed_total", "Pending entries claimed from others.")
 
-Entry = tuple[str, dict[bytes, bytes]]
-# Test hook, called with the batch's entry ids just before the apply script runs.
-FaultHook = Callable[[list[str]], Awaitable[None]]
+Entry = tuple[str, dict[bytes, bytes] | None]
+DEAD_LETTER_MAX_LENGTH = 100_000
+# Consumers with nothing pending and idle this many claim intervals are removed from the group.
+FORGET_AFTER_CLAIM_INTERVALS = 20
+
+
+def _stream_lost(exc: ResponseError) -> bool:
+    """The stream or its group vanished (Redis wiped or restarted empty)."""
+    message = str(exc)
+    return message.startswith(("NOGROUP", "UNBLOCKED"))
 
 
 class EventConsumer:
@@ -44,7 +60,7 @@ class EventConsumer:
         settings: ConsumerSettings,
         *,
         on_not_ready: Callable[[], None],
-        fault: FaultHook | None = None,
+        fault: ApplyHook | None = None,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
@@ -54,24 +70,46 @@ class EventConsumer:
         self._fault = fault
         self._last_claim = 0.0
 
+    @property
+    def name(self) -> str:
+        return self._settings.name
+
     async def run(self) -> None:
-        await self._ensure_group()
-        await self._process(await self._read("0"))  # my own pending entries, after a restart
+        recover = True
+        delay = 0.1
         while True:
+            raise_if_cancelling()
             try:
+                if recover:
+                    await self._ensure_group()
+                    await self._drain_own_pending()
+                    recover = False
                 if time.monotonic() - self._last_claim > self._settings.claim_idle_ms / 2000:
                     await self._claim_stale()
-                await self._process(await self._read(">"))
+                await self._process(await self._read(">"), check_deliveries=False)
+                delay = 0.1
             except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    log.warning("consumer group missing (Redis wiped?); recreating it")
-                    await self._ensure_group()
+                raise_if_cancelling()
+                recover = True
+                if _stream_lost(exc):
+                    log.warning("event stream or group missing (Redis wiped?); recreating it")
                     self._on_not_ready()
-                else:
-                    raise
+                    continue
+                log.error("consumer step failed; retrying: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
             except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                raise_if_cancelling()
+                recover = True
                 log.warning("consumer cannot reach Redis: %s", exc)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                raise_if_cancelling()
+                recover = True
+                log.exception("consumer step failed; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _ensure_group(self) -> None:
         try:
@@ -88,16 +126,25 @@ class EventConsumer:
             self._settings.name,
             {self._keys.events: start},
             count=self._settings.batch_size,
-            block=None if start == "0" else self._settings.block_ms,
+            block=None if start != ">" else self._settings.block_ms,
         )
         if not reply:
             return []
         entries: list[Entry] = []
         for _stream, items in reply:
             for entry_id, fields in items:
-                if fields is not None:  # a pending entry trimmed from the stream has no fields
-                    entries.append((text(entry_id), fields))
+                entries.append((text(entry_id), fields))
         return entries
+
+    async def _drain_own_pending(self) -> None:
+        """Re-read what this consumer read before a restart or an error, and was not acked."""
+        start = "0"
+        while True:
+            entries = await self._read(start)
+            if not entries:
+                return
+            await self._process(entries, check_deliveries=True)
+            start = entries[-1][0]
 
     async def _claim_stale(self) -> None:
         self._last_claim = time.monotonic()
@@ -112,75 +159,121 @@ class EventConsumer:
                 count=self._settings.batch_size,
             )
             start = text(reply[0])
-            claimed = [(text(i), f) for i, f in reply[1] if f is not None]
+            claimed: list[Entry] = [(text(i), f) for i, f in reply[1]]
             if claimed:
+                CLAIMED.inc(len(claimed))
                 log.info("claimed stale entries", extra={"count": len(claimed)})
-                await self._process(await self._drop_exhausted(claimed))
+                await self._process(claimed, check_deliveries=True)
             if start == "0-0":
-                return
+                break
+        await self._forget_idle_consumers()
 
-    async def _drop_exhausted(self, entries: list[Entry]) -> list[Entry]:
-        """Entries delivered too often go to the dead-letter stream."""
-        pending = await self._redis.xpending_range(
-            self._keys.events,
-            self._settings.group,
-            min=entries[0][0],
-            max=entries[-1][0],
-            count=len(entries) * 2,
-            consumername=self._settings.name,
-        )
-        deliveries = {text(p["message_id"]): int(p["times_delivered"]) for p in pending}
-        keep: list[Entry] = []
-        for entry in entries:
-            if deliveries.get(entry[0], 0) > self._settings.max_deliveries:
-                await self._dead_letter(entry, "delivered too many times")
-            else:
-                keep.append(entry)
-        return keep
+    async def _forget_idle_consumers(self) -> None:
+        """Remove long-gone consumers with nothing pending, so the group does not grow with
+        every restarted replica."""
+        idle_limit = self._settings.claim_idle_ms * FORGET_AFTER_CLAIM_INTERVALS
+        consumers: Any = await self._redis.xinfo_consumers(self._keys.events, self._settings.group)
+        for consumer in consumers:
+            name = text(consumer["name"])
+            if (
+                name != self._settings.name
+                and int(consumer["pending"]) == 0
+                and int(consumer["idle"]) > idle_limit
+            ):
+                await self._redis.xgroup_delconsumer(self._keys.events, self._settings.group, name)
 
-    async def _dead_letter(self, entry: Entry, why: str) -> None:
-        entry_id, fields = entry
+    async def _deliveries(self, ids: Sequence[str]) -> dict[str, int]:
         async with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(
+                    self._keys.events, self._settings.group, min=entry_id, max=entry_id, count=1
+                )
+            replies = await pipe.execute()
+        return {
+            text(row["message_id"]): int(row["times_delivered"])
+            for reply in replies
+            for row in reply
+        }
+
+    async def _dead_letter(self, entry_id: str, fields: dict[bytes, bytes], why: str) -> None:
+        reason = "malformed" if why.startswith("malformed") else "exhausted"
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(
                 self._keys.dead_letters,
-                {**{k.decode(): v for k, v in fields.items()}, "id": entry_id, "why": why},
-                maxlen=100_000,
+                {
+                    **{k.decode(errors="replace"): v for k, v in fields.items()},
+                    "id": entry_id,
+                    "why": why,
+                },
+                maxlen=DEAD_LETTER_MAX_LENGTH,
                 approximate=True,
             )
             pipe.xack(self._keys.events, self._settings.group, entry_id)
             await pipe.execute()
-        DEAD_LETTERS.inc()
-        log.error("event moved to dead letters", extra={"entry": entry_id, "why": why})
+        DEAD_LETTERS.labels(reason).inc()
+        log.error(
+            "event moved to dead letters",
+            extra={"entry": entry_id, "why": why, "stream": self._keys.dead_letters},
+        )
 
-    async def _process(self, entries: list[Entry]) -> None:
+    async def _process(self, entries: list[Entry], *, check_deliveries: bool) -> None:
         if not entries:
             return
         RECEIVED.inc(len(entries))
+        gone = [entry_id for entry_id, fields in entries if fields is None]
+        if gone:
+            # Trimmed from the stream before anyone applied it: nothing left to apply (the
+            # ranking catches up from PostgreSQL on the next rebuild or reconcile).
+            await self._redis.xack(self._keys.events, self._settings.group, *gone)
+            log.warning("pending entries no longer in the stream", extra={"count": len(gone)})
+        present = [(i, f) for i, f in entries if f is not None]
+        deliveries = await self._deliveries([i for i, _ in present]) if check_deliveries else {}
         valid: list[tuple[str, list[str]]] = []
-        for entry in entries:
-            event = parse(entry[1].get(b"e", b""))
+        for entry_id, fields in present:
+            times = deliveries.get(entry_id, 0)
+            if times > self._settings.max_deliveries:
+                await self._dead_letter(
+                    entry_id, fields, f"exhausted: failed {times - 1} deliveries"
+                )
+                continue
+            event, why = parse(fields.get(b"e", b""), self._keys.board)
             if event is None:
-                await self._dead_letter(entry, "not a valid ScoreUpdated event")
+                await self._dead_letter(entry_id, fields, f"malformed: {why}")
             else:
-                valid.append((entry[0], script_args(event)))
-        if not valid:
-            return
-        if self._fault is not None:
-            await self._fault([entry_id for entry_id, _ in valid])
+                valid.append((entry_id, script_args(event)))
+        if valid:
+            await self._apply_all(valid)
+
+    async def _apply_all(self, valid: list[tuple[str, list[str]]]) -> None:
+        """Apply the batch in one script; when the script refuses it, apply its events one by
+        one so a single bad event does not hold back the others. A refused event stays
+        pending: claimed again later, dead-lettered after max_deliveries."""
         try:
             await self._apply(valid)
+            return
         except ResponseError as exc:
-            if "NOSCRIPT" in str(exc) or "NOGROUP" in str(exc):
+            if _stream_lost(exc):
                 raise
-            log.warning("batch failed; applying its events one by one: %s", exc)
-            for item in valid:
-                try:
-                    await self._apply([item])
-                except ResponseError as single:
-                    # Stays pending: claimed again later, dead-lettered after max_deliveries.
-                    log.error("event failed", extra={"entry": item[0], "error": str(single)})
+            if len(valid) == 1:
+                self._failed(valid[0][0], exc)
+                return
+            log.warning("batch refused; applying its events one by one: %s", exc)
+        for item in valid:
+            try:
+                await self._apply([item])
+            except ResponseError as exc:
+                if _stream_lost(exc):
+                    raise
+                self._failed(item[0], exc)
+
+    @staticmethod
+    def _failed(entry_id: str, exc: ResponseError) -> None:
+        FAILED.inc()
+        log.error("event refused; it stays pending", extra={"entry": entry_id, "error": str(exc)})
 
     async def _apply(self, batch: Sequence[tuple[str, list[str]]]) -> None:
+        if self._fault is not None:
+            await self._fault([entry_id for entry_id, _ in batch])
         keys = self._keys
         args: list[Any] = [
             keys.channel,

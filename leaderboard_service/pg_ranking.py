@@ -1,74 +1,160 @@
-"""The ranking computed by PostgreSQL, ordered exactly like Redis: total desc, reached_at asc,
-user_id asc; standard competition rank. Serves queries while Redis is being rebuilt."""
+"""The ranking computed by PostgreSQL, ordered exactly like Redis (total desc, reached_at asc,
+user_id asc) with the same standard competition rank. Serves queries while Redis is rebuilt.
+
+Ranks are counted the way the Lua scripts count them (1 + users with a strictly higher total),
+never with a window over the whole board, and without joining every user (see _count): a page
+or a rank costs index range scans on user_scores_rank. Counting is still linear in the users
+counted (PostgreSQL has no order-statistic index), so a rank deep in a million-user board takes
+a good fraction of a second: fine for the minute a rebuild takes, not as the main path.
+"""
 
 from __future__ import annotations
+
+import time
+from typing import Any
 
 from common.db import Pool
 from leaderboard_service.ranking import Entry, TopPage, UserRank
 
 _RANKED = (
-    "FROM user_scores s JOIN users u ON u.id = s.user_id"
-    " WHERE s.board_id = %s AND s.version > 0 AND NOT u.banned"
+    " FROM user_scores s JOIN users u ON u.id = s.user_id"
+    " WHERE s.board_id = %(board)s AND s.version > 0 AND NOT u.banned"
+)
+COUNT_TTL = 1.0
+_ORDER = " ORDER BY s.total DESC, s.reached_at, s.user_id"
+_REACHED_US = "(extract(epoch FROM s.reached_at) * 1000000)::bigint"
+
+
+def _count(condition: str) -> str:
+    """Ranked users matching `condition` (on s): every scored user, counted on user_scores_rank
+    alone, minus the banned ones (found through users_banned), so no join over the board."""
+    return (
+        "(SELECT count(*) FROM user_scores s"
+        f" WHERE s.board_id = %(board)s AND s.version > 0 AND {condition})"
+        " - (SELECT count(*) FROM users u JOIN user_scores s"
+        " ON s.user_id = u.id AND s.board_id = %(board)s"
+        f" WHERE u.banned AND s.version > 0 AND {condition})"
+    )
+
+
+PAGE_SQL = (
+    f"SELECT s.user_id::text, u.display_name, s.total, {_REACHED_US}"
+    + _RANKED
+    + _ORDER
+    + " OFFSET %(offset)s LIMIT %(count)s"
+)
+HIGHER_SQL = "SELECT " + _count("s.total > %(total)s")
+COUNT_SQL = "SELECT " + _count("true")
+UPDATE_SQL = (
+    "SELECT (extract(epoch FROM max(t.updated_at)) * 1000000)::bigint FROM"
+    " (SELECT s.updated_at" + _RANKED + _ORDER + " LIMIT 10) t"
+)
+USER_SQL = (
+    f"SELECT s.total, s.reached_at, {_REACHED_US}, u.display_name"
+    + _RANKED
+    + " AND s.user_id = %(user)s::uuid"
+)
+POSITION_SQL = (
+    "SELECT "
+    + _count("s.total > %(total)s")
+    + ", "
+    + _count("s.total = %(total)s AND (s.reached_at, s.user_id) < (%(reached)s, %(user)s::uuid)")
+    + ", (SELECT s.total"
+    + _RANKED
+    + _ORDER
+    + " OFFSET 9 LIMIT 1)"
 )
 
 
+def _int(value: object) -> int:
+    if isinstance(value, int):
+        return value
+    raise TypeError(f"expected an integer from PostgreSQL, got {value!r}")
+
+
+def _ranked(rows: list[Any], first: int, higher: int) -> list[Entry]:
+    """Rows from position `first` with competition ranks; `higher` = users above the first
+    row's total."""
+    entries: list[Entry] = []
+    rank, previous = 0, None
+    for index, (user, name, total, reached_us) in enumerate(rows):
+        if total != previous:
+            rank = higher + 1 if previous is None else first + index + 1
+            previous = total
+        entries.append(Entry(rank, str(user), str(name), _int(total), _int(reached_us)))
+    return entries
+
+
 class PgRanking:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, *, count_ttl: float = COUNT_TTL) -> None:
         self._pool = pool
+        self._count_ttl = count_ttl
+        # board -> (valid until, ranked users): counting the whole board is the one query
+        # that is linear in its size on every request, and totalUsers may be a second old.
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    async def _ranked_users(self, conn: Any, board: str) -> int:
+        now = time.monotonic()
+        cached = self._counts.get(board)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        cur = await conn.execute(COUNT_SQL, {"board": board})
+        row = await cur.fetchone()
+        count = _int(row[0]) if row else 0
+        self._counts[board] = (now + self._count_ttl, count)
+        return count
+
+    async def _page(self, conn: Any, board: str, offset: int, count: int) -> list[Entry]:
+        if count <= 0:
+            return []
+        cur = await conn.execute(PAGE_SQL, {"board": board, "offset": offset, "count": count})
+        rows = await cur.fetchall()
+        if not rows:
+            return []
+        cur = await conn.execute(HIGHER_SQL, {"board": board, "total": rows[0][2]})
+        higher = await cur.fetchone()
+        return _ranked(rows, offset, _int(higher[0]) if higher else 0)
 
     async def top(self, board: str, offset: int, count: int) -> TopPage:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT s.user_id::text, u.display_name, s.total,"
-                f" rank() OVER (ORDER BY s.total DESC) {_RANKED}"
-                " ORDER BY s.total DESC, s.reached_at, s.user_id OFFSET %s LIMIT %s",
-                (board, offset, count),
-            )
-            rows = await cur.fetchall()
-            cur = await conn.execute(
-                "SELECT count(*), (extract(epoch FROM max(s.updated_at)) * 1000000)::bigint "
-                + _RANKED,
-                (board,),
-            )
-            summary = await cur.fetchone()
-        assert summary is not None
-        entries = [Entry(int(r[3]), str(r[0]), str(r[1]), int(r[2])) for r in rows]  # type: ignore[call-overload]
-        return TopPage(entries, int(summary[0]), int(summary[1] or 0), from_fallback=True)  # type: ignore[call-overload]
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            entries = await self._page(conn, board, offset, count)
+            cur = await conn.execute(UPDATE_SQL, {"board": board})
+            update = await cur.fetchone()
+            users = await self._ranked_users(conn, board)
+            await conn.rollback()
+        update_us = _int(update[0]) if update and update[0] is not None else 0
+        return TopPage(entries, users, update_us, from_fallback=True)
 
     async def user_rank(self, board: str, user_id: str, around: int) -> UserRank | None:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT s.total, s.reached_at, u.display_name {_RANKED} AND s.user_id = %s",
-                (board, user_id),
-            )
+            # One snapshot for every count, so rank, position and neighbours agree.
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur = await conn.execute(USER_SQL, {"board": board, "user": user_id})
             mine = await cur.fetchone()
             if mine is None:
+                await conn.rollback()
                 return None
-            total, reached, name = mine
+            total, reached, reached_us, name = mine
             cur = await conn.execute(
-                "SELECT count(*) FILTER (WHERE s.total > %s),"
-                " count(*) FILTER (WHERE s.total > %s OR (s.total = %s AND"
-                " (s.reached_at, s.user_id) < (%s, %s))), count(*) " + _RANKED,
-                (total, total, total, reached, user_id, board),
+                POSITION_SQL,
+                {"board": board, "total": total, "reached": reached, "user": user_id},
             )
             counts = await cur.fetchone()
             assert counts is not None
-            higher, position, users = (int(c) for c in counts)  # type: ignore[call-overload]
-            cur = await conn.execute(
-                f"SELECT s.total {_RANKED} ORDER BY s.total DESC, s.reached_at, s.user_id"
-                " OFFSET 9 LIMIT 1",
-                (board,),
-            )
-            tenth = await cur.fetchone()
-        nearby: list[Entry] = []
-        if around > 0:
-            first = max(0, position - around)
-            page = await self.top(board, first, position - first + around + 1)
-            nearby = page.entries
+            higher, tied_before, tenth = counts
+            position = _int(higher) + _int(tied_before)
+            users = await self._ranked_users(conn, board)
+            nearby: list[Entry] = []
+            if around > 0:
+                first = max(0, position - around)
+                nearby = await self._page(conn, board, first, position - first + around + 1)
+            await conn.rollback()
         return UserRank(
-            entry=Entry(higher + 1, user_id, str(name), int(total)),  # type: ignore[call-overload]
+            entry=Entry(_int(higher) + 1, user_id, str(name), _int(total), _int(reached_us)),
             position=position,
             total_users=users,
-            tenth_score=None if tenth is None else int(tenth[0]),  # type: ignore[call-overload]
+            tenth_score=None if tenth is None else _int(tenth),
             nearby=nearby,
+            from_fallback=True,
         )

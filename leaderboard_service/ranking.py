@@ -4,10 +4,11 @@ not ready (cold start, after a wipe)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
-from common.keys import Keys
+from common.keys import BoardKeys
 from leaderboard_service.scripts import Scripts, text
 
 TOP_SIZE = 10
@@ -19,6 +20,8 @@ class Entry:
     user_id: str
     username: str
     score: int
+    # When the user reached this score (µs since the epoch): the tie-breaker.
+    reached_us: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,11 @@ class UserRank:
     total_users: int
     tenth_score: int | None
     nearby: list[Entry] = field(default_factory=list)
+    from_fallback: bool = False
 
     @property
     def in_top10(self) -> bool:
+        """Listed in the top 10 (by position: a user tied with the 10th but later is not)."""
         return self.position < TOP_SIZE
 
     @property
@@ -56,43 +61,44 @@ class RankingNotReady(Exception):
     """The Redis ranking is missing or being rebuilt; ask PostgreSQL."""
 
 
-def _entries(raw: bytes | str) -> list[Entry]:
-    return [Entry(int(r), str(u), str(n), int(s)) for r, u, n, s in orjson.loads(raw)]
+def entries_from_json(raw: bytes | str) -> list[Entry]:
+    """Entries as the scripts encode them: [rank, user, name, score, reached]."""
+    rows: Any = orjson.loads(raw)
+    if isinstance(rows, dict):  # cjson writes an empty array as {}
+        return []
+    return [
+        Entry(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]) if len(r) > 4 else 0)
+        for r in rows
+    ]
 
 
 class RedisRanking:
-    def __init__(self, scripts: Scripts, keys: Keys) -> None:
+    def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
-        self._keys = keys
 
-    async def top(self, board: str, offset: int, count: int) -> TopPage:
-        keys = self._keys.board(board)
+    async def top(self, keys: BoardKeys, offset: int, count: int) -> TopPage:
         reply = await self._scripts.top(
             keys=[keys.ranking, keys.users, keys.meta, keys.ready], args=[offset, count]
         )
         if not int(reply[0]):
-            raise RankingNotReady(board)
-        raw = reply[1]
-        entries = [] if text(raw) in ("{}", "[]") else _entries(raw)
-        return TopPage(entries, int(reply[2]), int(text(reply[3])))
+            raise RankingNotReady(keys.board)
+        return TopPage(entries_from_json(reply[1]), int(reply[2]), int(text(reply[3])))
 
-    async def user_rank(self, board: str, user_id: str, around: int) -> UserRank | None:
+    async def user_rank(self, keys: BoardKeys, user_id: str, around: int) -> UserRank | None:
         """None when the user is not ranked."""
-        keys = self._keys.board(board)
         reply = await self._scripts.user_rank(
             keys=[keys.ranking, keys.users, keys.ready], args=[user_id, around]
         )
         if not int(reply[0]):
-            raise RankingNotReady(board)
+            raise RankingNotReady(keys.board)
         if not int(reply[1]):
             return None
-        rank, score, position, total, tenth, name, _reached, nearby = reply[2:10]
+        rank, score, position, total, tenth, name, reached, nearby = reply[2:10]
         tenth_text = text(tenth)
-        nearby_text = text(nearby)
         return UserRank(
-            entry=Entry(int(rank), user_id, text(name), int(text(score))),
+            entry=Entry(int(rank), user_id, text(name), int(text(score)), int(text(reached))),
             position=int(position),
             total_users=int(total),
             tenth_score=int(tenth_text) if tenth_text else None,
-            nearby=[] if nearby_text in ("[]", "{}") else _entries(nearby_text),
+            nearby=entries_from_json(nearby),
         )

@@ -1,4 +1,14 @@
-"""Comparing the Redis ranking with PostgreSQL: every user's version, total and exclusion."""
+"""Comparing the Redis ranking with PostgreSQL.
+
+`compare` is exact: every user's version, time reached, exclusion and total, plus members and
+states PostgreSQL does not account for. Events in flight show up as differences, so it is meant
+for a quiet moment or to be repeated (a real drift stays).
+
+The periodic checks are cheap and report only certain drift, so they can run under load:
+`count_check` counts ranked users on both sides (Redis first: every user it ranks is already in
+PostgreSQL), and `sample_check` compares PostgreSQL's top users with Redis where both hold the
+same version (so the same state).
+"""
 
 from __future__ import annotations
 
@@ -10,57 +20,109 @@ from common.db import Pool
 from common.keys import BoardKeys
 from leaderboard_service.events import reached_key
 from leaderboard_service.rebuild import SNAPSHOT_SQL
-from leaderboard_service.scripts import text
+from leaderboard_service.scripts import Scripts, text
 
 CHUNK = 2_000
+RANKED_COUNT_SQL = (
+    "SELECT count(*) FROM user_scores s JOIN users u ON u.id = s.user_id"
+    " WHERE s.board_id = %s AND s.version > 0 AND NOT u.banned"
+)
+TOP_SQL = (
+    "SELECT s.user_id::text, s.total, s.version,"
+    " (extract(epoch FROM s.reached_at) * 1000000)::bigint"
+    " FROM user_scores s JOIN users u ON u.id = s.user_id"
+    " WHERE s.board_id = %s AND s.version > 0 AND NOT u.banned"
+    " ORDER BY s.total DESC, s.reached_at, s.user_id LIMIT %s"
+)
 
 
 @dataclass(frozen=True)
 class Drift:
     users_in_database: int
     users_in_ranking: int
+    # Users whose Redis entry differs from PostgreSQL, plus entries PostgreSQL does not have.
     mismatched: int
 
 
-async def compare(pool: Pool, redis: aioredis.Redis, keys: BoardKeys) -> Drift:
-    """Exact comparison. Events in flight show up as mismatches, so run it when quiet or repeat
-    it: a real drift stays."""
+def _state(raw: object) -> tuple[str, str, str] | None:
+    """(version, reached, excluded) of a stored state; None when missing or unreadable."""
+    if raw is None:
+        return None
+    parts = text(raw).split("|", 3)
+    if len(parts) != 4:
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+async def compare(pool: Pool, redis: aioredis.Redis, scripts: Scripts, keys: BoardKeys) -> Drift:
     ranked_in_db = 0
     mismatched = 0
-    # Members of the ranking that PostgreSQL accounts for; any other member is extra.
-    accounted = 0
+    members_accounted = 0
+    states_accounted = 0
     async with pool.connection() as conn:
         async with conn.cursor(name="reconcile") as cur:
             await cur.execute(SNAPSHOT_SQL, (keys.board,))
             while rows := await cur.fetchmany(CHUNK):
-                async with redis.pipeline(transaction=False) as pipe:
-                    for user, _t, _v, reached_us, _b, _n in rows:
-                        member = f"{reached_key(int(reached_us))}:{user}"  # type: ignore[call-overload]
-                        pipe.hget(keys.users, str(user))
-                        pipe.zscore(keys.ranking, member)
-                    replies = await pipe.execute()
-                for index, (_u, total, version, _r, banned, _n) in enumerate(rows):
-                    state, score = replies[2 * index], replies[2 * index + 1]
-                    if score is not None:
-                        accounted += 1
+                args: list[str | int] = [len(rows)]
+                for user, total, version, reached_us, banned, _name in rows:
+                    reached = reached_key(int(reached_us))  # type: ignore[call-overload]
+                    args += [
+                        str(user),
+                        f"{version}|{reached}|{1 if banned else 0}",
+                        reached,
+                        "" if banned else str(-int(total)),  # type: ignore[call-overload]
+                    ]
                     if not banned:
                         ranked_in_db += 1
-                    stored_version = text(state).split("|", 1)[0] if state is not None else ""
-                    expected = None if banned else float(-int(total))  # type: ignore[call-overload]
-                    if stored_version != str(version) or score != expected:
-                        mismatched += 1
+                # One script per chunk: each user's state and member are read at one instant.
+                differ, members, states = await scripts.compare(
+                    keys=[keys.ranking, keys.users], args=args
+                )
+                mismatched += int(differ)
+                members_accounted += int(members)
+                states_accounted += int(states)
         await conn.rollback()
-    in_ranking = int(await redis.zcard(keys.ranking))
-    return Drift(ranked_in_db, in_ranking, mismatched + (in_ranking - accounted))
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zcard(keys.ranking)
+        pipe.hlen(keys.users)
+        in_ranking, in_states = (int(v) for v in await pipe.execute())
+    extra = max(0, in_ranking - members_accounted) + max(0, in_states - states_accounted)
+    return Drift(ranked_in_db, in_ranking, mismatched + extra)
 
 
-async def quick_check(pool: Pool, redis: aioredis.Redis, keys: BoardKeys) -> tuple[int, int]:
-    """Cheap periodic check: ranked users in PostgreSQL and in Redis."""
+async def count_check(pool: Pool, redis: aioredis.Redis, keys: BoardKeys) -> tuple[int, int]:
+    """(ranked users in Redis, then in PostgreSQL). Read in this order, Redis can only lag:
+    a ranking larger than PostgreSQL's is drift for sure."""
+    in_redis = int(await redis.zcard(keys.ranking))
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT count(*) FROM user_scores s JOIN users u ON u.id = s.user_id"
-            " WHERE s.board_id = %s AND s.version > 0 AND NOT u.banned",
-            (keys.board,),
-        )
+        cur = await conn.execute(RANKED_COUNT_SQL, (keys.board,))
         row = await cur.fetchone()
-    return int(row[0]) if row else 0, int(await redis.zcard(keys.ranking))  # type: ignore[call-overload]
+    return in_redis, int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
+async def sample_check(pool: Pool, redis: aioredis.Redis, keys: BoardKeys, size: int = 100) -> int:
+    """Users among PostgreSQL's top `size` whose Redis entry has the same version but another
+    state: certain drift, whatever is in flight."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(TOP_SQL, (keys.board, size))
+        rows = await cur.fetchall()
+    if not rows:
+        return 0
+    async with redis.pipeline(transaction=True) as pipe:
+        for user, _t, _v, reached_us in rows:
+            pipe.hget(keys.users, str(user))
+            pipe.zscore(keys.ranking, f"{reached_key(int(reached_us))}:{user}")  # type: ignore[call-overload]
+        replies = await pipe.execute()
+    wrong = 0
+    for index, (_u, total, version, reached_us) in enumerate(rows):
+        raw = replies[2 * index]
+        state = _state(raw)
+        if raw is not None and state is None:
+            wrong += 1  # unreadable: written by hand
+            continue
+        if state is None or state[0] != str(version):
+            continue  # not applied yet (or already newer): in flight
+        expected = (str(version), reached_key(int(reached_us)), "0")  # type: ignore[call-overload]
+        if state != expected or replies[2 * index + 1] != float(-int(total)):  # type: ignore[call-overload]
+            wrong += 1
+    return wrong

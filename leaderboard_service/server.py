@@ -6,7 +6,6 @@ import asyncio
 from functools import partial
 
 from common import service
-from common.config import DEFAULT_BOARD
 from common.grpc_server import RunningServer, ServiceBinding, start_server
 from common.keys import Keys
 from common.service import Deps, ProcessSettings
@@ -20,15 +19,19 @@ from leaderboard_service.stream_metrics import sample_stream
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 
 SERVICE_NAME = leaderboard_service_pb2.DESCRIPTOR.services_by_name["LeaderboardService"].full_name
-BOARDS = (DEFAULT_BOARD,)
 
 
 async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
     scripts = Scripts(deps.redis)
-    servicer = LeaderboardServicer(deps.db, deps.redis, scripts, keys)
+    servicer = LeaderboardServicer(deps.db, deps.redis, scripts, keys, settings.boards)
     keeper = RankingKeeper(
-        deps.db, deps.redis, scripts, keys, BOARDS, check_seconds=settings.consumer.check_seconds
+        deps.db,
+        deps.redis,
+        scripts,
+        keys,
+        settings.boards,
+        check_seconds=settings.consumer.check_seconds,
     )
     running = await start_server(
         settings.grpc,
@@ -46,16 +49,17 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     )
     running.tasks.append(asyncio.create_task(keeper.run()))
     if settings.consumer.enabled:
-        for board in BOARDS:
+        for board in settings.boards:
             consumer = EventConsumer(
                 deps.redis,
                 scripts,
                 keys.board(board),
                 settings.consumer,
                 on_not_ready=keeper.request_check,
+                fault=settings.before_apply,
             )
             running.tasks.append(asyncio.create_task(consumer.run()))
-    for board in BOARDS:
+    for board in settings.boards:
         sample = partial(sample_stream, deps.redis, keys.board(board), settings.consumer.group)
         running.tasks.append(
             asyncio.create_task(

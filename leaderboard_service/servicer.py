@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -13,10 +14,9 @@ import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.audit import write_audit
-from common.config import DEFAULT_BOARD
 from common.db import Pool
 from common.errors import Reason, invalid, not_found
-from common.keys import Keys
+from common.keys import BoardKeys, Keys
 from common.logs import request_id_var
 from common.principal import SCOPE_LEADERBOARD_READ, Principal, current_principal
 from leaderboard_service.pg_ranking import PgRanking
@@ -27,16 +27,15 @@ from leaderboard_service.scripts import Scripts
 from scoreboard.leaderboard.v1 import leaderboard_pb2, leaderboard_service_pb2_grpc
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
 
+log = logging.getLogger("scoreboard.leaderboard")
+
 Context = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_PAGE = 10
 MAX_PAGE = 100
 MAX_OFFSET = 100_000
-
-
-def _board(requested: str) -> str:
-    board = requested or DEFAULT_BOARD
-    if board != DEFAULT_BOARD:
-        raise not_found(Reason.NOT_FOUND, f"no board {board}")
-    return board
+MAX_TOKEN = 200
+DEFAULT_AROUND = 5
+MAX_AROUND = 50
 
 
 def _reader(principal: Principal) -> None:
@@ -45,9 +44,19 @@ def _reader(principal: Principal) -> None:
         principal.require_scope(SCOPE_LEADERBOARD_READ)
 
 
+def _timestamp(micros: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMicroseconds(micros)
+    return stamp
+
+
 def _entry_pb(entry: Entry) -> leaderboard_pb2.LeaderboardEntry:
     return leaderboard_pb2.LeaderboardEntry(
-        rank=entry.rank, user_id=entry.user_id, username=entry.username, score=entry.score
+        rank=entry.rank,
+        user_id=entry.user_id,
+        username=entry.username,
+        score=entry.score,
+        reached_time=_timestamp(entry.reached_us),
     )
 
 
@@ -56,10 +65,14 @@ def encode_page_token(board: str, offset: int) -> str:
 
 
 def decode_page_token(token: str, board: str) -> int:
+    """The offset a token stands for; INVALID_ARGUMENT when it is not one of ours for this
+    board."""
     try:
+        if len(token) > MAX_TOKEN:
+            raise ValueError
         data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        offset = int(data["o"])
-        if data["b"] != board or not 0 <= offset <= MAX_OFFSET:
+        offset = data["o"]
+        if data["b"] != board or type(offset) is not int or not 0 < offset <= MAX_OFFSET:
             raise ValueError
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
         raise invalid("page_token is not valid") from None
@@ -74,42 +87,66 @@ def _user_id(value: str) -> str:
 
 
 class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceServicer):
-    def __init__(self, pool: Pool, redis: aioredis.Redis, scripts: Scripts, keys: Keys) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        redis: aioredis.Redis,
+        scripts: Scripts,
+        keys: Keys,
+        boards: tuple[str, ...],
+    ) -> None:
         self._pool = pool
         self._redis = redis
         self._scripts = scripts
         self._keys = keys
-        self._redis_ranking = RedisRanking(scripts, keys)
+        self._boards = boards
+        self._redis_ranking = RedisRanking(scripts)
         self._pg_ranking = PgRanking(pool)
 
-    async def _top(self, board: str, offset: int, count: int) -> TopPage:
+    def _board(self, requested: str) -> BoardKeys:
+        board = requested or self._boards[0]
+        if board not in self._boards:
+            raise not_found(Reason.NOT_FOUND, f"there is no board {board!r}")
+        return self._keys.board(board)
+
+    async def _top(self, keys: BoardKeys, offset: int, count: int) -> TopPage:
         try:
-            return await self._redis_ranking.top(board, offset, count)
-        except (RankingNotReady, OSError, aioredis.RedisError):
-            return await self._pg_ranking.top(board, offset, count)
+            return await self._redis_ranking.top(keys, offset, count)
+        except RankingNotReady:
+            pass
+        except (OSError, aioredis.RedisError) as exc:
+            log.warning("ranking unreachable; answering from PostgreSQL: %s", exc)
+        return await self._pg_ranking.top(keys.board, offset, count)
+
+    async def _user_rank(self, keys: BoardKeys, user_id: str, around: int) -> UserRank:
+        try:
+            result = await self._redis_ranking.user_rank(keys, user_id, around)
+        except RankingNotReady:
+            result = await self._pg_ranking.user_rank(keys.board, user_id, around)
+        except (OSError, aioredis.RedisError) as exc:
+            log.warning("ranking unreachable; answering from PostgreSQL: %s", exc)
+            result = await self._pg_ranking.user_rank(keys.board, user_id, around)
+        if result is None:
+            raise not_found(Reason.USER_NOT_FOUND, "this user has no score on the board")
+        return result
 
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: Context
     ) -> pb.ListEntriesResponse:
         _reader(current_principal())
-        board = _board(request.board_id)
+        keys = self._board(request.board_id)
         if request.page_size < 0:
             raise invalid("page_size must not be negative")
-        size = min(request.page_size or 10, MAX_PAGE)
-        offset = decode_page_token(request.page_token, board) if request.page_token else 0
-        page = await self._top(board, offset, size)
-        update = Timestamp()
-        update.FromMicroseconds(page.update_us)
+        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        offset = decode_page_token(request.page_token, keys.board) if request.page_token else 0
+        page = await self._top(keys, offset, min(size, MAX_OFFSET - offset))
         next_offset = offset + len(page.entries)
+        more = len(page.entries) == size and next_offset < min(page.total_users, MAX_OFFSET)
         return pb.ListEntriesResponse(
             entries=[_entry_pb(e) for e in page.entries],
-            next_page_token=(
-                encode_page_token(board, next_offset)
-                if len(page.entries) == size and next_offset < min(page.total_users, MAX_OFFSET)
-                else ""
-            ),
+            next_page_token=encode_page_token(keys.board, next_offset) if more else "",
             total_users=page.total_users,
-            update_time=update,
+            update_time=_timestamp(page.update_us),
             from_fallback=page.from_fallback,
         )
 
@@ -117,8 +154,8 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         self, request: pb.GetUserRankRequest, context: Context
     ) -> pb.GetUserRankResponse:
         _reader(current_principal())
-        board = _board(request.board_id)
-        result = await self._user_rank(board, _user_id(request.user_id), 0)
+        keys = self._board(request.board_id)
+        result = await self._user_rank(keys, _user_id(request.user_id), 0)
         return pb.GetUserRankResponse(
             entry=_entry_pb(result.entry),
             in_top10=result.in_top10,
@@ -130,47 +167,45 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         self, request: pb.ListEntriesAroundRequest, context: Context
     ) -> pb.ListEntriesAroundResponse:
         _reader(current_principal())
-        board = _board(request.board_id)
-        if not 0 <= request.count <= 50:
-            raise invalid("count must be between 0 and 50")
-        result = await self._user_rank(board, _user_id(request.user_id), request.count or 5)
+        keys = self._board(request.board_id)
+        if not 0 <= request.count <= MAX_AROUND:
+            raise invalid(f"count must be between 0 and {MAX_AROUND} (0 means {DEFAULT_AROUND})")
+        user_id = _user_id(request.user_id)
+        result = await self._user_rank(keys, user_id, request.count or DEFAULT_AROUND)
         return pb.ListEntriesAroundResponse(entries=[_entry_pb(e) for e in result.nearby])
-
-    async def _user_rank(self, board: str, user_id: str, around: int) -> UserRank:
-        try:
-            result = await self._redis_ranking.user_rank(board, user_id, around)
-        except (RankingNotReady, OSError, aioredis.RedisError):
-            result = await self._pg_ranking.user_rank(board, user_id, around)
-        if result is None:
-            raise not_found(Reason.USER_NOT_FOUND, "this user has no score on the board")
-        return result
 
     async def RebuildRanking(
         self, request: pb.RebuildRankingRequest, context: Context
     ) -> pb.RebuildRankingResponse:
         principal = current_principal()
         principal.require_admin()
-        board = _board(request.board_id)
-        users = await rebuild_when_free(
-            self._pool, self._redis, self._scripts, self._keys.board(board)
-        )
-        await self._audit(principal, "ranking.rebuild", board, {"users": users or 0})
-        return pb.RebuildRankingResponse(users=users or 0)
+        keys = self._board(request.board_id)
+        log.info("rebuild requested", extra={"board": keys.board, "actor": principal.actor})
+        users = await rebuild_when_free(self._pool, self._redis, self._scripts, keys)
+        await self._audit(principal, "ranking.rebuild", keys.board, {"users": users})
+        return pb.RebuildRankingResponse(users=users)
 
     async def ReconcileRanking(
         self, request: pb.ReconcileRankingRequest, context: Context
     ) -> pb.ReconcileRankingResponse:
         principal = current_principal()
         principal.require_admin()
-        board = _board(request.board_id)
-        keys = self._keys.board(board)
-        drift = await compare(self._pool, self._redis, keys)
+        keys = self._board(request.board_id)
+        drift = await compare(self._pool, self._redis, self._scripts, keys)
         repaired = False
         if request.repair and drift.mismatched:
+            log.warning(
+                "ranking drift; repairing",
+                extra={
+                    "board": keys.board,
+                    "mismatched": drift.mismatched,
+                    "actor": principal.actor,
+                },
+            )
             await rebuild_when_free(self._pool, self._redis, self._scripts, keys)
             repaired = True
         detail = {"mismatched": drift.mismatched, "repair": request.repair, "repaired": repaired}
-        await self._audit(principal, "ranking.reconcile", board, detail)
+        await self._audit(principal, "ranking.reconcile", keys.board, detail)
         return pb.ReconcileRankingResponse(
             users_in_database=drift.users_in_database,
             users_in_ranking=drift.users_in_ranking,

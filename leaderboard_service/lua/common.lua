@@ -1,23 +1,49 @@
 -- Shared helpers, prepended to every leaderboard script.
 -- Ranking ZSET: score = -total, member = '<reached µs, 17 digits>:<user id>', so ZRANGE 0..n
 -- orders by total desc, then reached time asc, then user id asc (DESIGN decision 5).
--- Users HASH: user id -> '<version>|<reached µs>|<excluded 0/1>|<display name>'.
+-- Users HASH: user id -> '<version>|<reached µs, 17 digits>|<excluded 0/1>|<display name>'.
+-- Redis does not roll back a script that fails halfway, so scripts check everything that can
+-- fail before their first write.
+
+local REACHED_PATTERN = '^' .. string.rep('%d', 17) .. '$'
 
 local function parse_state(state)
-  local version, reached, excluded, name = string.match(state, '^(%d+)|(%d+)|(%d)|(.*)$')
+  local version, reached, excluded, name =
+    string.match(state, '^(%d+)|(' .. string.rep('%d', 17) .. ')|([01])|(.*)$')
   return tonumber(version), reached, excluded, name
 end
 
+-- The stored state of a user as {version, reached, excluded, name}; nil when there is none,
+-- false when it cannot be parsed (somebody wrote to the key by hand).
+local function read_state(users, user)
+  local raw = redis.call('HGET', users, user)
+  if not raw then return nil end
+  local version, reached, excluded, name = parse_state(raw)
+  if version == nil then return false end
+  return {version, reached, excluded, name}
+end
+
+-- Replace a user's stored state (`old` as read_state returned it) by a new one.
+local function write_state(ranking, users, user, old, version, neg_total, reached, excluded, name)
+  if old then redis.call('ZREM', ranking, old[2] .. ':' .. user) end
+  if excluded == '0' then
+    redis.call('ZADD', ranking, neg_total, reached .. ':' .. user)
+  end
+  redis.call('HSET', users, user, version .. '|' .. reached .. '|' .. excluded .. '|' .. name)
+end
+
 local function score_of(neg)
-  -- ZSET scores are -total; Redis formats integers exactly ("%.17g").
+  -- ZSET scores are -total; Redis formats integers exactly ("%.17g", totals stay below 2^53).
   if string.sub(neg, 1, 1) == '-' then return string.sub(neg, 2) end
   if neg == '0' then return '0' end
   return '-' .. neg
 end
 
--- Entries [rank, user, name, score] from position `first` (0-based) for `count` members;
--- rank is the standard competition rank (ties share a rank).
-local function entries_from(ranking, users, first, count)
+-- Entries {rank, user, name, score[, reached]} from position `first` (0-based) for `count`
+-- members; rank is the standard competition rank (ties share a rank). Scores are strings so
+-- cjson keeps every digit.
+local function entries_from(ranking, users, first, count, with_reached)
+  if count <= 0 then return {} end
   local members = redis.call('ZRANGE', ranking, first, first + count - 1, 'WITHSCORES')
   local result = {}
   local rank, prev = 0, nil
@@ -25,10 +51,10 @@ local function entries_from(ranking, users, first, count)
     local member, neg = members[i], members[i + 1]
     local user = string.sub(member, 19)
     local name = ''
-    local state = redis.call('HGET', users, user)
-    if state then
-      local _, _, _, n = parse_state(state)
-      name = n
+    local raw = redis.call('HGET', users, user)
+    if raw then
+      local _, _, _, n = parse_state(raw)
+      name = n or ''
     end
     if neg ~= prev then
       if prev == nil then
@@ -38,17 +64,23 @@ local function entries_from(ranking, users, first, count)
       end
       prev = neg
     end
-    result[#result + 1] = {rank, user, name, score_of(neg)}
+    local row = {rank, user, name, score_of(neg)}
+    if with_reached then row[5] = string.sub(member, 1, 17) end
+    result[#result + 1] = row
   end
   return result
+end
+
+local function encode_entries(entries)
+  if #entries == 0 then return '[]' end  -- cjson encodes an empty table as {}
+  return cjson.encode(entries)
 end
 
 -- Compare the top 10 with the stored one; when it changed, store it with the next sequence
 -- number and PUBLISH it. The sequence survives a wipe: a missing counter restarts at the
 -- caller's clock in µs, above any number handed out before.
 local function publish_if_changed(ranking, users, top, meta, channel, now_us, ts)
-  local body = cjson.encode(entries_from(ranking, users, 0, 10))
-  if #body == 2 then body = '[]' end  -- cjson encodes an empty table as {}
+  local body = encode_entries(entries_from(ranking, users, 0, 10, false))
   if redis.call('GET', top) == body then return '0' end
   local seq
   if redis.call('HEXISTS', meta, 'seq') == 1 then
@@ -62,19 +94,4 @@ local function publish_if_changed(ranking, users, top, meta, channel, now_us, ts
   redis.call('PUBLISH', channel,
     '{"seq":' .. seq .. ',"ts":' .. ts .. ',"entries":' .. body .. '}')
   return seq
-end
-
--- Apply one absolute state if its version is newer than the stored one.
-local function apply_state(ranking, users, user, version, neg_total, reached, excluded, name)
-  local state = redis.call('HGET', users, user)
-  if state then
-    local old_version, old_reached = parse_state(state)
-    if old_version ~= nil and version <= old_version then return false end
-    if old_reached then redis.call('ZREM', ranking, old_reached .. ':' .. user) end
-  end
-  if excluded == '0' then
-    redis.call('ZADD', ranking, neg_total, reached .. ':' .. user)
-  end
-  redis.call('HSET', users, user, version .. '|' .. reached .. '|' .. excluded .. '|' .. name)
-  return true
 end
