@@ -10,10 +10,12 @@ from common.keys import Keys
 from common.service import Deps, ProcessSettings
 from score_service.catalog_store import CatalogStore
 from score_service.config import Settings
-from score_service.ledger import Ledger, TicketSigner
+from score_service.ledger import Ledger
+from score_service.purge import Purger
 from score_service.ranks import RankReader
 from score_service.relay import OutboxRelay
 from score_service.servicer import ScoreServicer
+from score_service.tickets import TicketSigner
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 
 SERVICE_NAME = score_service_pb2.DESCRIPTOR.services_by_name["ScoreService"].full_name
@@ -21,7 +23,12 @@ SERVICE_NAME = score_service_pb2.DESCRIPTOR.services_by_name["ScoreService"].ful
 
 async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
-    ledger = Ledger(deps.db, RankReader(deps.redis, keys), TicketSigner(settings.ticket_secret))
+    ledger = Ledger(
+        deps.db,
+        RankReader(deps.redis, keys, timeout=settings.rank_timeout_seconds),
+        TicketSigner(settings.ticket_secret),
+        settings.anomalies,
+    )
     servicer = ScoreServicer(settings, ledger, CatalogStore(deps.db))
     running = await start_server(
         settings.grpc,
@@ -40,6 +47,8 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
             deps.db, deps.redis, keys, settings.relay, database_url=settings.database.url
         )
         running.tasks.append(asyncio.create_task(relay.run()))
+    if settings.purge.enabled:
+        running.tasks.append(asyncio.create_task(Purger(deps.db, settings.purge).run()))
     return running
 
 
