@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from common import cli_actions
 from common.config import ConfigError, Env
 
 Command = Callable[[argparse.Namespace], int]
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--private-key", help="default: SCOREBOARD_SIGNING_KEY_FILE")
     keys.add_argument("--jwks", help="default: SCOREBOARD_JWKS_FILE")
     keys.set_defaults(handler=_keys)
+    cli_actions.register(sub)
     return parser
 
 
