@@ -295,3 +295,14 @@ async def test_list_actions_rpc(score_stack: Stack, api: Api) -> None:
     async with score_client(score_stack, await admin_token(score_stack)) as admin:
         everything = {a.action_id for a in await admin.list(include_inactive=True)}
     assert hidden.action_id in everything
+
+
+async def test_a_banned_user_cannot_score(score_stack: Stack, api: Api) -> None:
+    action = await create_action(score_stack)
+    player = await api.register()
+    async with score_stack.pool.connection() as conn:
+        await conn.execute("UPDATE users SET banned = true WHERE id = %s", (player.user_id,))
+    reply = await api.complete(player, action.action_id)
+    assert reply.status_code == 403
+    assert reply.json()["code"] == Reason.USER_BANNED
+    assert await ledger_rows(score_stack.pool, player.user_id) == []

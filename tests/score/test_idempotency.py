@@ -142,3 +142,18 @@ async def test_grpc_idempotency_key_is_a_request_field(score_stack: Stack, api: 
     assert other_user.reason == Reason.IDEMPOTENCY_CONFLICT
     assert await score_of(score_stack.pool, alice.user_id) == (2, 1)
     assert await score_of(score_stack.pool, bob.user_id) is None
+
+
+async def test_concurrent_completions_of_one_user_never_lose_an_update(
+    score_stack: Stack, api: Api
+) -> None:
+    action = await create_action(score_stack, base_points=7, daily_limit=1000)
+    player = await api.register()
+    async with score_client(score_stack, await game_token(score_stack)) as game:
+        replies = await asyncio.gather(
+            *(game.complete(action.action_id, user_id=player.user_id) for _ in range(50))
+        )
+    # Every completion saw the one before it: totals 7, 14, ..., 350 and versions 1..50.
+    assert sorted((r.version, r.new_score) for r in replies) == [(n, 7 * n) for n in range(1, 51)]
+    assert await score_of(score_stack.pool, player.user_id) == (350, 50)
+    await assert_ledger_invariants(score_stack.pool)
