@@ -63,8 +63,11 @@ class OutboxRelay:
         listener = asyncio.create_task(self._listen()) if self._settings.listen else None
         try:
             while True:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                # that arrives together with the wake-up, and the relay would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.sweep_seconds)
+                    async with asyncio.timeout(self._settings.sweep_seconds):
+                        await self._wake.wait()
                 self._wake.clear()
                 try:
                     while await self.drain_once() >= self._settings.batch_size:
