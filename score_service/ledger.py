@@ -37,6 +37,8 @@ from score_service.tickets import TicketSigner, issue_ticket, redeem_ticket
 from scoreboard.events.v1 import events_pb2
 from scoreboard.score.v1 import score_service_pb2 as pb
 
+__all__ = ["COMPLETED_MESSAGE", "NOTIFY_CHANNEL", "Completion", "Ledger", "TicketSigner"]
+
 NOTIFY_CHANNEL = "scoreboard_outbox"
 COMPLETED_MESSAGE = "Action completed successfully"
 
@@ -62,6 +64,23 @@ _RECENT_SQL = (
     " AND created_at >= least("
     "   date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',"
     "   clock_timestamp() - make_interval(secs => %(window)s))"
+)
+
+
+# The ledger row and the new total and version, in one statement. The tie-breaker (reached_at)
+# moves only when the total does: a 0-point completion keeps the user's place among equals.
+_WRITE_SQL = (
+    "WITH entry AS ("
+    " INSERT INTO user_actions (board_id, user_id, kind, action_id, points, day, slot,"
+    "  actor, path, request_id)"
+    " VALUES (%(board)s, %(user)s, 'action', %(action)s, %(points)s, %(day)s, %(slot)s,"
+    "  %(actor)s, %(path)s, %(request_id)s)"
+    " RETURNING id, created_at)"
+    " UPDATE user_scores s SET total = s.total + %(points)s, version = s.version + 1,"
+    " reached_at = CASE WHEN %(points)s <> 0 THEN entry.created_at ELSE s.reached_at END,"
+    " updated_at = entry.created_at"
+    " FROM entry WHERE s.board_id = %(board)s AND s.user_id = %(user)s"
+    " RETURNING entry.id, entry.created_at, s.total, s.version, s.reached_at"
 )
 
 
@@ -107,7 +126,9 @@ class Ledger:
 
     async def complete(self, c: Completion) -> pb.CompleteActionResponse:
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            # Pipeline mode: statements whose results are not needed at once (BEGIN, the outbox
+            # row, NOTIFY, anomaly flags, the stored response, COMMIT) travel together.
+            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 response, flagged = await self._complete(conn, c)
         except errors.UniqueViolation as exc:
             # Only reachable if the rules above were bypassed: the slot index refused it.
@@ -159,40 +180,24 @@ class Ledger:
         points = action.points
         flagged = detect(self._anomalies, recent, action_id=c.action_id, points=points)
         cur = await conn.execute(
-            "INSERT INTO user_actions (board_id, user_id, kind, action_id, points, day, slot,"
-            " actor, path, request_id)"
-            " VALUES (%s, %s, 'action', %s, %s, %s, %s, %s, %s, %s)"
-            " RETURNING id, created_at",
-            (
-                c.board_id,
-                c.user_id,
-                c.action_id,
-                points,
-                recent.today,
-                slot,
-                c.actor,
-                c.path,
-                c.request_id or None,
-            ),
+            _WRITE_SQL,
+            {
+                "board": c.board_id,
+                "user": c.user_id,
+                "action": c.action_id,
+                "points": points,
+                "day": recent.today,
+                "slot": slot,
+                "actor": c.actor,
+                "path": c.path,
+                "request_id": c.request_id or None,
+            },
         )
-        ledger = await cur.fetchone()
-        assert ledger is not None
-        ledger_id, committed = int(ledger[0]), ledger[1]  # type: ignore[call-overload]
-        assert isinstance(committed, datetime)
-        # The tie-breaker moves only when the total does: a 0-point completion keeps the user's
-        # place among equal totals.
-        cur = await conn.execute(
-            "UPDATE user_scores SET total = total + %(points)s, version = version + 1,"
-            " reached_at = CASE WHEN %(points)s <> 0 THEN %(at)s ELSE reached_at END,"
-            " updated_at = %(at)s WHERE board_id = %(board)s AND user_id = %(user)s"
-            " RETURNING total, version, reached_at",
-            {"points": points, "at": committed, "board": c.board_id, "user": c.user_id},
-        )
-        updated = await cur.fetchone()
-        assert updated is not None
-        total, version = int(updated[0]), int(updated[1])  # type: ignore[call-overload]
-        reached = updated[2]
-        assert isinstance(reached, datetime)
+        written = await cur.fetchone()
+        assert written is not None
+        ledger_id, committed, total, version, reached = written
+        ledger_id, total, version = int(ledger_id), int(total), int(version)  # type: ignore[call-overload]
+        assert isinstance(committed, datetime) and isinstance(reached, datetime)
         event = events_pb2.ScoreUpdated(
             event_id=f"{c.board_id}:{ledger_id}",
             board_id=c.board_id,
@@ -258,21 +263,27 @@ class Ledger:
 
     async def _lock_score(self, conn: Conn, board: str, user_id: str) -> str:
         """Lock the user's score row (creating it at 0 on the first completion); return the
-        user's display name. Banned users are refused."""
+        user's display name. Banned users are refused.
+
+        FOR SHARE OF u: a completion waiting behind a ban must re-read users.banned once the ban
+        commits (a joined row that is not locked keeps its stale value). Lock order: the score
+        row, then the user row, everywhere."""
         lock = (
             "SELECT u.display_name, u.banned FROM user_scores s"
             " JOIN users u ON u.id = s.user_id"
-            " WHERE s.board_id = %s AND s.user_id = %s FOR UPDATE OF s"
+            " WHERE s.board_id = %s AND s.user_id = %s FOR UPDATE OF s FOR SHARE OF u"
         )
         cur = await conn.execute(lock, (board, user_id))
         row = await cur.fetchone()
         if row is None:
             try:
-                await conn.execute(
-                    "INSERT INTO user_scores (board_id, user_id) SELECT %s, id FROM users"
-                    " WHERE id = %s ON CONFLICT DO NOTHING",
-                    (board, user_id),
-                )
+                # A nested pipeline block syncs on exit, so an error surfaces here.
+                async with conn.pipeline():
+                    await conn.execute(
+                        "INSERT INTO user_scores (board_id, user_id) SELECT %s, id FROM users"
+                        " WHERE id = %s ON CONFLICT DO NOTHING",
+                        (board, user_id),
+                    )
             except errors.ForeignKeyViolation:
                 raise not_found(Reason.NOT_FOUND, f"no board {board}") from None
             cur = await conn.execute(lock, (board, user_id))

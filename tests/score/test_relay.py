@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
+import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Any
 
 from common.config import DatabaseSettings, VerifierSettings
 from common.db import Pool, open_pool
-from common.embedded import EmbeddedRedis, free_port
+from common.embedded import free_port, redis_server_binary
 from score_service.config import RelaySettings
 from score_service.relay import FaultHook, OutboxRelay
 from tests.conftest import StackFactory
@@ -290,17 +293,57 @@ async def test_notifications_wake_the_relay(stack_factory: StackFactory) -> None
         await assert_stream_covers_ledger(stack.pool, await stream_events(stack.redis, stack.keys))
 
 
+class OwnRedis:
+    """A redis-server of this test's own (never the shared one) that can be stopped and started
+    again on the same port, keeping its data in an append-only file.
+
+    Started without a preexec_fn, so Python spawns it with vfork: a plain fork() while gRPC
+    threads run can abort the child inside gRPC's fork handlers before it execs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                *(redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--dir", str(self.folder), "--save", "", "--appendonly", "yes"),
+                *("--logfile", str(self.folder / "redis.log")),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + BOUND
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"redis-server exited: {self.process.returncode}"
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # flushes the append-only file
+            self.process.wait(BOUND)
+
+
 @contextmanager
-def restartable_redis() -> Iterator[tuple[str, list[EmbeddedRedis], Path]]:
-    """A Redis of this test's own (never the shared one), with an append-only file so a restart
-    keeps its data, on a fixed port so clients reconnect."""
+def own_redis() -> Iterator[OwnRedis]:
     with tempfile.TemporaryDirectory(prefix="sbtest-redis-") as tmp:
-        port = free_port()
-        servers = [EmbeddedRedis.start(Path(tmp), persistent=True, port=port)]
+        server = OwnRedis(Path(tmp))
+        server.start()
         try:
-            yield f"redis://127.0.0.1:{port}/0", servers, Path(tmp)
+            yield server
         finally:
-            servers[-1].stop()
+            server.stop()
 
 
 async def test_actions_commit_while_redis_is_down_and_flow_when_it_is_back(
@@ -315,9 +358,9 @@ async def test_actions_commit_while_redis_is_down_and_flow_when_it_is_back(
         jwks_refresh_seconds=1.0,
         denylist=False,
     )
-    with restartable_redis() as (url, servers, folder):
+    with own_redis() as redis_server:
         async with stack_factory(
-            redis_url=url, with_edge=False, score={"verifier": verifier}
+            redis_url=redis_server.url, with_edge=False, score={"verifier": verifier}
         ) as stack:
             action = await create_action(stack, base_points=10, daily_limit=100)
             users = await insert_users(stack.pool, 3)
@@ -325,7 +368,7 @@ async def test_actions_commit_while_redis_is_down_and_flow_when_it_is_back(
                 await game.complete(action.action_id, user_id=users[0])
                 await wait_ranking_caught_up(stack)
 
-                servers[-1].stop()
+                redis_server.stop()
                 for _ in range(3):
                     for user in users:
                         reply = await game.complete(action.action_id, user_id=user)
@@ -333,7 +376,7 @@ async def test_actions_commit_while_redis_is_down_and_flow_when_it_is_back(
                         assert reply.rank == await competition_rank(stack.pool, reply.new_score)
                 assert await outbox_count(stack.pool) == 9
 
-                servers.append(EmbeddedRedis.start(folder, persistent=True, port=servers[0].port))
+                redis_server.start()
                 # The test's own client drops its connections to the stopped server.
                 await stack.redis.connection_pool.disconnect()
                 await wait_for(lambda: _outbox_empty(stack), timeout=BOUND)
