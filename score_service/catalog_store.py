@@ -38,7 +38,7 @@ class CatalogStore:
                     # A cooldown is at most a day: older completions change nothing here.
                     " AND created_at >= least("
                     "   date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',"
-                    "   clock_timestamp() - interval '1 day')"
+                    "   now() - interval '1 day')"
                     " GROUP BY action_id",
                     (board, user_id),
                 )

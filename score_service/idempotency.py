@@ -1,10 +1,11 @@
 """Idempotency keys of CompleteAction, claimed in the score transaction itself.
 
 A key is scoped per caller (the token's subject). The first request inserts (caller, key, hash of
-the request); its response is stored in the same transaction, so a key is only ever committed
-together with the score change it made. A concurrent twin blocks on the key's row until the first
-transaction ends: after a commit it replays the stored response, after a rollback (a refusal) it
-claims the key itself. Refusals are not stored, so a refused request may be retried with its key.
+the request); the ledger stores its response in the same transaction, so a key is only ever
+committed together with the score change it made. A concurrent twin blocks on the key's row
+until the first transaction ends: after a commit it replays the stored response, after a
+rollback (a refusal) it claims the key itself. Refusals are not stored, so a refused request may
+be retried with its key.
 Keys are kept at least 24 hours (see purge.py).
 """
 
@@ -48,12 +49,3 @@ async def claim_key(
     replay = pb.CompleteActionResponse.FromString(bytes(row[1]))  # type: ignore[call-overload]
     replay.replayed = True
     return replay
-
-
-async def store_response(
-    conn: Conn, caller: str, key: str, response: pb.CompleteActionResponse
-) -> None:
-    await conn.execute(
-        "UPDATE idempotency_keys SET response = %s WHERE caller = %s AND key = %s",
-        (response.SerializeToString(), caller, key),
-    )

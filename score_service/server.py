@@ -10,12 +10,11 @@ from common.keys import Keys
 from common.service import Deps, ProcessSettings
 from score_service.catalog_store import CatalogStore
 from score_service.config import Settings
-from score_service.ledger import Ledger
+from score_service.ledger import Ledger, TicketSigner
 from score_service.purge import Purger
 from score_service.ranks import RankReader
 from score_service.relay import OutboxRelay
 from score_service.servicer import ScoreServicer
-from score_service.tickets import TicketSigner
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 
 SERVICE_NAME = score_service_pb2.DESCRIPTOR.services_by_name["ScoreService"].full_name
