@@ -30,7 +30,7 @@ from score_service.ledger import NOTIFY_CHANNEL
 log = logging.getLogger("scoreboard.relay")
 
 RELAYED = Counter("scoreboard_outbox_relayed_total", "Outbox rows published to the stream.")
-BACKLOG = Gauge("scoreboard_outbox_backlog", "Outbox rows claimed by the last pass.")
+BACKLOG = Gauge("scoreboard_outbox_backlog", "Outbox rows waiting, as of the last sweep.")
 FAILURES = Counter("scoreboard_outbox_relay_failures_total", "Relay passes that failed.")
 
 # Test hook, called with the stage: "claimed" (rows locked, nothing published yet) and
@@ -91,8 +91,8 @@ class OutboxRelay:
                 (self._settings.batch_size,),
             )
             rows = await cur.fetchall()
-            BACKLOG.set(len(rows))
             if not rows:
+                BACKLOG.set(0)
                 return 0
             if self._fault is not None:
                 await self._fault("claimed")
