@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from common import cli_admin, cli_ranking
+from common import cli_actions, cli_admin, cli_ranking
 from common.config import ConfigError, Env
 
 Command = Callable[[argparse.Namespace], int]
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
     cli_admin.register(sub)
     cli_ranking.add_parser(sub)
+    cli_actions.register(sub)
     return parser
 
 

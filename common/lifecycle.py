@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import signal
 from collections.abc import Coroutine
 from typing import Any
+
+log = logging.getLogger("scoreboard.lifecycle")
 
 
 def run_main(main: Coroutine[Any, Any, None]) -> None:
@@ -36,12 +38,23 @@ async def wait_for_shutdown() -> str:
             loop.remove_signal_handler(sig)
 
 
-async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
+async def cancel_and_wait(*tasks: asyncio.Task[Any], patience: float = 1.0) -> None:
+    """Cancel the tasks and wait until every one has ended. A task that swallows its
+    cancellation (Python 3.11's wait_for can, when the awaited result and the cancel arrive
+    together) is cancelled again after `patience` seconds instead of blocking the shutdown.
+    Re-raises the first error a task ended with."""
     for task in tasks:
         task.cancel()
+    pending = set(tasks)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=patience)
+        for task in pending:
+            log.warning("task %s survived its cancellation; cancelling it again", task.get_name())
+            task.cancel()
     for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
 
 def raise_if_cancelling() -> None:

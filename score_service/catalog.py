@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -79,7 +80,11 @@ def from_pb(message: pb.Action, board_id: str) -> CatalogAction:
         raise invalid("description must be at most 500 characters")
     if not 0 <= message.base_points <= 1_000_000:
         raise invalid("base_points must be between 0 and 1000000")
-    multiplier = Decimal(str(message.difficulty_multiplier or 1.0)).quantize(Decimal("0.001"))
+    if not math.isfinite(message.difficulty_multiplier):
+        raise invalid("difficulty_multiplier must be a number above 0 and at most 100")
+    multiplier = Decimal(str(message.difficulty_multiplier or 1.0)).quantize(
+        Decimal("0.001"), rounding=ROUND_HALF_UP
+    )
     if not Decimal(0) < multiplier <= Decimal(100):
         raise invalid("difficulty_multiplier must be above 0 and at most 100")
     daily_limit = message.daily_limit or 1

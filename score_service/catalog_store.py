@@ -34,7 +34,12 @@ class CatalogStore:
                     "SELECT action_id,"
                     " count(*) FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date),"
                     " max(created_at) FROM user_actions"
-                    " WHERE board_id = %s AND user_id = %s AND kind = 'action' GROUP BY action_id",
+                    " WHERE board_id = %s AND user_id = %s AND kind = 'action'"
+                    # A cooldown is at most a day: older completions change nothing here.
+                    " AND created_at >= least("
+                    "   date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',"
+                    "   now() - interval '1 day')"
+                    " GROUP BY action_id",
                     (board, user_id),
                 )
                 usage = {str(r[0]): (int(r[1]), r[2]) for r in await cur.fetchall()}  # type: ignore[call-overload, misc]
@@ -64,13 +69,21 @@ class CatalogStore:
                     " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     _values(action),
                 )
-                await _audit(conn, actor, "action.create", action, request_id)
+                await _audit(conn, actor, "action.create", action, request_id, before=None)
         except errors.UniqueViolation:
             raise conflict(Reason.ACTION_EXISTS, f"action {action.action_id} exists") from None
         return action
 
     async def update(self, action: CatalogAction, *, actor: str, request_id: str) -> CatalogAction:
         async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"SELECT {COLUMNS} FROM actions WHERE id = %s AND board_id = %s FOR UPDATE",
+                (action.action_id, action.board_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise not_found(Reason.ACTION_NOT_FOUND, f"no action {action.action_id}")
+            before = CatalogAction.from_row(row)
             cur = await conn.execute(
                 "UPDATE actions SET name = %s, description = %s, base_points = %s,"
                 " difficulty_multiplier = %s, daily_limit = %s, cooldown_seconds = %s,"
@@ -80,7 +93,7 @@ class CatalogStore:
             )
             if cur.rowcount != 1:
                 raise not_found(Reason.ACTION_NOT_FOUND, f"no action {action.action_id}")
-            await _audit(conn, actor, "action.update", action, request_id)
+            await _audit(conn, actor, "action.update", action, request_id, before=before)
         return action
 
 
@@ -100,12 +113,37 @@ def _values(a: CatalogAction) -> tuple[object, ...]:
     )
 
 
-async def _audit(conn: Conn, actor: str, what: str, action: CatalogAction, request_id: str) -> None:
-    detail = orjson.dumps(
-        {"points": action.points, "daily_limit": action.daily_limit, "active": action.active}
-    ).decode()
+def _definition(a: CatalogAction) -> dict[str, object]:
+    return {
+        "name": a.name,
+        "description": a.description,
+        "base_points": a.base_points,
+        "difficulty_multiplier": str(a.difficulty_multiplier),
+        "points": a.points,
+        "daily_limit": a.daily_limit,
+        "cooldown_seconds": a.cooldown_seconds,
+        "requires_ticket": a.requires_ticket,
+        "min_duration_seconds": a.min_duration_seconds,
+        "active": a.active,
+    }
+
+
+async def _audit(
+    conn: Conn,
+    actor: str,
+    what: str,
+    action: CatalogAction,
+    request_id: str,
+    *,
+    before: CatalogAction | None,
+) -> None:
+    """An audit_log row with the whole definition after the change (and before, for updates)."""
+    record: dict[str, object] = {"after": _definition(action)}
+    if before is not None:
+        record["before"] = _definition(before)
+    detail = orjson.dumps(record).decode()
     await conn.execute(
         "INSERT INTO audit_log (actor, action, target, detail, request_id)"
         " VALUES (%s, %s, %s, %s, %s)",
-        (actor, what, action.action_id, detail, request_id),
+        (actor, what, action.action_id, detail, request_id or None),
     )

@@ -23,14 +23,36 @@ class RelaySettings:
     sweep_seconds: float = 1.0
     # Approximate cap on the Redis Stream's length.
     stream_max_length: int = 1_000_000
+    # LISTEN for the commit notifications. Off behind a pooler that cannot LISTEN (PgBouncer in
+    # transaction mode): the sweep alone then moves the outbox, sweep_seconds late at worst.
+    listen: bool = True
+    # A publish that takes longer is abandoned (its rows stay claimed only until the rollback),
+    # so a hung Redis cannot hold outbox rows locked.
+    publish_timeout_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
 class AnomalySettings:
-    # Flag a user whose points in one UTC day exceed this.
+    """Anomalies are flagged for admins in the score transaction; they never refuse a completion."""
+
+    # Flag a user whose points from actions in one UTC day go above this (once per day).
     daily_point_cap: int = 5_000
-    # Flag completions (any actions) closer together than this many seconds.
+    # Flag completions (of any actions) closer together than this many seconds; 0 turns it off.
     min_seconds_between_completions: float = 1.0
+
+
+@dataclass(frozen=True)
+class PurgeSettings:
+    """The periodic purge of idempotency keys and spent tickets."""
+
+    enabled: bool = True
+    interval_seconds: float = 600.0
+    # Idempotency keys are promised for at least 24 hours; they are removed after this many.
+    idempotency_retention_hours: float = 48.0
+    # Tickets are removed this long after they expired (used or not).
+    ticket_retention_hours: float = 1.0
+    # Rows deleted per statement, so a purge never holds many locks or one long transaction.
+    batch_size: int = 5_000
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,10 @@ class Settings:
     ticket_ttl_seconds: int = 600
     relay: RelaySettings = RelaySettings()
     anomalies: AnomalySettings = AnomalySettings()
+    purge: PurgeSettings = PurgeSettings()
+    # The rank in a CompleteAction response is read from Redis within this time, else counted
+    # in PostgreSQL (the read happens while the user's row is locked).
+    rank_timeout_seconds: float = 0.25
     log_level: str = "INFO"
 
     @classmethod
@@ -63,6 +89,10 @@ class Settings:
                 batch_size=env.integer("RELAY_BATCH_SIZE", 500, minimum=1),
                 sweep_seconds=env.number("RELAY_SWEEP_SECONDS", 1.0, minimum=0.05),
                 stream_max_length=env.integer("STREAM_MAX_LENGTH", 1_000_000, minimum=1000),
+                listen=env.flag("RELAY_LISTEN", True),
+                publish_timeout_seconds=env.number(
+                    "RELAY_PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1
+                ),
             ),
             anomalies=AnomalySettings(
                 daily_point_cap=env.integer("ANOMALY_DAILY_POINT_CAP", 5_000, minimum=1),
@@ -70,5 +100,15 @@ class Settings:
                     "ANOMALY_MIN_SECONDS_BETWEEN_COMPLETIONS", 1.0, minimum=0.0
                 ),
             ),
+            purge=PurgeSettings(
+                enabled=env.flag("PURGE_ENABLED", True),
+                interval_seconds=env.number("PURGE_INTERVAL_SECONDS", 600.0, minimum=1.0),
+                idempotency_retention_hours=env.number(
+                    "IDEMPOTENCY_RETENTION_HOURS", 48.0, minimum=24.0
+                ),
+                ticket_retention_hours=env.number("TICKET_RETENTION_HOURS", 1.0, minimum=0.0),
+                batch_size=env.integer("PURGE_BATCH_SIZE", 5_000, minimum=1),
+            ),
+            rank_timeout_seconds=env.number("RANK_TIMEOUT_SECONDS", 0.25, minimum=0.01),
             log_level=env.text("LOG_LEVEL", "INFO"),
         )

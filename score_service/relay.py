@@ -1,10 +1,14 @@
 """The outbox relay: moves committed score events from PostgreSQL to the Redis Stream.
 
 Each pass claims a batch of outbox rows with FOR UPDATE SKIP LOCKED (so several relays share the
-work), XADDs them, deletes them and commits. A crash after XADD and before the commit leaves the
-rows in place: they are published again, and consumers ignore the duplicates by version. The
-relay is woken by LISTEN/NOTIFY and also sweeps periodically, so a lost notification only delays.
-It never keeps an "id > last seen" cursor: ids commit out of order.
+work without waiting on each other), XADDs them, deletes them and commits. A crash before the
+commit rolls the claim back and leaves the rows in place: they are published again (a crash
+after XADD publishes them twice), and consumers ignore the duplicates by version. Nothing is
+ever lost: a row leaves the outbox only in the transaction that follows its XADD.
+
+The relay is woken by LISTEN/NOTIFY and also sweeps every sweep_seconds, so a lost notification
+(or a relay that cannot LISTEN) only delays. It never keeps an "id > last seen" cursor: ids
+commit out of order. Any failure (PostgreSQL or Redis down, a hung Redis) only pauses it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ RELAYED = Counter("scoreboard_outbox_relayed_total", "Outbox rows published to t
 BACKLOG = Gauge("scoreboard_outbox_backlog", "Outbox rows waiting, as of the last sweep.")
 FAILURES = Counter("scoreboard_outbox_relay_failures_total", "Relay passes that failed.")
 
-# A test hook: called at "published" (after XADD, before the delete commits).
+# Test hook, called with the stage: "claimed" (rows locked, nothing published yet) and
+# "published" (after XADD, before the delete commits).
 FaultHook = Callable[[str], Awaitable[None]]
 
 
@@ -51,25 +56,31 @@ class OutboxRelay:
         self._database_url = database_url
         self._fault = fault
         self._wake = asyncio.Event()
+        # Set once the listener is subscribed (tests wait for it before relying on NOTIFY).
+        self.listening = asyncio.Event()
 
     async def run(self) -> None:
-        listener = asyncio.create_task(self._listen())
+        listener = asyncio.create_task(self._listen()) if self._settings.listen else None
         try:
             while True:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                # that arrives together with the wake-up, and the relay would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.sweep_seconds)
+                    async with asyncio.timeout(self._settings.sweep_seconds):
+                        await self._wake.wait()
                 self._wake.clear()
                 try:
                     while await self.drain_once() >= self._settings.batch_size:
                         pass
-                except (OSError, aioredis.RedisError, psycopg.Error) as exc:
+                except Exception as exc:  # any failure only pauses the relay
                     FAILURES.inc()
-                    log.warning("outbox relay pass failed; will retry: %s", exc)
+                    log.warning("outbox relay pass failed; will retry: %r", exc)
                     await asyncio.sleep(min(1.0, self._settings.sweep_seconds))
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
 
     async def drain_once(self) -> int:
         """Publish one batch; return how many rows it moved."""
@@ -83,15 +94,19 @@ class OutboxRelay:
             if not rows:
                 BACKLOG.set(0)
                 return 0
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for _, board, payload in rows:
-                    pipe.xadd(
-                        self._keys.board(str(board)).events,
-                        {"e": bytes(payload)},  # type: ignore[call-overload]
-                        maxlen=self._settings.stream_max_length,
-                        approximate=True,
-                    )
-                await pipe.execute()
+            if self._fault is not None:
+                await self._fault("claimed")
+            # Bounded, so a hung Redis cannot keep the rows (and a connection) locked.
+            async with asyncio.timeout(self._settings.publish_timeout_seconds):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for _, board, payload in rows:
+                        pipe.xadd(
+                            self._keys.board(str(board)).events,
+                            {"e": bytes(payload)},  # type: ignore[call-overload]
+                            maxlen=self._settings.stream_max_length,
+                            approximate=True,
+                        )
+                    await pipe.execute()
             if self._fault is not None:
                 await self._fault("published")
             await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
@@ -103,12 +118,14 @@ class OutboxRelay:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._database_url, autocommit=True
+                    self._database_url, autocommit=True, application_name="score_service-relay"
                 ) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.listening.set()
                     self._wake.set()  # catch up on anything committed while not listening
                     async for _ in conn.notifies():
                         self._wake.set()
-            except psycopg.Error as exc:
-                log.warning("outbox listener lost its connection: %s", exc)
-                await asyncio.sleep(1.0)
+            except (OSError, psycopg.Error) as exc:
+                log.warning("outbox listener lost its connection: %r", exc)
+            self.listening.clear()
+            await asyncio.sleep(1.0)

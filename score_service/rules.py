@@ -8,12 +8,15 @@ from common.errors import Reason, precondition
 from score_service.catalog import CatalogAction, cooldown_end
 
 
-def check_completion(
+def check_active(action: CatalogAction) -> None:
+    if not action.active:
+        raise precondition(Reason.ACTION_INACTIVE, f"action {action.action_id} is not active")
+
+
+def check_limits(
     action: CatalogAction, *, today_count: int, last_completed: datetime | None, now: datetime
 ) -> int:
     """Return the slot (n-th completion today) this completion takes, or refuse it."""
-    if not action.active:
-        raise precondition(Reason.ACTION_INACTIVE, f"action {action.action_id} is not active")
     if today_count >= action.daily_limit:
         times = "once" if action.daily_limit == 1 else f"{action.daily_limit} times"
         raise precondition(
@@ -29,3 +32,11 @@ def check_completion(
             retry_after=str(wait),
         )
     return today_count + 1
+
+
+def check_completion(
+    action: CatalogAction, *, today_count: int, last_completed: datetime | None, now: datetime
+) -> int:
+    """Active, within the daily limit, past the cooldown: the slot this completion takes."""
+    check_active(action)
+    return check_limits(action, today_count=today_count, last_completed=last_completed, now=now)

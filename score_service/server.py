@@ -17,6 +17,7 @@ from score_service.backlog import sample_outbox
 from score_service.catalog_store import CatalogStore
 from score_service.config import Settings
 from score_service.ledger import Ledger, TicketSigner
+from score_service.purge import Purger
 from score_service.ranks import RankReader
 from score_service.relay import OutboxRelay
 from score_service.servicer import ScoreServicer
@@ -29,7 +30,12 @@ ADMIN_SERVICE_NAME = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService
 
 async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
-    ledger = Ledger(deps.db, RankReader(deps.redis, keys), TicketSigner(settings.ticket_secret))
+    ledger = Ledger(
+        deps.db,
+        RankReader(deps.redis, keys, timeout=settings.rank_timeout_seconds),
+        TicketSigner(settings.ticket_secret),
+        settings.anomalies,
+    )
     servicer = ScoreServicer(settings, ledger, CatalogStore(deps.db))
     admin = AdminServicer(AdminStore(deps.db), AdminQueries(deps.db))
     running = await start_server(
@@ -64,6 +70,8 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
             )
         )
     )
+    if settings.purge.enabled:
+        running.tasks.append(asyncio.create_task(Purger(deps.db, settings.purge).run()))
     return running
 
 

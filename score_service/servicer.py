@@ -11,13 +11,14 @@ import grpc
 from prometheus_client import Counter
 
 from common.config import DEFAULT_BOARD
-from common.errors import ServiceError, invalid
+from common.errors import Reason, ServiceError, invalid
 from common.logs import request_id_var
-from common.principal import current_principal
+from common.principal import Principal, current_principal
 from score_service.catalog import ACTION_ID, from_pb
 from score_service.catalog_store import CatalogStore
 from score_service.config import Settings
 from score_service.ledger import Completion, Ledger
+from score_service.tickets import MAX_TICKET_LENGTH
 from scoreboard.score.v1 import score_service_pb2 as pb
 from scoreboard.score.v1 import score_service_pb2_grpc
 
@@ -33,9 +34,11 @@ ACTIONS = Counter(
 )
 
 
-def _path(context: Context) -> str:
+def _path(context: Context, principal: Principal) -> str:
+    """Which path a completion came through, for the audit trail: "rest" when the edge says so,
+    "admin" only for an admin, otherwise "grpc" (a direct call)."""
     for key, value in context.invocation_metadata() or ():
-        if key == PATH_HEADER and value in ("rest", "grpc", "admin"):
+        if key == PATH_HEADER and (value == "rest" or (value == "admin" and principal.is_admin)):
             return str(value)
     return "grpc"
 
@@ -45,9 +48,15 @@ def _check_action_id(action_id: str) -> None:
         raise invalid("action_id must be 1-64 lowercase letters, digits, '-' or '_'")
 
 
-def _check_user_id(user_id: str) -> None:
+def _user_id(user_id: str) -> str:
+    """The canonical form of a requested user id ('' stays ''): the same user must never reach
+    the ledger, the idempotency hash or the ranking under two spellings."""
+    if not user_id:
+        return ""
+    if len(user_id) > 64:
+        raise invalid("user_id must be a user id (UUID)")
     try:
-        uuid.UUID(user_id)
+        return str(uuid.UUID(user_id))
     except ValueError:
         raise invalid("user_id must be a user id (UUID)") from None
 
@@ -63,9 +72,9 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
     ) -> pb.ListActionsResponse:
         principal = current_principal()
         user_id: str | None = principal.user_id
-        if request.user_id:
-            _check_user_id(request.user_id)
-            user_id = principal.target_user(request.user_id)
+        requested = _user_id(request.user_id)
+        if requested:
+            user_id = principal.target_user(requested)
         if request.include_inactive:
             principal.require_admin()
         actions = await self._catalog.list(
@@ -78,9 +87,7 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
     ) -> pb.StartActionResponse:
         principal = current_principal()
         _check_action_id(request.action_id)
-        if request.user_id:
-            _check_user_id(request.user_id)
-        user_id = principal.target_user(request.user_id)
+        user_id = principal.target_user(_user_id(request.user_id))
         return await self._ledger.start(
             DEFAULT_BOARD, user_id, request.action_id, self._settings.ticket_ttl_seconds
         )
@@ -91,13 +98,12 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
         principal = current_principal()
         try:
             _check_action_id(request.action_id)
-            if request.user_id:
-                _check_user_id(request.user_id)
+            requested = _user_id(request.user_id)
             if request.idempotency_key and not _KEY.match(request.idempotency_key):
                 raise invalid("idempotency_key must be 1-128 printable ASCII characters")
-            if len(request.ticket) > 200:
-                raise invalid("the ticket is too long")
-            user_id = principal.target_user(request.user_id)
+            if len(request.ticket) > MAX_TICKET_LENGTH:
+                raise invalid("the ticket is too long", Reason.TICKET_INVALID)
+            user_id = principal.target_user(requested)
             response = await self._ledger.complete(
                 Completion(
                     board_id=DEFAULT_BOARD,
@@ -105,7 +111,7 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
                     action_id=request.action_id,
                     actor=principal.actor,
                     caller=principal.subject,
-                    path=_path(context),
+                    path=_path(context, principal),
                     request_id=request_id_var.get(),
                     idempotency_key=request.idempotency_key,
                     ticket=request.ticket,

@@ -199,7 +199,10 @@ class CompleteActionRequest(_message.Message):
     the scores:write scope.
     """
     idempotency_key: _builtins.str
-    """Optional; a retry with the same key and request replays the first response."""
+    """Optional, 1-128 printable ASCII characters, scoped per caller and kept at least 24 hours.
+    A retry with the same key and request replays the first response (replayed = true) and
+    counts once; the same key with another request is refused with IDEMPOTENCY_CONFLICT.
+    """
     ticket: _builtins.str
     """Required for actions that need a ticket."""
     def __init__(

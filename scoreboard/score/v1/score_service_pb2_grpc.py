@@ -83,7 +83,12 @@ class ScoreServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CompleteAction(self, request, context):
-        """Records a completed action and returns the new total and rank.
+        """Records a completed action and returns the new total and rank. Refusals carry an ErrorInfo
+        reason: ACTION_NOT_FOUND (INVALID_ARGUMENT); ACTION_INACTIVE, DAILY_LIMIT_REACHED,
+        COOLDOWN_ACTIVE, TICKET_REQUIRED, TICKET_USED, TICKET_TOO_EARLY, TICKET_EXPIRED
+        (FAILED_PRECONDITION, with retry_after metadata where waiting helps); TICKET_INVALID
+        (INVALID_ARGUMENT); TICKET_MISMATCH, USER_BANNED, PERMISSION_DENIED (PERMISSION_DENIED);
+        IDEMPOTENCY_CONFLICT (ALREADY_EXISTS). A refusal changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,7 +40,13 @@ class ScoreServiceStub:
     StartAction: _grpc.UnaryUnaryMultiCallable[_score_service_pb2.StartActionRequest, _score_service_pb2.StartActionResponse]
     """Issues a signed, single-use ticket for an action that requires one."""
     CompleteAction: _grpc.UnaryUnaryMultiCallable[_score_service_pb2.CompleteActionRequest, _score_service_pb2.CompleteActionResponse]
-    """Records a completed action and returns the new total and rank."""
+    """Records a completed action and returns the new total and rank. Refusals carry an ErrorInfo
+    reason: ACTION_NOT_FOUND (INVALID_ARGUMENT); ACTION_INACTIVE, DAILY_LIMIT_REACHED,
+    COOLDOWN_ACTIVE, TICKET_REQUIRED, TICKET_USED, TICKET_TOO_EARLY, TICKET_EXPIRED
+    (FAILED_PRECONDITION, with retry_after metadata where waiting helps); TICKET_INVALID
+    (INVALID_ARGUMENT); TICKET_MISMATCH, USER_BANNED, PERMISSION_DENIED (PERMISSION_DENIED);
+    IDEMPOTENCY_CONFLICT (ALREADY_EXISTS). A refusal changes nothing.
+    """
     CreateAction: _grpc.UnaryUnaryMultiCallable[_score_service_pb2.CreateActionRequest, _score_service_pb2.CreateActionResponse]
     """Adds an action to the catalog (admin)."""
     UpdateAction: _grpc.UnaryUnaryMultiCallable[_score_service_pb2.UpdateActionRequest, _score_service_pb2.UpdateActionResponse]
@@ -58,7 +64,13 @@ class ScoreServiceAsyncStub(ScoreServiceStub):
     StartAction: _aio.UnaryUnaryMultiCallable[_score_service_pb2.StartActionRequest, _score_service_pb2.StartActionResponse]  # type: ignore[assignment]
     """Issues a signed, single-use ticket for an action that requires one."""
     CompleteAction: _aio.UnaryUnaryMultiCallable[_score_service_pb2.CompleteActionRequest, _score_service_pb2.CompleteActionResponse]  # type: ignore[assignment]
-    """Records a completed action and returns the new total and rank."""
+    """Records a completed action and returns the new total and rank. Refusals carry an ErrorInfo
+    reason: ACTION_NOT_FOUND (INVALID_ARGUMENT); ACTION_INACTIVE, DAILY_LIMIT_REACHED,
+    COOLDOWN_ACTIVE, TICKET_REQUIRED, TICKET_USED, TICKET_TOO_EARLY, TICKET_EXPIRED
+    (FAILED_PRECONDITION, with retry_after metadata where waiting helps); TICKET_INVALID
+    (INVALID_ARGUMENT); TICKET_MISMATCH, USER_BANNED, PERMISSION_DENIED (PERMISSION_DENIED);
+    IDEMPOTENCY_CONFLICT (ALREADY_EXISTS). A refusal changes nothing.
+    """
     CreateAction: _aio.UnaryUnaryMultiCallable[_score_service_pb2.CreateActionRequest, _score_service_pb2.CreateActionResponse]  # type: ignore[assignment]
     """Adds an action to the catalog (admin)."""
     UpdateAction: _aio.UnaryUnaryMultiCallable[_score_service_pb2.UpdateActionRequest, _score_service_pb2.UpdateActionResponse]  # type: ignore[assignment]
@@ -91,7 +103,13 @@ class ScoreServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _score_service_pb2.CompleteActionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_score_service_pb2.CompleteActionResponse, _abc.Awaitable[_score_service_pb2.CompleteActionResponse]]:
-        """Records a completed action and returns the new total and rank."""
+        """Records a completed action and returns the new total and rank. Refusals carry an ErrorInfo
+        reason: ACTION_NOT_FOUND (INVALID_ARGUMENT); ACTION_INACTIVE, DAILY_LIMIT_REACHED,
+        COOLDOWN_ACTIVE, TICKET_REQUIRED, TICKET_USED, TICKET_TOO_EARLY, TICKET_EXPIRED
+        (FAILED_PRECONDITION, with retry_after metadata where waiting helps); TICKET_INVALID
+        (INVALID_ARGUMENT); TICKET_MISMATCH, USER_BANNED, PERMISSION_DENIED (PERMISSION_DENIED);
+        IDEMPOTENCY_CONFLICT (ALREADY_EXISTS). A refusal changes nothing.
+        """
 
     @_abc_1.abstractmethod
     def CreateAction(
