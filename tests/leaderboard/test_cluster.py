@@ -7,6 +7,7 @@ name: every key comes in KEYS, and every board key carries the board's hash tag.
 from __future__ import annotations
 
 import asyncio
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,12 +37,26 @@ from tests.leaderboard.support import (
 from tests.support.servers import wait_for
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 @asynccontextmanager
 async def cluster_redis() -> AsyncIterator[str]:
     """A one-node Redis Cluster owning every slot (started without a preexec_fn, see
     test_rebuild.RestartableRedis)."""
     with tempfile.TemporaryDirectory(prefix="sbtest-cluster-") as tmp:
-        port = free_port()
+        port = _cluster_port()
         process = await asyncio.create_subprocess_exec(
             redis_server_binary(),
             "--port",
@@ -82,7 +97,8 @@ async def cluster_redis() -> AsyncIterator[str]:
             yield url
         finally:
             await client.aclose()
-            process.terminate()
+            if process.returncode is None:
+                process.terminate()
             await process.wait()
 
 
