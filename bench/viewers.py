@@ -30,6 +30,7 @@ import resource
 import secrets
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -294,9 +295,8 @@ async def _prepare(
     stack: Stack, channel_auth: grpc.aio.Channel, score_ch: grpc.aio.Channel
 ) -> _Driver:
     secret = secrets.token_urlsafe(24)
-    import subprocess
-
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [
             sys.executable,
             "-m",

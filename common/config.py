@@ -159,6 +159,12 @@ class GrpcServerSettings:
     max_connection_age_seconds: int = 300
     max_connection_age_grace_seconds: int = 30
     metrics_port: int | None = None
+    # The server pings idle connections this often (and drops them without an answer within
+    # keepalive_timeout_seconds), and accepts client pings this often: clients ping every 30 s
+    # (common.grpc_client), so idle streams survive for hours.
+    keepalive_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
+    min_client_ping_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Env, *, default_port: int) -> GrpcServerSettings:
@@ -175,6 +181,11 @@ class GrpcServerSettings:
                 "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30
             ),
             metrics_port=None if metrics < 0 else metrics,
+            keepalive_seconds=env.number("GRPC_KEEPALIVE_SECONDS", 60.0, minimum=1.0),
+            keepalive_timeout_seconds=env.number(
+                "GRPC_KEEPALIVE_TIMEOUT_SECONDS", 20.0, minimum=1.0
+            ),
+            min_client_ping_seconds=env.number("GRPC_MIN_CLIENT_PING_SECONDS", 10.0, minimum=0.1),
         )
 
 
