@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -46,6 +47,8 @@ class RunningServer:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Called after the drain, before the tasks are cancelled (e.g. to end open streams).
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Objects of the service worth inspecting from outside (tests, diagnostics), by name.
+    parts: dict[str, Any] = field(default_factory=dict)
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING first (so balancers stop sending), then drain in-flight calls,

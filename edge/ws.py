@@ -198,7 +198,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     viewer = WsViewer(socket, state.fanout, key=identity.key, expires_at=identity.expires_at)
     state.fanout.add(viewer)
-    socket.park(viewer, settings.slow_viewer_bytes)
+    socket.park(viewer, settings.slow_viewer_bytes, settings.send_buffer_bytes)
 
 
 def iso_now() -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any, Protocol
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -41,7 +42,9 @@ class FrameSocket(Protocol):
 
     def close(self, code: int, reason: str) -> None: ...
 
-    def park(self, handler: ParkedHandler, high_water: int) -> None: ...
+    def park(
+        self, handler: ParkedHandler, high_water: int, send_buffer: int | None = None
+    ) -> None: ...
 
 
 class _Discard(asyncio.Queue[Any]):
@@ -92,9 +95,13 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         self.transport.write(frame)
         return True
 
-    def park(self, handler: ParkedHandler, high_water: int) -> None:
+    def park(self, handler: ParkedHandler, high_water: int, send_buffer: int | None = None) -> None:
         self.parked = handler
         self.transport.set_write_buffer_limits(high=high_water)
+        if send_buffer:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         self.queue = _DISCARD
         self.writable = _WRITABLE
         # The websockets parser keeps the handshake request alive in its generator frame; its

@@ -39,8 +39,9 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         ],
         deps.verifier,
     )
-    for hub in hubs.values():
-        running.tasks.append(asyncio.create_task(hub.run()))
+    running.parts["hubs"] = hubs
+    for board, hub in hubs.items():
+        running.tasks.append(asyncio.create_task(hub.run(), name=f"snapshot-hub:{board}"))
 
     async def end_streams() -> None:
         for hub in hubs.values():
