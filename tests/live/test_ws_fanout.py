@@ -74,7 +74,7 @@ async def test_200_viewers_each_get_every_committed_change_in_order(
             async for message in pubsub.listen():
                 data = orjson.loads(message["data"])
                 published[int(data["seq"])] = [
-                    {"rank": r, "userId": u, "username": n, "score": s}
+                    {"rank": int(r), "userId": u, "username": n, "score": int(s)}
                     for r, u, n, s in data["entries"]
                 ]
 
