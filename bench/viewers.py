@@ -306,8 +306,7 @@ async def _prepare(
             BENCH_CLIENT,
             "--scopes",
             "scores:write admin",
-            "--secret",
-            secret,
+            f"--secret={secret}",  # a generated secret may start with "-"
         ],
         env=stack.env,
         check=True,

@@ -175,8 +175,9 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
                 client,
                 "--scopes",
                 scopes,
-                "--secret",
-                secret,
+                # One form: a generated secret may start with "-", which argparse would take
+                # for an option.
+                f"--secret={secret}",
             )
         per_service = {
             "auth_service": {
