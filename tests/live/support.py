@@ -8,9 +8,12 @@ import base64
 import contextlib
 import secrets
 import socket
+import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,6 +25,7 @@ from auth_service.config import PasswordSettings
 from auth_service.issuer import TokenIssuer
 from auth_service.passwords import Passwords
 from auth_service.store import AuthStore
+from common.embedded import free_port, redis_server_binary
 from common.grpc_client import call_metadata
 from edge.state import EdgeState
 from scoreboard.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
@@ -277,6 +281,60 @@ class RawSocket:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class PrivateRedis:
+    """A redis-server of the test's own that can be stopped and started again on its port.
+
+    Spawned without a preexec_fn (unlike common.embedded): forking a process whose gRPC threads
+    are busy can crash the child before it execs, and with no preexec_fn Python spawns with
+    vfork, which runs no fork handlers."""
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                *(redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--dir", str(self.folder), "--save", "", "--appendonly", "yes"),
+                *("--logfile", str(self.folder / "redis.log")),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # flushes the append-only file
+            self.process.wait(10)
+
+
+@asynccontextmanager
+async def private_redis() -> AsyncIterator[PrivateRedis]:
+    with tempfile.TemporaryDirectory(prefix="sbtest-live-redis-") as tmp:
+        server = PrivateRedis(Path(tmp))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @asynccontextmanager

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import tempfile
-from pathlib import Path
 
 import grpc
 import pytest
 
 from common.config import GrpcServerSettings
-from common.embedded import EmbeddedRedis
 from common.grpc_client import call_metadata
 from scoreboard.stream.v1 import stream_service_pb2, stream_service_pb2_grpc
 from stream_service.hub import SnapshotHub
@@ -21,6 +18,7 @@ from tests.live.support import (
     Watcher,
     entries,
     game_token,
+    private_redis,
     publish,
     redis_client,
     register,
@@ -148,60 +146,52 @@ async def test_shutdown_ends_streams_cleanly_and_refuses_new_watchers(
 async def test_redis_restart_under_stream_service(stack_factory: StackFactory) -> None:
     """A private Redis, stopped and started again on the same port (data kept on disk): the hub
     resubscribes, and changes after the restart reach the watchers on their open streams."""
-    with tempfile.TemporaryDirectory(prefix="sbtest-live-redis-") as tmp:
-        server = EmbeddedRedis.start(Path(tmp), persistent=True)
+    async with (
+        private_redis() as server,
+        stack_factory(redis_url=server.url, with_edge=False) as stack,
+    ):
+        await settled(stack)
+        hub = _hub(stack)
+        before = hub.subscriptions
+        seq = await publish(stack.redis, stack, entries(10))
+        watcher = Watcher(stack.address("stream"), await game_token(stack))
         try:
-            async with stack_factory(redis_url=server.url, with_edge=False) as stack:
-                await settled(stack)
-                hub = _hub(stack)
-                await asyncio.wait_for(hub.subscribed.wait(), 10)
-                before = hub.subscriptions
-                token = await game_token(stack)
-                seq = await publish(stack.redis, stack, entries(10))
-                watcher = Watcher(stack.address("stream"), token)
-                try:
-                    await watcher.wait_for(seq)
-                    port = server.port
-                    server.stop()
-                    server = EmbeddedRedis.start(Path(tmp), persistent=True, port=port)
-                    await wait_for(lambda: _resubscribed(stack, before), timeout=30)
-                    async with redis_client(server.url) as redis:
-                        after = await publish(redis, stack, entries(11))
-                    await watcher.wait_for(after)
-                    assert watcher.error is None
-                    assert _strictly_increasing(watcher.sequences)
-                finally:
-                    await watcher.close()
-        finally:
+            await watcher.wait_for(seq)
             server.stop()
+            server.start()
+            await wait_for(lambda: _resubscribed(stack, before), timeout=30)
+            async with redis_client(server.url) as redis:  # the test's own pool died with it
+                after = await publish(redis, stack, entries(11))
+            await watcher.wait_for(after)
+            assert watcher.error is None
+            assert _strictly_increasing(watcher.sequences)
+        finally:
+            await watcher.close()
 
 
 async def test_change_missed_while_unsubscribed_is_read_back(stack_factory: StackFactory) -> None:
     """The subscription's connection is killed and a change is stored without reaching it (as if
     published while it was down): on resubscribing, the hub re-reads the stored snapshot, so the
     change is not missed for good. (Private Redis: CLIENT KILL must not touch anyone else.)"""
-    with tempfile.TemporaryDirectory(prefix="sbtest-live-redis-") as tmp:
-        server = EmbeddedRedis.start(Path(tmp), persistent=False)
+    async with (
+        private_redis() as server,
+        stack_factory(redis_url=server.url, with_edge=False) as stack,
+    ):
+        await settled(stack)
+        hub = _hub(stack)
+        seq = await publish(stack.redis, stack, entries(20))
+        watcher = Watcher(stack.address("stream"), await game_token(stack))
         try:
-            async with stack_factory(redis_url=server.url, with_edge=False) as stack:
-                await settled(stack)
-                hub = _hub(stack)
-                await asyncio.wait_for(hub.subscribed.wait(), 10)
-                seq = await publish(stack.redis, stack, entries(20))
-                watcher = Watcher(stack.address("stream"), await game_token(stack))
-                try:
-                    await watcher.wait_for(seq)
-                    before = hub.subscriptions
-                    missed = await publish(stack.redis, stack, entries(21), announce=False)
-                    killed = await stack.redis.client_kill_filter(_type="pubsub")
-                    assert killed >= 1
-                    await watcher.wait_for(missed)
-                    assert hub.subscriptions > before
-                    assert watcher.snapshots[-1].entries[0].score == 21
-                finally:
-                    await watcher.close()
+            await watcher.wait_for(seq)
+            before = hub.subscriptions
+            missed = await publish(stack.redis, stack, entries(21), announce=False)
+            killed = await stack.redis.client_kill_filter(_type="pubsub")
+            assert killed >= 1
+            await watcher.wait_for(missed)
+            assert hub.subscriptions > before
+            assert watcher.snapshots[-1].entries[0].score == 21
         finally:
-            server.stop()
+            await watcher.close()
 
 
 async def test_idle_stream_survives_keepalive_pings(stack_factory: StackFactory) -> None:
