@@ -179,6 +179,12 @@ class GrpcServerSettings:
     metrics_port: int | None = None
     # How often background gauges (outbox backlog, stream lag) are sampled.
     metrics_sample_seconds: float = 5.0
+    # The server pings idle connections this often (and drops them without an answer within
+    # keepalive_timeout_seconds), and accepts client pings this often: clients ping every 30 s
+    # (common.grpc_client), so idle streams survive for hours.
+    keepalive_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
+    min_client_ping_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Env, *, default_port: int) -> GrpcServerSettings:
@@ -196,6 +202,11 @@ class GrpcServerSettings:
             ),
             metrics_port=None if metrics < 0 else metrics,
             metrics_sample_seconds=env.number("METRICS_SAMPLE_SECONDS", 5.0, minimum=0.05),
+            keepalive_seconds=env.number("GRPC_KEEPALIVE_SECONDS", 60.0, minimum=1.0),
+            keepalive_timeout_seconds=env.number(
+                "GRPC_KEEPALIVE_TIMEOUT_SECONDS", 20.0, minimum=1.0
+            ),
+            min_client_ping_seconds=env.number("GRPC_MIN_CLIENT_PING_SECONDS", 10.0, minimum=0.1),
         )
 
 

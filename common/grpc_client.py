@@ -42,6 +42,9 @@ def open_channel(target: str) -> grpc.aio.Channel:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # Keep pinging through idle hours (the default stops after two pings without data,
+            # and a long-lived stream would not notice a server that vanished).
+            ("grpc.http2.max_pings_without_data", 0),
             ("grpc.enable_retries", 1),
         ],
     )

@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -49,6 +50,8 @@ class RunningServer:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # The Prometheus /metrics server (SCOREBOARD_METRICS_PORT), closed last.
     metrics_server: WSGIServer | None = None
+    # Objects of the service worth inspecting from outside (tests, diagnostics), by name.
+    parts: dict[str, Any] = field(default_factory=dict)
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING first (so balancers stop sending), then drain in-flight calls,
@@ -74,10 +77,15 @@ def server_options(settings: GrpcServerSettings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Ping idle connections so streams survive idle hours behind NATs and proxies.
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # On a server this is the floor for *received* pings (GRPC_ARG_HTTP2_MIN_RECV_PING_
+        # INTERVAL_WITHOUT_DATA_MS): clients pinging more often get GOAWAY too_many_pings.
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(settings.min_client_ping_seconds * 1000),
+        ),
         ("grpc.http2.max_pings_without_data", 0),
         # Recycle connections so new replicas get their share of long-lived clients.
         ("grpc.max_connection_age_ms", settings.max_connection_age_seconds * 1000),

@@ -25,6 +25,9 @@ class WebSocketSettings:
     # ...and closed when it stays stuck this many seconds.
     slow_viewer_seconds: float = 10.0
     ticket_seconds: int = 30
+    # Kernel send buffer of each viewer socket (SO_SNDBUF); None keeps the kernel's autotuning.
+    # A cap bounds kernel memory per slow viewer and makes one that stopped reading stuck sooner.
+    send_buffer_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Settings:
                 slow_viewer_bytes=env.integer("WS_SLOW_VIEWER_BYTES", 64 * 1024, minimum=1024),
                 slow_viewer_seconds=env.number("WS_SLOW_VIEWER_SECONDS", 10.0, minimum=0.1),
                 ticket_seconds=env.integer("WS_TICKET_SECONDS", 30, minimum=1),
+                send_buffer_bytes=env.integer("WS_SEND_BUFFER_BYTES", 0, minimum=0) or None,
             ),
             cors_origins=env.items("CORS_ORIGINS"),
             max_body_bytes=env.integer("MAX_BODY_BYTES", 16 * 1024, minimum=256),

@@ -1,15 +1,21 @@
 """Fan-out of top-10 snapshots to every WebSocket viewer of this process (DESIGN decision 6).
 
-Each snapshot is encoded once. A tick sends the newest snapshot to every viewer that has not
-seen it, at most once per tick interval per viewer, whatever the upstream rate; the first change
-after a quiet tick goes out at once (a throttle, not a delay). A viewer whose socket has too much
-unsent data is skipped for the tick, gets the newest snapshot when it drains, and is closed if it
-stays stuck: nothing is queued per viewer beyond the socket's own buffer.
+Each snapshot is encoded once. A tick writes the newest snapshot to every viewer that has not
+seen it, at most once per tick interval, whatever the upstream rate; the first change after a
+quiet tick goes out at once (a throttle, not a delay). A viewer whose socket is full (unsent
+bytes above the slow-viewer limit) is skipped for the tick, gets the newest snapshot when it
+drains, and is closed (4409) if it stays stuck: nothing is queued per viewer beyond the socket's
+own buffer, so a viewer costs at most the limit plus one frame however slow it is.
+
+Admission is counted when it is decided (`reserve`), not when the socket is registered, so
+concurrent handshakes cannot overshoot the per-user or per-process limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +23,8 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge, Histogram
 
 from edge.config import WebSocketSettings
+from edge.ws_messages import TOKEN_EXPIRED_FRAME
+from edge.ws_protocol import FrameSocket
 
 VIEWERS = Gauge("scoreboard_ws_connections", "Open WebSocket viewers on this edge process.")
 SENT = Counter("scoreboard_ws_messages_sent_total", "LEADERBOARD_UPDATE messages sent.")
@@ -24,6 +32,7 @@ SKIPPED = Counter(
     "scoreboard_ws_skipped_total", "Viewers skipped for a tick because their socket was full."
 )
 SLOW_CLOSED = Counter("scoreboard_ws_slow_closed_total", "Viewers closed for staying stuck.")
+EXPIRED = Counter("scoreboard_ws_expired_total", "Viewers closed because their token expired.")
 TICKS = Counter("scoreboard_ws_broadcast_ticks_total", "Broadcast ticks run.")
 BROADCAST = Histogram(
     "scoreboard_broadcast_propagation_seconds",
@@ -39,55 +48,48 @@ CLOSE_TOKEN_EXPIRED = 4440
 class Frame:
     sequence: int
     frame: bytes
-    text: str
     # Commit time (µs since the epoch) of the newest change in the snapshot; 0 when unknown.
     commit_us: int = 0
 
 
 class Viewer:
-    """One socket as the fan-out sees it."""
+    """One socket as the fan-out sees it. `key` is what the per-user limit counts (None for
+    anonymous viewers, which only the per-process limit counts)."""
 
-    __slots__ = (
-        "buffered",
-        "close",
-        "expires_at",
-        "last_sequence",
-        "send",
-        "stuck_since",
-        "user_id",
-    )
+    __slots__ = ("expires_at", "key", "last_sequence", "socket", "stuck_since")
 
-    def __init__(
-        self,
-        *,
-        user_id: str | None,
-        expires_at: float | None,
-        send: Callable[[Frame], bool],
-        buffered: Callable[[], int],
-        close: Callable[[int, str], None],
-    ) -> None:
-        self.user_id = user_id
+    def __init__(self, socket: FrameSocket, *, key: str | None, expires_at: float | None) -> None:
+        self.socket = socket
+        self.key = key
         self.expires_at = expires_at
-        self.send = send
-        self.buffered = buffered
-        self.close = close
         self.last_sequence = -1
         self.stuck_since: float | None = None
 
 
 class FanOut:
     def __init__(
-        self, settings: WebSocketSettings, *, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: WebSocketSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._viewers: set[Viewer] = set()
-        self._behind: set[Viewer] = set()
-        self._per_user: dict[str, int] = {}
+        self._behind: list[Viewer] = []
+        self._admitted = 0
+        self._per_key: dict[str, int] = {}
+        self._expiries: list[tuple[float, int, Viewer]] = []
+        self._order = itertools.count()
         self._latest: Frame | None = None
-        self._last_tick = -1e9
-        self._timer: asyncio.Handle | None = None
+        self._last_sent = -1e18
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._fresh = False
+
+    @property
+    def settings(self) -> WebSocketSettings:
+        return self._settings
 
     @property
     def latest(self) -> Frame | None:
@@ -96,22 +98,38 @@ class FanOut:
     def __len__(self) -> int:
         return len(self._viewers)
 
-    def admit(self, user_id: str | None) -> str | None:
-        """None when another viewer may join, else why not."""
-        if len(self._viewers) >= self._settings.max_connections:
+    # ---- admission
+
+    def reserve(self, key: str | None) -> str | None:
+        """Count a viewer about to join; None when it may, else why not (nothing counted)."""
+        if self._admitted >= self._settings.max_connections:
             return "this server has reached its connection limit"
-        if user_id is not None and self._per_user.get(user_id, 0) >= self._settings.max_per_user:
-            return f"at most {self._settings.max_per_user} connections per user"
+        if key is not None:
+            held = self._per_key.get(key, 0)
+            if held >= self._settings.max_per_user:
+                return f"at most {self._settings.max_per_user} connections per user"
+            self._per_key[key] = held + 1
+        self._admitted += 1
         return None
 
+    def release(self, key: str | None) -> None:
+        """Give back a reservation that never became a viewer (or a viewer that left)."""
+        self._admitted -= 1
+        if key is not None:
+            left = self._per_key.get(key, 1) - 1
+            if left > 0:
+                self._per_key[key] = left
+            else:
+                self._per_key.pop(key, None)
+
     def add(self, viewer: Viewer) -> None:
-        """Register a viewer and send it the current snapshot at once."""
+        """Register a reserved viewer and send it the current snapshot at once."""
         self._viewers.add(viewer)
         VIEWERS.set(len(self._viewers))
-        if viewer.user_id is not None:
-            self._per_user[viewer.user_id] = self._per_user.get(viewer.user_id, 0) + 1
+        if viewer.expires_at is not None:
+            heapq.heappush(self._expiries, (viewer.expires_at, next(self._order), viewer))
         latest = self._latest
-        if latest is not None and viewer.send(latest):
+        if latest is not None and viewer.socket.write_frame(latest.frame):
             viewer.last_sequence = latest.sequence
             SENT.inc()
 
@@ -119,30 +137,26 @@ class FanOut:
         if viewer not in self._viewers:
             return
         self._viewers.discard(viewer)
-        self._behind.discard(viewer)
         VIEWERS.set(len(self._viewers))
-        if viewer.user_id is not None:
-            left = self._per_user.get(viewer.user_id, 1) - 1
-            if left:
-                self._per_user[viewer.user_id] = left
-            else:
-                self._per_user.pop(viewer.user_id, None)
+        self.release(viewer.key)
+
+    # ---- broadcasting
 
     def publish(self, frame: Frame) -> None:
         if self._latest is not None and frame.sequence <= self._latest.sequence:
             return
         self._latest = frame
         self._fresh = True
-        self._schedule()
+        self._schedule(self._last_sent + self._settings.tick_seconds)
 
-    def _schedule(self) -> None:
+    def _schedule(self, at: float) -> None:
         if self._timer is not None:
-            return
-        delay = self._last_tick + self._settings.tick_seconds - self._clock()
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()  # a retry for stuck viewers must not hold back a fresh change
         loop = asyncio.get_running_loop()
-        self._timer = (
-            loop.call_later(delay, self._tick) if delay > 0 else loop.call_soon(self._tick)
-        )
+        self._timer_at = at
+        self._timer = loop.call_at(at - self._clock() + loop.time(), self._tick)
 
     def _tick(self) -> None:
         self._timer = None
@@ -150,47 +164,65 @@ class FanOut:
         if latest is None:
             return
         now = self._clock()
-        self._last_tick = now
         TICKS.inc()
-        targets = self._viewers if self._fresh else self._behind
-        if self._fresh and latest.commit_us and self._viewers:
+        fresh = self._fresh
+        if fresh and latest.commit_us and self._viewers:
             BROADCAST.observe(max(0.0, time.time() - latest.commit_us / 1e6))
         self._fresh = False
-        behind: set[Viewer] = set()
-        limit = self._settings.slow_viewer_bytes
+        targets = tuple(self._viewers) if fresh else self._behind
+        behind: list[Viewer] = []
+        stuck: list[Viewer] = []
+        patience = self._settings.slow_viewer_seconds
         sequence = latest.sequence
+        data = latest.frame
         sent = 0
-        for viewer in list(targets):
+        for viewer in targets:
             if viewer.last_sequence >= sequence:
                 continue
-            if viewer.buffered() > limit:
-                if viewer.stuck_since is None:
-                    viewer.stuck_since = now
-                elif now - viewer.stuck_since > self._settings.slow_viewer_seconds:
-                    SLOW_CLOSED.inc()
-                    self.remove(viewer)
-                    viewer.close(CLOSE_TOO_SLOW, "too slow to keep up")
-                    continue
-                SKIPPED.inc()
-                behind.add(viewer)
-                continue
-            viewer.stuck_since = None
-            if viewer.send(latest):
+            if viewer.socket.write_frame(data):
                 viewer.last_sequence = sequence
+                viewer.stuck_since = None
                 sent += 1
+                continue
+            if viewer.stuck_since is None:
+                viewer.stuck_since = now
+            elif now - viewer.stuck_since > patience:
+                stuck.append(viewer)
+                continue
+            behind.append(viewer)
         SENT.inc(sent)
+        SKIPPED.inc(len(behind))
+        if fresh and sent:
+            self._last_sent = now
         self._behind = behind
+        for viewer in stuck:
+            SLOW_CLOSED.inc()
+            self.remove(viewer)
+            viewer.socket.close(CLOSE_TOO_SLOW, "too slow to keep up")
         if behind:
-            self._schedule()
+            self._schedule(now + self._settings.tick_seconds)
 
-    def expire(self, now_wall: float) -> None:
+    # ---- expiry and shutdown
+
+    def expire(self, now_wall: float) -> int:
         """Close viewers whose token has expired (they reconnect with a fresh one)."""
-        for viewer in list(self._viewers):
-            if viewer.expires_at is not None and viewer.expires_at <= now_wall:
-                self.remove(viewer)
-                viewer.close(CLOSE_TOKEN_EXPIRED, "token expired")
+        closed = 0
+        heap = self._expiries
+        while heap and heap[0][0] <= now_wall:
+            _, _, viewer = heapq.heappop(heap)
+            if viewer not in self._viewers:
+                continue
+            self.remove(viewer)
+            viewer.socket.write_frame(TOKEN_EXPIRED_FRAME)
+            viewer.socket.close(CLOSE_TOKEN_EXPIRED, "token expired")
+            EXPIRED.inc()
+            closed += 1
+        if len(heap) > 2 * len(self._viewers) + 1024:  # viewers that left early
+            self._expiries = [e for e in heap if e[2] in self._viewers]
+            heapq.heapify(self._expiries)
+        return closed
 
     def close_all(self, code: int, reason: str) -> None:
-        for viewer in list(self._viewers):
+        for viewer in tuple(self._viewers):
             self.remove(viewer)
-            viewer.close(code, reason)
+            viewer.socket.close(code, reason)

@@ -73,32 +73,50 @@ def encode(snapshot: leaderboard_pb2.Top10Snapshot) -> Board:
         commit_us=commit_us,
         top10=top10,
         last_updated=stamp,
-        frame=Frame(snapshot.sequence, text_frame(message), message.decode(), commit_us),
+        frame=Frame(snapshot.sequence, text_frame(message), commit_us),
         http_body=http_body,
         etag='"' + hashlib.sha256(http_body).hexdigest()[:24] + '"',
     )
 
 
 class LiveBoard:
-    def __init__(self, upstream: Upstream, on_board: Callable[[Board], None]) -> None:
+    """The edge's one WatchTop10 stream. A stream that worked for a while and then ended (maximum
+    connection age, a draining replica) is reopened at once; failures back off exponentially
+    with full jitter, so edges spread out when stream_service restarts. Viewers stay connected
+    meanwhile; the new stream starts with the current snapshot, and only a newer one than the
+    edge holds is passed on."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        on_board: Callable[[Board], None],
+        *,
+        max_backoff_seconds: float = 5.0,
+        healthy_after_seconds: float = 1.0,
+    ) -> None:
         self._upstream = upstream
         self._on_board = on_board
+        self._max_backoff = max_backoff_seconds
+        self._healthy_after = healthy_after_seconds
         self.latest: Board | None = None
         self.connected = asyncio.Event()
+        self.streams_opened = 0
 
     async def run(self) -> None:
-        attempt = 0
+        failures = 0
         while True:
+            opened_at: float | None = None
             try:
                 token = await self._upstream.service_token.token()
                 call = self._upstream.stream.WatchTop10(
                     stream_service_pb2.WatchTop10Request(), metadata=call_metadata(token)
                 )
                 async for reply in call:
-                    if not self.connected.is_set():
+                    if opened_at is None:
+                        opened_at = time.monotonic()
+                        self.streams_opened += 1
                         self.connected.set()
                         UPSTREAM_CONNECTED.set(1)
-                        attempt = 0
                     self._offer(reply.snapshot)
                 log.info("WatchTop10 ended; reconnecting")
             except grpc.aio.AioRpcError as exc:
@@ -110,9 +128,13 @@ class LiveBoard:
             self.connected.clear()
             UPSTREAM_CONNECTED.set(0)
             UPSTREAM_RECONNECTS.inc()
-            attempt += 1
+            if opened_at is not None and time.monotonic() - opened_at >= self._healthy_after:
+                failures = 0
+                continue
+            failures += 1
             # Exponential backoff with full jitter: spread edges out after a restart.
-            await asyncio.sleep(random.uniform(0, min(5.0, 0.1 * 2 ** min(attempt, 6))))
+            cap = min(self._max_backoff, 0.1 * 2 ** min(failures, 10))
+            await asyncio.sleep(random.uniform(0, cap))
 
     def _offer(self, snapshot: leaderboard_pb2.Top10Snapshot) -> None:
         if self.latest is not None and snapshot.sequence <= self.latest.sequence:

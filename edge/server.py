@@ -4,6 +4,8 @@ elsewhere."""
 
 from __future__ import annotations
 
+import logging
+import resource
 import socket
 from types import FrameType
 
@@ -14,7 +16,7 @@ from common.logs import setup_logging
 from edge.app import create_app
 from edge.config import Settings
 from edge.state import EdgeState
-from edge.ws_protocol import FanoutProtocol
+from edge.ws_protocol import QUIET_QUERIES, FanoutProtocol
 
 
 class EdgeServer(uvicorn.Server):
@@ -30,6 +32,10 @@ class EdgeServer(uvicorn.Server):
 
 
 def build_config(settings: Settings, app: Starlette) -> uvicorn.Config:
+    # uvicorn (and the websockets parser it drives) log request lines with their query strings,
+    # where ?token= and ?ticket= live: drop or redact them at the logger, whoever handles it.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(QUIET_QUERIES)
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -49,8 +55,19 @@ def build_config(settings: Settings, app: Starlette) -> uvicorn.Config:
     )
 
 
+def raise_open_files_limit() -> int:
+    """Every viewer is a file descriptor: raise the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     setup_logging("edge", settings.log_level)
+    raise_open_files_limit()
     app = create_app(settings)
     server = EdgeServer(build_config(settings, app), app)
     server.run(sockets=[sock] if sock else None)

@@ -2,31 +2,34 @@
 
 Authentication, in order: ?ticket=<single-use ticket from POST /api/ws-ticket>, a bearer token
 offered as the subprotocol "bearer.<token>" next to "scoreboard.v1", or ?token=<JWT> (the
-specification's form). Refusals send an ERROR message, then close with a 44xx code.
+specification's form); anonymous viewers only when configured. Refusals send an ERROR message,
+then close with a 44xx code (1012 while the server shuts down).
+
+After the CONNECTION_ACK the connection is parked (see edge.ws_protocol): the fan-out writes
+snapshots to it, and the few messages a client may send (PING) are answered synchronously.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import orjson
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from common.errors import Reason, ServiceError, unauthenticated
 from common.principal import Principal
-from edge.fanout import Frame, Viewer
+from edge import ws_messages
+from edge.fanout import FanOut, Viewer
 from edge.live import iso
 from edge.state import EdgeState, edge_state
-from edge.ws_protocol import EXTENSION, RawFrames
+from edge.ws_protocol import EXTENSION, FrameSocket
 
 log = logging.getLogger("scoreboard.edge.ws")
 
@@ -35,15 +38,16 @@ BEARER_PREFIX = "bearer."
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_ORIGIN = 4403
 CLOSE_LIMIT = 4429
-CLOSE_BAD_MESSAGE = 4400
 CLOSE_RESTART = 1012
-
-_closing: set[asyncio.Task[None]] = set()
+CLOSE_INTERNAL = 1011
+MAX_TICKET_CHARS = 128
 
 
 @dataclass(frozen=True)
 class Identity:
     user_id: str | None
+    # What the per-user limit counts: the user, or the service account; None when anonymous.
+    key: str | None
     expires_at: float | None
 
 
@@ -60,11 +64,7 @@ def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
 async def issue_ticket(state: EdgeState, principal: Principal) -> str:
     ticket = secrets.token_urlsafe(32)
     value = orjson.dumps(
-        {
-            "sub": principal.user_id or principal.subject,
-            "exp": principal.expires_at,
-            "user": principal.user_id,
-        }
+        {"sub": principal.subject, "exp": principal.expires_at, "user": principal.user_id}
     )
     await state.redis.set(
         state.keys.ws_ticket(_ticket_key(ticket)), value, ex=state.settings.websocket.ticket_seconds
@@ -76,187 +76,130 @@ def _ticket_key(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
 
 
-async def _identify(websocket: WebSocket, state: EdgeState) -> tuple[Identity, str | None]:
-    """Who connects, and the subprotocol to accept."""
-    subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.scope.get("subprotocols", []) else None
+def _bearer(websocket: WebSocket) -> str | None:
+    for offered in websocket.scope.get("subprotocols", []):
+        if offered.startswith(BEARER_PREFIX):
+            return str(offered[len(BEARER_PREFIX) :])
+    return None
+
+
+async def _identify(websocket: WebSocket, state: EdgeState) -> Identity:
     ticket = websocket.query_params.get("ticket")
-    if ticket:
-        raw = await state.redis.getdel(state.keys.ws_ticket(_ticket_key(ticket[:128])))
+    if ticket is not None:
+        raw = None
+        if 0 < len(ticket) <= MAX_TICKET_CHARS:
+            raw = await state.redis.getdel(state.keys.ws_ticket(_ticket_key(ticket)))
         if raw is None:
             raise unauthenticated(Reason.TOKEN_INVALID, "the ticket is invalid, expired or used")
         data = orjson.loads(raw)
-        return Identity(data.get("user"), float(data["exp"])), subprotocol
-    token = next(
-        (
-            p[len(BEARER_PREFIX) :]
-            for p in websocket.scope.get("subprotocols", [])
-            if p.startswith(BEARER_PREFIX)
-        ),
-        None,
-    ) or websocket.query_params.get("token")
-    if token:
-        principal = await state.verifier.verify(token)
-        return Identity(principal.user_id, principal.expires_at), subprotocol
-    if state.settings.websocket.allow_anonymous:
-        return Identity(None, None), subprotocol
-    raise unauthenticated(Reason.UNAUTHENTICATED, "a token or ticket is required")
+        identity = Identity(data.get("user"), data["sub"], float(data["exp"]))
+    else:
+        token = _bearer(websocket) or websocket.query_params.get("token")
+        if token:
+            principal = await state.verifier.verify(token)
+            identity = Identity(principal.user_id, principal.subject, principal.expires_at)
+        elif state.settings.websocket.allow_anonymous:
+            return Identity(None, None, None)
+        else:
+            raise unauthenticated(Reason.UNAUTHENTICATED, "a token or ticket is required")
+    # The verifier allows a little clock leeway; a live connection is closed at expiry, so one
+    # that would be closed at once is refused instead.
+    if identity.expires_at is not None and identity.expires_at <= time.time():
+        raise unauthenticated(Reason.TOKEN_EXPIRED, "the token has expired")
+    return identity
 
 
 async def _refuse(
-    websocket: WebSocket, code: int, reason: str, message: str, subprotocol: str | None = None
+    websocket: WebSocket, code: int, reason: str, message: str, subprotocol: str | None
 ) -> None:
-    await websocket.accept(subprotocol=subprotocol)
-    await websocket.send_text(
-        orjson.dumps({"type": "ERROR", "data": {"code": reason, "message": message}}).decode()
-    )
-    await websocket.close(code, reason)
+    # A browser that offered subprotocols fails a handshake that selects none, and would never
+    # see the ERROR: accept with ours before refusing.
+    with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+        await websocket.accept(subprotocol=subprotocol)
+        await websocket.send_text(ws_messages.error(reason, message).decode())
+        await websocket.close(code, reason)
 
 
-def _closer(websocket: WebSocket) -> Callable[[int, str], None]:
-    def close(code: int, reason: str) -> None:
-        async def run() -> None:
-            if websocket.application_state == WebSocketState.CONNECTED:
-                with contextlib.suppress(RuntimeError, OSError):
-                    await websocket.close(code, reason)
+class WsViewer(Viewer):
+    """A parked /ws connection: answers PING, refuses anything else, limits the message rate
+    (a token bucket), and leaves the fan-out when the connection is lost."""
 
-        task = asyncio.get_running_loop().create_task(run())
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
+    __slots__ = ("_allowance", "_checked", "_fanout")
 
-    return close
+    def __init__(
+        self, socket: FrameSocket, fanout: FanOut, *, key: str | None, expires_at: float | None
+    ) -> None:
+        super().__init__(socket, key=key, expires_at=expires_at)
+        self._fanout = fanout
+        self._allowance = _burst(fanout.settings.messages_per_second)
+        self._checked = time.monotonic()
+
+    def on_message(self, data: bytes) -> None:
+        rate = self._fanout.settings.messages_per_second
+        now = time.monotonic()
+        self._allowance = min(_burst(rate), self._allowance + (now - self._checked) * rate)
+        self._checked = now
+        if self._allowance < 1:
+            self.socket.write_frame(ws_messages.RATE_LIMITED_FRAME)
+            self._fanout.remove(self)
+            self.socket.close(CLOSE_LIMIT, "RATE_LIMITED")
+            return
+        self._allowance -= 1
+        kind = None
+        with contextlib.suppress(orjson.JSONDecodeError):
+            body = orjson.loads(data)
+            kind = body.get("type") if isinstance(body, dict) else None
+        self.socket.write_frame(
+            ws_messages.PONG_FRAME if kind == "PING" else ws_messages.UNKNOWN_MESSAGE_FRAME
+        )
+
+    def on_close(self) -> None:
+        self._fanout.remove(self)
 
 
-class _QueuedSender:
-    """Fallback when the server gives no raw frame access: a one-slot mailbox per viewer, drained
-    by its own task (the newest snapshot replaces an unsent one)."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self._websocket = websocket
-        self._slot: Frame | None = None
-        self._wake = asyncio.Event()
-        self._sending = 0
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    def send(self, frame: Frame) -> bool:
-        self._slot = frame
-        self._wake.set()
-        return True
-
-    def buffered(self) -> int:
-        return self._sending
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            frame, self._slot = self._slot, None
-            if frame is not None:
-                self._sending = len(frame.text)
-                try:
-                    await self._websocket.send_text(frame.text)
-                except (RuntimeError, OSError, WebSocketDisconnect):
-                    return
-                self._sending = 0
+def _burst(rate: float) -> float:
+    return max(5.0, rate)
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = edge_state(websocket)
     settings = state.settings.websocket
+    offered = websocket.scope.get("subprotocols", [])
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    socket: FrameSocket | None = websocket.scope.get("extensions", {}).get(EXTENSION)
+    if socket is None:
+        log.error("/ws needs the edge's WebSocket protocol (edge.server); refusing")
+        await _refuse(websocket, CLOSE_INTERNAL, "INTERNAL", "not available here", subprotocol)
+        return
     if state.shutting_down:
-        await _refuse(websocket, CLOSE_RESTART, "SHUTTING_DOWN", "the server is restarting")
+        await _refuse(
+            websocket, CLOSE_RESTART, "SHUTTING_DOWN", "the server is restarting", subprotocol
+        )
         return
     if not origin_allowed(websocket, settings.origins):
-        await _refuse(websocket, CLOSE_ORIGIN, "ORIGIN_NOT_ALLOWED", "this origin is not allowed")
+        await _refuse(
+            websocket, CLOSE_ORIGIN, "ORIGIN_NOT_ALLOWED", "this origin is not allowed", subprotocol
+        )
         return
     try:
-        identity, subprotocol = await _identify(websocket, state)
+        identity = await _identify(websocket, state)
     except ServiceError as exc:
-        await _refuse(websocket, CLOSE_UNAUTHENTICATED, exc.reason, exc.message)
+        await _refuse(websocket, CLOSE_UNAUTHENTICATED, exc.reason, exc.message, subprotocol)
         return
-    refusal = state.fanout.admit(identity.user_id)
+    refusal = state.fanout.reserve(identity.key)
     if refusal is not None:
         await _refuse(websocket, CLOSE_LIMIT, "CONNECTION_LIMIT", refusal, subprotocol)
         return
-    await websocket.accept(subprotocol=subprotocol)
-    await websocket.send_text(
-        orjson.dumps(
-            {
-                "type": "CONNECTION_ACK",
-                "data": {"userId": identity.user_id, "connectedAt": iso_now()},
-            }
-        ).decode()
-    )
-    raw: RawFrames | None = websocket.scope.get("extensions", {}).get(EXTENSION)
-    queued: _QueuedSender | None = None
-    if raw is not None:
-        viewer = Viewer(
-            user_id=identity.user_id,
-            expires_at=identity.expires_at,
-            send=lambda frame: raw.write(frame.frame),
-            buffered=raw.buffered,
-            close=_closer(websocket),
-        )
-    else:
-        queued = _QueuedSender(websocket)
-        viewer = Viewer(
-            user_id=identity.user_id,
-            expires_at=identity.expires_at,
-            send=queued.send,
-            buffered=queued.buffered,
-            close=_closer(websocket),
-        )
-    state.fanout.add(viewer)
     try:
-        await _receive_loop(websocket, settings.messages_per_second)
-    finally:
-        state.fanout.remove(viewer)
-        if queued is not None:
-            queued.task.cancel()
+        await websocket.accept(subprotocol=subprotocol)
+        await websocket.send_text(ws_messages.ack(identity.user_id, iso_now()).decode())
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        state.fanout.release(identity.key)
+        return
+    viewer = WsViewer(socket, state.fanout, key=identity.key, expires_at=identity.expires_at)
+    state.fanout.add(viewer)
+    socket.park(viewer, settings.slow_viewer_bytes, settings.send_buffer_bytes)
 
 
 def iso_now() -> str:
     return iso(datetime.now(UTC))
-
-
-async def _receive_loop(websocket: WebSocket, rate: float) -> None:
-    """Clients may send {"type": "PING"}; anything else is an error. Too many messages close."""
-    allowance = capacity = max(5.0, rate)
-    last = time.monotonic()
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        now = time.monotonic()
-        allowance = min(capacity, allowance + (now - last) * rate)
-        last = now
-        if allowance < 1:
-            await _refuse_open(websocket, CLOSE_LIMIT, "RATE_LIMITED", "too many messages")
-            return
-        allowance -= 1
-        kind = None
-        try:
-            body = orjson.loads(message.get("text") or message.get("bytes") or b"")
-            kind = body.get("type") if isinstance(body, dict) else None
-        except orjson.JSONDecodeError:
-            pass
-        if kind == "PING":
-            await websocket.send_text('{"type":"PONG","data":{}}')
-        else:
-            await websocket.send_text(
-                orjson.dumps(
-                    {
-                        "type": "ERROR",
-                        "data": {
-                            "code": "UNKNOWN_MESSAGE",
-                            "message": "only PING messages are accepted",
-                        },
-                    }
-                ).decode()
-            )
-
-
-async def _refuse_open(websocket: WebSocket, code: int, reason: str, message: str) -> None:
-    await websocket.send_text(
-        orjson.dumps({"type": "ERROR", "data": {"code": reason, "message": message}}).decode()
-    )
-    await websocket.close(code, reason)

@@ -13,6 +13,9 @@ class Settings:
     redis: RedisSettings
     verifier: VerifierSettings
     log_level: str = "INFO"
+    # A quiet subscription is probed with PING this often; no reply within as long again means
+    # the connection is dead (a vanished server does not always close it).
+    subscription_probe_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -22,4 +25,5 @@ class Settings:
             redis=RedisSettings.from_env(env),
             verifier=VerifierSettings.from_env(env),
             log_level=env.text("LOG_LEVEL", "INFO"),
+            subscription_probe_seconds=env.number("STREAM_PROBE_SECONDS", 15.0, minimum=0.1),
         )

@@ -9,12 +9,15 @@ the hub resubscribes and re-reads the stored snapshot, so no change is missed fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import time
 
 import orjson
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
+from redis.asyncio.client import PubSub
 
 from common.keys import BoardKeys
 from scoreboard.leaderboard.v1 import leaderboard_pb2
@@ -28,9 +31,15 @@ RESUBSCRIBES = Counter("scoreboard_stream_resubscribes_total", "Redis subscripti
 
 
 class SnapshotHub:
-    def __init__(self, redis: aioredis.Redis, keys: BoardKeys) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: BoardKeys, *, probe_seconds: float = 15.0
+    ) -> None:
         self._redis = redis
         self._keys = keys
+        self._probe_seconds = probe_seconds
+        self._delay = 0.1
+        # Subscriptions confirmed so far (1 + re-subscriptions), for metrics and tests.
+        self.subscriptions = 0
         self._latest: leaderboard_pb2.Top10Snapshot | None = None
         self._changed = asyncio.Event()
         self._closed = False
@@ -71,32 +80,56 @@ class SnapshotHub:
         return None
 
     async def run(self) -> None:
-        delay = 0.1
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            # Subscribe confirmations are kept: redis-py re-subscribes by itself after a dropped
+            # connection, and each confirmation is when the stored snapshot must be re-read
+            # (changes published while the subscription was down are not replayed).
+            pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self._keys.channel)
-                await self._load_stored()
-                self.subscribed.set()
-                delay = 0.1
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    snapshot = from_json(self._keys.board, message["data"])
-                    if snapshot is None:
-                        log.error("malformed snapshot on the channel")
-                        continue
-                    RECEIVED.inc()
-                    self.offer(snapshot)
-                raise ConnectionError("subscription ended")
+                await self._listen(pubsub)
             except (OSError, aioredis.RedisError) as exc:
                 self.subscribed.clear()
                 RESUBSCRIBES.inc()
                 log.warning("redis subscription lost; resubscribing: %s", exc)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(self._delay * (0.5 + random.random()))
+                self._delay = min(self._delay * 2, 5.0)
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(OSError, aioredis.RedisError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        """Until the connection fails. A quiet channel is probed with PING: a subscription whose
+        server vanished without closing the connection is detected, not waited on forever."""
+        quiet_since = time.monotonic()
+        probed = False
+        while True:
+            message = await pubsub.get_message(timeout=self._probe_seconds)
+            now = time.monotonic()
+            if message is None:
+                if now - quiet_since < self._probe_seconds:
+                    continue
+                if probed:
+                    raise ConnectionError("no reply from redis to a subscription PING")
+                await pubsub.ping()
+                probed = True
+                quiet_since = now
+                continue
+            quiet_since = now
+            probed = False
+            kind = message.get("type")
+            if kind == "subscribe":
+                await self._load_stored()
+                self.subscriptions += 1
+                self.subscribed.set()
+                self._delay = 0.1
+            elif kind == "message":
+                snapshot = from_json(self._keys.board, message["data"])
+                if snapshot is None:
+                    log.error("malformed snapshot on the channel")
+                    continue
+                RECEIVED.inc()
+                self.offer(snapshot)
 
     async def _load_stored(self) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:

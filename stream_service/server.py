@@ -19,7 +19,13 @@ SERVICE_NAME = stream_service_pb2.DESCRIPTOR.services_by_name["StreamService"].f
 
 async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
-    hubs = {DEFAULT_BOARD: SnapshotHub(deps.redis, keys.board(DEFAULT_BOARD))}
+    hubs = {
+        DEFAULT_BOARD: SnapshotHub(
+            deps.redis,
+            keys.board(DEFAULT_BOARD),
+            probe_seconds=settings.subscription_probe_seconds,
+        )
+    }
     servicer = StreamServicer(hubs)
     running = await start_server(
         settings.grpc,
@@ -33,8 +39,9 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         ],
         deps.verifier,
     )
-    for hub in hubs.values():
-        running.tasks.append(asyncio.create_task(hub.run()))
+    running.parts["hubs"] = hubs
+    for board, hub in hubs.items():
+        running.tasks.append(asyncio.create_task(hub.run(), name=f"snapshot-hub:{board}"))
 
     async def end_streams() -> None:
         for hub in hubs.values():

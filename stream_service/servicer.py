@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from common.config import DEFAULT_BOARD
-from common.errors import Reason, not_found
+from common.errors import Reason, not_found, unavailable
 from common.principal import SCOPE_STREAM_WATCH, current_principal
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from scoreboard.stream.v1 import stream_service_pb2_grpc
@@ -30,13 +30,16 @@ class StreamServicer(stream_service_pb2_grpc.StreamServiceServicer):
         hub = self._hubs.get(request.board_id or DEFAULT_BOARD)
         if hub is None:
             raise not_found(Reason.NOT_FOUND, f"no board {request.board_id}")
+        if hub.closed:
+            # Draining: the caller retries, and reaches another replica or this one restarted.
+            raise unavailable("stream_service is shutting down")
         WATCHERS.inc()
         try:
             sent = -1
             while True:
                 snapshot = await hub.wait_newer(sent)
                 if snapshot is None:
-                    return
+                    return  # shutdown: the stream ends cleanly and the caller reconnects
                 sent = snapshot.sequence
                 yield pb.WatchTop10Response(snapshot=snapshot)
         finally:
