@@ -39,7 +39,7 @@ class HostSite:
     async def serving(self, edge: str) -> AsyncIterator[str]:
         self.edge = edge
         app = Starlette(routes=[Route("/scores.html", self._page)])
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
         task = asyncio.create_task(server.serve(sockets=[self.sock]))
         while not server.started:
             if task.done():
