@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -125,12 +124,12 @@ async def _complete(request: Request, state: EdgeState, principal: Principal) ->
         raise HttpError(
             400, Reason.INVALID_ARGUMENT, "Idempotency-Key must be 1-128 printable characters"
         )
-    # Without a client key the edge makes one, so its own retries can never count twice.
+    # The edge never retries CompleteAction, so it sends a key only when the client gave one.
     reply = await state.upstream.call(
         state.upstream.score.CompleteAction,
         pb.CompleteActionRequest(
             action_id=body.actionId,
-            idempotency_key=key or f"edge-{secrets.token_hex(12)}",
+            idempotency_key=key or "",
             ticket=body.ticket or "",
         ),
         token=principal.token,
