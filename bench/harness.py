@@ -185,7 +185,8 @@ async def _rest_tokens(target: Target, count: int) -> list[str]:
 
 async def _phase(name: str, target: Target, worker_config: dict[str, Any], seconds: float) -> Phase:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(worker_config, handle)
+        result_file = handle.name + ".result"
+        json.dump({**worker_config, "result_file": result_file}, handle)
         path = handle.name
     monitor = ResourceMonitor(target.pids)
     monitor.start()
@@ -196,15 +197,16 @@ async def _phase(name: str, target: Target, worker_config: dict[str, Any], secon
             "bench.worker",
             path,
             cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
         )
-        out, _ = await process.communicate()
+        await process.wait()
     finally:
         resources = await monitor.stop()
         os.unlink(path)
     if process.returncode != 0:
         raise RuntimeError(f"load generator for {name} failed ({process.returncode})")
-    result = json.loads(out)
+    with open(result_file) as handle:  # noqa: ASYNC230 - read once, after the load
+        result = json.load(handle)
+    os.unlink(result_file)
     accepted = result["outcomes"].get("ok", 0)
     phase = Phase(
         name=name,

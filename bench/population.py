@@ -38,7 +38,7 @@ def _starting_score(rng: random.Random, index: int) -> int:
     if index < CONTENDERS:
         return CONTENDER_SCORE
     # A long tail: most players have little, a few have a lot (but below the contenders).
-    return min(CONTENDER_SCORE - 1000, int(rng.expovariate(1 / 400)))
+    return min(CONTENDER_SCORE - 1000, 1 + int(rng.expovariate(1 / 400)))
 
 
 async def seed(database_url: str, users: int, *, board: str = "default") -> Population:

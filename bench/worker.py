@@ -133,7 +133,7 @@ def main() -> int:
 
     run_main(main_task())
     result = results[0]
-    print(
+    Path(config["result_file"]).write_text(
         json.dumps(
             {
                 "started": result.started,
