@@ -23,8 +23,10 @@ def _migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(url: str) -> list[str]:
-    """Apply pending migrations; return the names applied."""
+async def migrate(url: str, *, up_to: int | None = None) -> list[str]:
+    """Apply pending migrations (those numbered at most `up_to` when given, which lets a test
+    stop at an older schema and check what the next migration does to data); return the names
+    applied."""
     applied: list[str] = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
@@ -37,7 +39,7 @@ async def migrate(url: str) -> list[str]:
             cur = await conn.execute("SELECT version FROM schema_migrations")
             done = {row[0] for row in await cur.fetchall()}
             for number, name, text in _migrations():
-                if number in done:
+                if number in done or (up_to is not None and number > up_to):
                     continue
                 async with conn.transaction():
                     await conn.execute(sql.SQL(text))  # type: ignore[arg-type, unused-ignore]

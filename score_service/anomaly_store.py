@@ -1,5 +1,5 @@
-"""Flagged anomalies in PostgreSQL: recorded in the score transaction, read and reviewed by admins
-(the AdminService builds on list_anomalies and mark_reviewed)."""
+"""Flagged anomalies in PostgreSQL, read and reviewed by admins (the AdminService builds on
+list_anomalies and mark_reviewed). The ledger records them in the score transaction."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from typing import Any
 
 import orjson
 
-from common.db import Conn, Pool
+from common.db import Pool
 from common.errors import invalid
-from score_service.anomalies import Anomaly
 
 MAX_PAGE_SIZE = 500
 
@@ -29,18 +28,6 @@ class AnomalyRecord:
     ledger_entry_id: int | None
     created_at: datetime
     reviewed_at: datetime | None
-
-
-async def record_anomalies(
-    conn: Conn, board: str, user_id: str, ledger_entry_id: int, anomalies: Sequence[Anomaly]
-) -> None:
-    """Insert the flags of one completion in its transaction (they commit with it or not at all)."""
-    for anomaly in anomalies:
-        await conn.execute(
-            "INSERT INTO score_anomalies (board_id, user_id, kind, detail, ledger_entry_id)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (board, user_id, anomaly.kind, orjson.dumps(anomaly.detail).decode(), ledger_entry_id),
-        )
 
 
 def _encode_token(last_id: int) -> str:

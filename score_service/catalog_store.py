@@ -29,23 +29,17 @@ class CatalogStore:
             )
             actions = [CatalogAction.from_row(r) for r in await cur.fetchall()]
             usage: dict[str, tuple[int, datetime | None]] = {}
+            cur = await conn.execute("SELECT clock_timestamp(), (now() AT TIME ZONE 'UTC')::date")
+            clock = await cur.fetchone()
+            assert clock is not None
+            now, today = clock
             if user_id is not None:
                 cur = await conn.execute(
-                    "SELECT action_id,"
-                    " count(*) FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date),"
-                    " max(created_at) FROM user_actions"
-                    " WHERE board_id = %s AND user_id = %s AND kind = 'action'"
-                    # A cooldown is at most a day: older completions change nothing here.
-                    " AND created_at >= least("
-                    "   date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',"
-                    "   now() - interval '1 day')"
-                    " GROUP BY action_id",
-                    (board, user_id),
+                    "SELECT action_id, CASE WHEN day = %s THEN day_count ELSE 0 END, last_at"
+                    " FROM action_stats WHERE board_id = %s AND user_id = %s",
+                    (today, board, user_id),
                 )
                 usage = {str(r[0]): (int(r[1]), r[2]) for r in await cur.fetchall()}  # type: ignore[call-overload, misc]
-            cur = await conn.execute("SELECT clock_timestamp()")
-            row = await cur.fetchone()
-            now = row[0] if row else None
         result = []
         for action in actions:
             if user_id is None:

@@ -56,6 +56,13 @@ class PurgeSettings:
 
 
 @dataclass(frozen=True)
+class GroupCommitSettings:
+    # Completions written per transaction at most, and transactions in flight at once.
+    max_group: int = 64
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
 class Settings:
     grpc: GrpcServerSettings
     database: DatabaseSettings
@@ -66,9 +73,12 @@ class Settings:
     relay: RelaySettings = RelaySettings()
     anomalies: AnomalySettings = AnomalySettings()
     purge: PurgeSettings = PurgeSettings()
+    group_commit: GroupCommitSettings = GroupCommitSettings()
     # The rank in a CompleteAction response is read from Redis within this time, else counted
     # in PostgreSQL (the read happens while the user's row is locked).
-    rank_timeout_seconds: float = 0.25
+    rank_timeout_seconds: float = 1.0
+    # Time PostgreSQL may spend counting ranks when Redis cannot answer (else rank 0: unknown).
+    rank_fallback_seconds: float = 0.25
     log_level: str = "INFO"
 
     @classmethod
@@ -109,6 +119,11 @@ class Settings:
                 ticket_retention_hours=env.number("TICKET_RETENTION_HOURS", 1.0, minimum=0.0),
                 batch_size=env.integer("PURGE_BATCH_SIZE", 5_000, minimum=1),
             ),
-            rank_timeout_seconds=env.number("RANK_TIMEOUT_SECONDS", 0.25, minimum=0.01),
+            group_commit=GroupCommitSettings(
+                max_group=env.integer("GROUP_COMMIT_MAX", 64, minimum=1),
+                concurrency=env.integer("GROUP_COMMIT_CONCURRENCY", 4, minimum=1),
+            ),
+            rank_timeout_seconds=env.number("RANK_TIMEOUT_SECONDS", 1.0, minimum=0.01),
+            rank_fallback_seconds=env.number("RANK_FALLBACK_SECONDS", 0.25, minimum=0.001),
             log_level=env.text("LOG_LEVEL", "INFO"),
         )

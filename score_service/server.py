@@ -32,9 +32,15 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
     ledger = Ledger(
         deps.db,
-        RankReader(deps.redis, keys, timeout=settings.rank_timeout_seconds),
+        RankReader(
+            deps.redis,
+            keys,
+            timeout=settings.rank_timeout_seconds,
+            budget=settings.rank_fallback_seconds,
+        ),
         TicketSigner(settings.ticket_secret),
         settings.anomalies,
+        settings.group_commit,
     )
     servicer = ScoreServicer(settings, ledger, CatalogStore(deps.db))
     admin = AdminServicer(AdminStore(deps.db), AdminQueries(deps.db))

@@ -81,7 +81,7 @@ async def issue_ticket(
     return IssuedTicket(signer.sign(ticket_id), not_before, expires_at)
 
 
-async def redeem_ticket(
+async def check_ticket(
     conn: Conn,
     signer: TicketSigner,
     ticket: str,
@@ -90,8 +90,9 @@ async def redeem_ticket(
     user_id: str,
     action_id: str,
     now: datetime,
-) -> None:
-    """Use the ticket in the caller's transaction (a rollback leaves it unused), or refuse."""
+) -> str:
+    """The ticket's id when it may be used now, locked until the transaction ends; else the
+    refusal. Nothing is written: use_ticket() marks it used once the completion is accepted."""
     if not ticket:
         raise precondition(
             Reason.TICKET_REQUIRED, f"action {action_id} needs a ticket from StartAction"
@@ -124,4 +125,9 @@ async def redeem_ticket(
         )
     if now >= expires_at:
         raise precondition(Reason.TICKET_EXPIRED, "the ticket has expired; start again")
+    return ticket_id
+
+
+async def use_ticket(conn: Conn, ticket_id: str, now: datetime) -> None:
+    """Mark the ticket used, in the completion's transaction (a rollback leaves it unused)."""
     await conn.execute("UPDATE action_tickets SET used_at = %s WHERE id = %s", (now, ticket_id))

@@ -209,6 +209,41 @@ async def assert_ledger_invariants(pool: Pool) -> int:
     return len(rows)
 
 
+# The rule counters as the ledger defines them (the same derivation as migration 0006).
+_LEDGER_STATS_SQL = (
+    "SELECT board_id, user_id, action_id, max(day), count(*) FILTER (WHERE day = last_day),"
+    " max(created_at) FROM (SELECT *, max(day) OVER (PARTITION BY board_id, user_id, action_id)"
+    " AS last_day FROM user_actions WHERE kind = 'action') a"
+    " GROUP BY board_id, user_id, action_id"
+)
+_LEDGER_USER_SQL = (
+    "SELECT DISTINCT ON (board_id, user_id) board_id, user_id, day,"
+    " sum(points) OVER (PARTITION BY board_id, user_id, day), created_at, action_id"
+    " FROM user_actions WHERE kind = 'action' ORDER BY board_id, user_id, created_at DESC, id DESC"
+)
+
+
+async def assert_counters_match_ledger(pool: Pool) -> None:
+    """The counters the rules read (action_stats, user_scores.day/day_points/last_*) equal what
+    the ledger says, in both directions."""
+    async with pool.connection() as conn:
+        for expected, actual in (
+            (
+                _LEDGER_STATS_SQL,
+                "SELECT board_id, user_id, action_id, day, day_count, last_at FROM action_stats",
+            ),
+            (
+                _LEDGER_USER_SQL,
+                "SELECT board_id, user_id, day, day_points, last_action_at, last_action_id"
+                " FROM user_scores WHERE last_action_at IS NOT NULL",
+            ),
+        ):
+            for first, second in ((expected, actual), (actual, expected)):
+                cur = await conn.execute(f"({first}) EXCEPT ({second}) LIMIT 5")
+                rows = await cur.fetchall()
+                assert not rows, f"counters differ from the ledger: {rows}"
+
+
 async def stream_events(redis: aioredis.Redis, keys: Keys) -> list[events_pb2.ScoreUpdated]:
     """Every ScoreUpdated event in the default board's stream, in stream order."""
     entries = cast(

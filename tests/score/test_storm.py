@@ -11,11 +11,13 @@ from typing import cast
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from common.errors import Reason, ServiceError
 from scoreboard.score.v1 import score_service_pb2 as pb
 from tests.conftest import StackFactory
 from tests.score.helpers import (
+    assert_counters_match_ledger,
     assert_ledger_invariants,
     assert_stream_covers_ledger,
     create_action,
@@ -99,6 +101,7 @@ async def test_storm_of_random_completions_keeps_every_invariant(
                             accepted[reply.ledger_entry_id] = reply
                             scorers.add(user)
 
+        grouped_before = _grouped()
         await asyncio.gather(*(client(seed) for seed in range(CLIENTS)))
 
         assert {reason for reason, _ in refusals} <= EXPECTED_REFUSALS, refusals
@@ -114,6 +117,9 @@ async def test_storm_of_random_completions_keeps_every_invariant(
             cur = await conn.execute("SELECT id FROM user_actions")
             assert {int(r[0]) for r in await cur.fetchall()} == set(accepted)  # type: ignore[call-overload]
         checked = await assert_ledger_invariants(stack.pool)
+        await assert_counters_match_ledger(stack.pool)
+        # 32 clients against 4 transaction slots: completions shared transactions.
+        assert _grouped() > grouped_before
         assert checked == len(await database_versions(stack.pool)) == len(scorers)
         # The stream: every committed change reached it (at least once), with its state.
         await wait_for(lambda: _outbox_empty(stack), timeout=60)
@@ -122,6 +128,13 @@ async def test_storm_of_random_completions_keeps_every_invariant(
         # The ranking ends equal to PostgreSQL.
         await wait_ranking_caught_up(stack, timeout=60)
         assert await _ranking_totals(stack) == await _database_totals(stack)
+
+
+def _grouped() -> float:
+    """Completions written in a transaction with others so far (this process's registry)."""
+    count = REGISTRY.get_sample_value("scoreboard_score_group_size_count") or 0.0
+    total = REGISTRY.get_sample_value("scoreboard_score_group_size_sum") or 0.0
+    return total - count
 
 
 async def _outbox_empty(stack: Stack) -> bool:

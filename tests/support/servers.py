@@ -104,6 +104,13 @@ class Databases:
         self._created.append(name)
         return url
 
+    async def empty(self) -> str:
+        """A database of this run with no schema at all (migration tests)."""
+        name = f"sbtest_{self.run_id}_{secrets.token_hex(3)}"
+        url = await self.server.create_database(name)
+        self._created.append(name)
+        return url
+
     async def drop_all(self) -> None:
         for name in reversed(self._created):
             await self.server.drop_database(name)

@@ -236,7 +236,9 @@ class CompleteActionResponse(_message.Message):
     new_score: _builtins.int
     increment: _builtins.int
     rank: _builtins.int
-    """Competition rank right after this update."""
+    """Competition rank right after this update; 0 when it could not be counted in time (Redis
+    unreachable and the PostgreSQL count over its time budget). The completion counted anyway.
+    """
     message: _builtins.str
     version: _builtins.int
     """Per-user version after the change."""
