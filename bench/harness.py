@@ -2,7 +2,8 @@
 defaults, measuring the capacity targets; prints one table and writes a JSON file.
 
 Phases: seed the population (COPY), gRPC writes (uniform over the population, then skewed so the
-top 10 changes on almost every action), REST writes through the edge, reads, and finally the
+top 10 changes on almost every action), REST writes through the edge, reads, WebSocket viewers
+on the edge while skewed gRPC writes run (commit-to-receipt propagation), and finally the
 nothing-lost checks (outbox drained, consumer caught up, ledger == totals, Redis == PostgreSQL).
 """
 
@@ -29,6 +30,7 @@ from bench.invariants import ledger_mismatches, wait_settled
 from bench.population import seed
 from bench.resources import ResourceMonitor, postgres_pids, redis_pid
 from bench.stats import summary_ms
+from bench.viewers import CommitLog, Fleet, propagation, raise_fd_limit, rss_bytes
 from common.config import DEFAULT_BOARD, ClientCredentials
 from common.devstack import Stack, read_description, save_service_account, start_stack
 from common.errors import Reason, ServiceError, from_rpc_error
@@ -54,7 +56,9 @@ class BenchConfig:
     rest_rate: float = 1200.0
     read_rate: float = 5000.0
     rest_users: int = 1000
-    phases: tuple[str, ...] = ("grpc-uniform", "grpc-skewed", "rest", "reads")
+    phases: tuple[str, ...] = ("grpc-uniform", "grpc-skewed", "rest", "reads", "viewers")
+    viewers: tuple[int, ...] = (5000, 10000)
+    viewer_write_rate: float = 1000.0
     data_dir: Path = ROOT / ".data"
     out_dir: Path = ROOT / ".bench"
     use_running: bool = True
@@ -92,6 +96,11 @@ def _target(config: BenchConfig) -> Target:
         print("bench: starting a stack on embedded defaults (.bench/stack)")
         env = {k: v for k, v in os.environ.items()}
         env["SCOREBOARD_DATA_DIR"] = str(config.out_dir / "stack")
+        # Viewers connect without tokens (one user may hold only a few sockets), and up to
+        # 20,000 of them (the hard open-files limit here; raised before the stack starts).
+        env.setdefault("SCOREBOARD_WS_ANONYMOUS", "true")
+        env.setdefault("SCOREBOARD_WS_MAX_CONNECTIONS", str(max(config.viewers, default=0) + 100))
+        env.setdefault("SCOREBOARD_LOG_LEVEL", "WARNING")
         from common.embedded import free_port
 
         for name in ("AUTH", "SCORE", "LEADERBOARD", "STREAM", "EDGE"):
@@ -172,9 +181,11 @@ async def _rest_tokens(target: Target, count: int) -> list[str]:
     async def one(client: httpx.AsyncClient, index: int) -> str:
         body = {"username": f"benchrest{index}", "password": REST_PASSWORD}
         async with limit:
-            reply = await client.post("/api/auth/login", json=body)
-            if reply.status_code == 401:
-                reply = await client.post("/api/auth/register", json=body)
+            # Register first: logging in to a player that does not exist yet is a login
+            # failure, and the address would soon be throttled for them.
+            reply = await client.post("/api/auth/register", json=body)
+            if reply.status_code == 409:
+                reply = await client.post("/api/auth/login", json=body)
         reply.raise_for_status()
         token: str = reply.json()["data"]["accessToken"]
         return token
@@ -222,7 +233,47 @@ async def _phase(name: str, target: Target, worker_config: dict[str, Any], secon
     return phase
 
 
+async def _viewers(
+    target: Target, config: BenchConfig, count: int, writes: dict[str, Any]
+) -> tuple[Phase, dict[str, Any]]:
+    """`count` idle viewers on the edge, then skewed gRPC writes while they watch: propagation
+    from commit to receipt, and the edge's memory per idle connection."""
+    edge_pid = target.pids["edge"][0]
+    ws_url = target.edge_url.replace("http", "ws", 1) + "/ws"
+    rss_before = rss_bytes(edge_pid)
+    fleet = Fleet(ws_url, count, 1 if count <= 5000 else 2)
+    connected = await fleet.open()
+    log = CommitLog(target.redis_url, target.key_prefix)
+    try:
+        await asyncio.sleep(2.0)  # idle connections only
+        rss_idle = rss_bytes(edge_pid)
+        await log.start()
+        phase = await _phase(
+            f"gRPC skewed, {count:,} viewers", target, writes, float(writes["seconds"])
+        )
+        await asyncio.sleep(2.0)  # the last change reaches everyone
+    finally:
+        await log.stop()
+        results = await fleet.close()
+    seen = propagation(results, log)
+    result = {
+        "viewers": count,
+        "connected": connected,
+        "write_rate": writes["rate"],
+        "accepted_per_s": phase.accepted_per_s,
+        **seen,
+        "edge_kb_per_idle_connection": round((rss_idle - rss_before) / max(1, connected) / 1024, 2),
+    }
+    print(
+        f"bench: {count:,} viewers ({connected:,} connected): propagation p50 "
+        f"{seen['p50_ms']} ms, p99 {seen['p99_ms']} ms"
+    )
+    return phase, result
+
+
 def run(config: BenchConfig) -> dict[str, Any]:
+    if "viewers" in config.phases:
+        raise_fd_limit()  # before the stack starts: the edge inherits it
     target = _target(config)
     try:
         return asyncio.run(_run(config, target))
@@ -241,6 +292,7 @@ async def _run(config: BenchConfig, target: Target) -> dict[str, Any]:
     await auth_channel.close()
     await _prepare(target, config, token)
     phases: list[Phase] = []
+    viewer_runs: list[dict[str, Any]] = []
     base = {"users": config.users, "seconds": config.seconds, "action_id": ACTION_ID}
     for name in config.phases:
         if name in ("grpc-uniform", "grpc-skewed"):
@@ -294,6 +346,26 @@ async def _run(config: BenchConfig, target: Target) -> dict[str, Any]:
                     config.seconds,
                 )
             )
+        elif name == "viewers":
+            for count in config.viewers:
+                phase, seen = await _viewers(
+                    target,
+                    config,
+                    count,
+                    {
+                        **base,
+                        "kind": "grpc-writes",
+                        "mode": "skewed",
+                        "rate": config.viewer_write_rate,
+                        "seconds": min(config.seconds, 30),
+                        "score_addr": target.addresses["score"],
+                        "token": token,
+                    },
+                )
+                phases.append(phase)
+                viewer_runs.append(seen)
+        else:
+            raise ValueError(f"unknown phase {name!r}")
     redis = aioredis.Redis.from_url(target.redis_url)
     try:
         settled = await wait_settled(
@@ -310,6 +382,7 @@ async def _run(config: BenchConfig, target: Target) -> dict[str, Any]:
         "command": " ".join(sys.argv),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "phases": [asdict(p) for p in phases],
+        "viewers": viewer_runs,
         "checks": checks,
     }
     _print(report)
@@ -377,6 +450,19 @@ def _print(report: dict[str, Any]) -> None:
             f"{phase['name'] + ' CPU s/RSS MB':<26}"
             + "".join(f"{r['cpu_s']:>7}/{r['peak_rss_mb']:<6}" for r in phase["resources"].values())
         )
+    if report["viewers"]:
+        print()
+        print(
+            f"{'viewers':>8}{'connected':>10}{'writes/s':>9}{'changes':>8}{'p50 ms':>8}"
+            f"{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}{'got last':>9}{'KB/idle conn':>13}"
+        )
+        for v in report["viewers"]:
+            print(
+                f"{v['viewers']:>8}{v['connected']:>10}{v['accepted_per_s']:>9.0f}"
+                f"{v['snapshots_published']:>8}{v['p50_ms']:>8}{v['p95_ms']:>8}{v['p99_ms']:>8}"
+                f"{v['max_ms']:>8}{v['viewers_with_final_snapshot']:>9}"
+                f"{v['edge_kb_per_idle_connection']:>13}"
+            )
     print()
     checks = report["checks"]
     print(

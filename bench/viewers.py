@@ -240,7 +240,7 @@ def _worker(url: str, count: int, pipe: Connection) -> None:
 # ---------------------------------------------------------------- driver (parent process)
 
 
-def _rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
@@ -346,95 +346,94 @@ async def _prepare(
     return _Driver(score, token, users)
 
 
-async def _measure(
-    stack: Stack,
-    edge_pid: int,
-    *,
-    viewers: int,
-    processes: int,
-    changes: int,
-    rate: float,
-    settle_seconds: float,
-) -> dict[str, Any]:
-    env = stack.env
-    auth_ch = grpc.aio.insecure_channel(env["SCOREBOARD_AUTH_ADDR"])
-    score_ch = grpc.aio.insecure_channel(env["SCOREBOARD_SCORE_ADDR"])
-    redis = aioredis.Redis.from_url(env["SCOREBOARD_REDIS_URL"])
-    prefix = env.get("SCOREBOARD_KEY_PREFIX", "sb:")
-    commits: dict[int, int] = {}
-    published: list[float] = []
-    try:
-        driver = await _prepare(stack, auth_ch, score_ch)
-        ws_url = stack.edge_url.replace("http://", "ws://") + "/ws"
-        gc.collect()
-        await asyncio.sleep(settle_seconds)
-        rss_before = _rss_bytes(edge_pid)
+class Fleet:
+    """`count` WebSocket viewers of one URL, spread over load-generator processes."""
+
+    def __init__(self, ws_url: str, count: int, processes: int) -> None:
+        self.ws_url = ws_url
+        self.count = count
+        self.processes = processes
+        self._pipes: list[Connection] = []
+        self._procs: list[Any] = []
+
+    async def open(self) -> int:
+        """Start the processes and wait until every viewer is connected (or failed); returns
+        how many are connected."""
         ctx = multiprocessing.get_context("spawn")
-        pipes: list[Connection] = []
-        procs = []
         share = [
-            viewers // processes + (1 if i < viewers % processes else 0) for i in range(processes)
+            self.count // self.processes + (1 if i < self.count % self.processes else 0)
+            for i in range(self.processes)
         ]
         for count in share:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(ws_url, count, child), daemon=True)
+            proc = ctx.Process(target=_worker, args=(self.ws_url, count, child), daemon=True)
             proc.start()
-            pipes.append(parent)
-            procs.append(proc)
+            self._pipes.append(parent)
+            self._procs.append(proc)
         loop = asyncio.get_running_loop()
         connected = 0
-        for pipe in pipes:
+        for pipe in self._pipes:
             kind, value = await loop.run_in_executor(None, pipe.recv)
             assert kind == "connected"
             connected += value
-        await asyncio.sleep(settle_seconds)  # let the edge settle: idle connections only
-        rss_idle = _rss_bytes(edge_pid)
-        cpu_before = _cpu_seconds(edge_pid)
-        upstream_before = await _edge_arrivals(stack.edge_url)
+        return int(connected)
 
-        pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(f"{prefix}lb:default:top10")
+    async def close(self) -> list[dict[str, Any]]:
+        """Close every viewer; returns each process's receipts and counts."""
+        loop = asyncio.get_running_loop()
+        for pipe in self._pipes:
+            pipe.send("stop")
+        results = [(await loop.run_in_executor(None, pipe.recv))[1] for pipe in self._pipes]
+        for proc in self._procs:
+            proc.join(10)
+        return results
+
+
+class CommitLog:
+    """The side channel: the board's pub/sub messages carry each snapshot's sequence and the
+    commit time (µs) of its newest change."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self._redis = aioredis.Redis.from_url(redis_url)
+        self._channel = f"{prefix}lb:default:top10"
+        self.commits: dict[int, int] = {}
+        self.published: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._channel)
 
         async def collect() -> None:
-            async for message in pubsub.listen():
-                data = json.loads(message["data"])
-                commits[int(data["seq"])] = int(data["ts"])
-                published.append(time.time() - int(data["ts"]) / 1e6)
+            try:
+                async for message in pubsub.listen():
+                    data = json.loads(message["data"])
+                    self.commits[int(data["seq"])] = int(data["ts"])
+                    self.published.append(time.time() - int(data["ts"]) / 1e6)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-        collector = asyncio.create_task(collect())
-        started = time.monotonic()
-        for i in range(changes):
-            target = started + i / rate
-            delay = target - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await driver.bump(i)
-        await asyncio.sleep(2.0)  # the last change reaches everyone
-        collector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await collector
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
-        cpu_after = _cpu_seconds(edge_pid)
-        upstream_after = await _edge_arrivals(stack.edge_url)
-        rss_end = _rss_bytes(edge_pid)
+        self._task = asyncio.create_task(collect())
 
-        for pipe in pipes:
-            pipe.send("stop")
-        results = [await loop.run_in_executor(None, pipe.recv) for pipe in pipes]
-        for proc in procs:
-            proc.join(10)
-    finally:
-        await auth_ch.close()
-        await score_ch.close()
-        await redis.aclose()
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._redis.aclose()
 
+
+def propagation(results: list[dict[str, Any]], log: CommitLog) -> dict[str, Any]:
+    """Commit-to-receipt latencies of every snapshot published while `log` listened, and the
+    share of viewers that received the last one."""
+    commits = log.commits
     latencies: list[float] = []
     receipts = 0
     backwards = 0
     still_open = 0
     last_seq = max(commits) if commits else -1
     got_last = 0
-    for _kind, result in results:
+    for result in results:
         backwards += result["backwards"]
         still_open += result["still_open"]
         for seq, raw in result["receipts"].items():
@@ -449,12 +448,8 @@ async def _measure(
             base = commit / 1e6
             latencies.extend((t - base) * 1000 for t in times)
     latencies.sort()
+    published = log.published
     return {
-        "viewers": viewers,
-        "connected": connected,
-        "processes": processes,
-        "changes_driven": changes,
-        "rate_per_second": rate,
         "snapshots_published": len(commits),
         "receipts": receipts,
         "viewers_with_final_snapshot": got_last,
@@ -465,13 +460,67 @@ async def _measure(
         "p99_ms": round(_percentile(latencies, 0.99), 1),
         "max_ms": round(latencies[-1], 1) if latencies else float("nan"),
         "mean_ms": round(statistics.fmean(latencies), 1) if latencies else float("nan"),
+        "publish_mean_ms": round(statistics.fmean(published) * 1000, 1) if published else None,
+        "publish_max_ms": round(max(published) * 1000, 1) if published else None,
+    }
+
+
+async def _measure(
+    stack: Stack,
+    edge_pid: int,
+    *,
+    viewers: int,
+    processes: int,
+    changes: int,
+    rate: float,
+    settle_seconds: float,
+) -> dict[str, Any]:
+    env = stack.env
+    auth_ch = grpc.aio.insecure_channel(env["SCOREBOARD_AUTH_ADDR"])
+    score_ch = grpc.aio.insecure_channel(env["SCOREBOARD_SCORE_ADDR"])
+    log = CommitLog(env["SCOREBOARD_REDIS_URL"], env.get("SCOREBOARD_KEY_PREFIX", "sb:"))
+    try:
+        driver = await _prepare(stack, auth_ch, score_ch)
+        ws_url = stack.edge_url.replace("http://", "ws://") + "/ws"
+        gc.collect()
+        await asyncio.sleep(settle_seconds)
+        rss_before = rss_bytes(edge_pid)
+        fleet = Fleet(ws_url, viewers, processes)
+        connected = await fleet.open()
+        await asyncio.sleep(settle_seconds)  # let the edge settle: idle connections only
+        rss_idle = rss_bytes(edge_pid)
+        cpu_before = _cpu_seconds(edge_pid)
+        upstream_before = await _edge_arrivals(stack.edge_url)
+        await log.start()
+        started = time.monotonic()
+        for i in range(changes):
+            target = started + i / rate
+            delay = target - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await driver.bump(i)
+        await asyncio.sleep(2.0)  # the last change reaches everyone
+        await log.stop()
+        cpu_after = _cpu_seconds(edge_pid)
+        upstream_after = await _edge_arrivals(stack.edge_url)
+        rss_end = rss_bytes(edge_pid)
+        results = await fleet.close()
+    finally:
+        await auth_ch.close()
+        await score_ch.close()
+
+    return {
+        "viewers": viewers,
+        "connected": connected,
+        "processes": processes,
+        "changes_driven": changes,
+        "rate_per_second": rate,
+        **propagation(results, log),
         "edge_rss_before_mb": round(rss_before / 2**20, 1),
         "edge_rss_idle_mb": round(rss_idle / 2**20, 1),
         "edge_rss_end_mb": round(rss_end / 2**20, 1),
         "edge_kb_per_idle_connection": round((rss_idle - rss_before) / max(1, connected) / 1024, 2),
         "edge_cpu_seconds_during_changes": round(cpu_after - cpu_before, 2),
-        "publish_mean_ms": round(statistics.fmean(published) * 1000, 1) if published else None,
-        "publish_max_ms": round(max(published) * 1000, 1) if published else None,
         # Commit -> arrival at the edge (before the fan-out), from the edge's own histogram.
         "upstream_mean_ms": round(
             (upstream_after[0] - upstream_before[0])

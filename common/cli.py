@@ -59,6 +59,8 @@ def _bench(args: argparse.Namespace) -> int:
         read_rate=args.read_rate,
         rest_users=args.rest_users,
         phases=tuple(args.phases.split(",")),
+        viewers=tuple(args.viewers),
+        viewer_write_rate=args.viewer_write_rate,
         use_running=not args.own_stack,
         data_dir=Path(Env().text("DATA_DIR", ".data")).resolve(),
     )
@@ -98,8 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rest-users", type=int, default=1000, help="players for REST writes")
     bench.add_argument(
         "--phases",
-        default="grpc-uniform,grpc-skewed,rest,reads",
-        help="comma-separated: grpc-uniform, grpc-skewed, rest, reads",
+        default="grpc-uniform,grpc-skewed,rest,reads,viewers",
+        help="comma-separated: grpc-uniform, grpc-skewed, rest, reads, viewers",
+    )
+    bench.add_argument(
+        "--viewers",
+        type=int,
+        nargs="+",
+        default=[5000, 10000],
+        help="WebSocket viewer counts of the viewers phase (one run each)",
+    )
+    bench.add_argument(
+        "--viewer-write-rate",
+        type=float,
+        default=1000.0,
+        help="skewed gRPC actions/s offered while viewers watch",
     )
     bench.add_argument(
         "--own-stack",
