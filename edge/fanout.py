@@ -1,8 +1,9 @@
 """Fan-out of top-10 snapshots to every WebSocket viewer of this process (DESIGN decision 6).
 
 Each snapshot is encoded once. A tick writes the newest snapshot to every viewer that has not
-seen it, at most once per tick interval, whatever the upstream rate; the first change after a
-quiet tick goes out at once (a throttle, not a delay). A viewer whose socket is full (unsent
+seen it, at most once per tick interval (counted from the end of the previous broadcast),
+whatever the upstream rate; the first change after a quiet tick goes out at once (a throttle,
+not a delay). A viewer whose socket is full (unsent
 bytes above the slow-viewer limit) is skipped for the tick, gets the newest snapshot when it
 drains, and is closed (4409) if it stays stuck: nothing is queued per viewer beyond the socket's
 own buffer, so a viewer costs at most the limit plus one frame however slow it is.
@@ -192,15 +193,21 @@ class FanOut:
             behind.append(viewer)
         SENT.inc(sent)
         SKIPPED.inc(len(behind))
+        # The interval counts from the end of this broadcast: however long writing to every
+        # socket took, the loop then has a tick's time to read the upstream stream (and serve
+        # handshakes) before the next one. Counted from the start, broadcasts to many viewers
+        # ran back to back, the upstream reader got one message in between, and a busy board
+        # put the viewers seconds behind.
+        done = self._clock()
         if fresh and sent:
-            self._last_sent = now
+            self._last_sent = done
         self._behind = behind
         for viewer in stuck:
             SLOW_CLOSED.inc()
             self.remove(viewer)
             viewer.socket.close(CLOSE_TOO_SLOW, "too slow to keep up")
         if behind:
-            self._schedule(now + self._settings.tick_seconds)
+            self._schedule(done + self._settings.tick_seconds)
 
     # ---- expiry and shutdown
 

@@ -63,6 +63,37 @@ async def test_first_change_goes_at_once_then_one_per_tick() -> None:
     assert fanout.latest == _frame(3)
 
 
+class SlowSocket(FakeSocket):
+    """A socket whose every write takes `cost` seconds of the fake clock."""
+
+    def __init__(self, clock: Clock, cost: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.cost = cost
+
+    def write_frame(self, frame: bytes) -> bool:
+        self.clock.now += self.cost
+        return super().write_frame(frame)
+
+
+async def test_the_tick_interval_counts_from_the_end_of_a_long_broadcast() -> None:
+    # Two writes of 2,000 s: a broadcast longer than the hour-long tick. Counted from its start
+    # the next tick would be due at once, broadcasts would run back to back and the loop would
+    # never get to read the upstream stream in between.
+    clock = Clock()
+    fanout = FanOut(WebSocketSettings(tick_seconds=3600), clock=clock)
+    socks = [SlowSocket(clock, 2000.0) for _ in range(2)]
+    for sock in socks:
+        fanout.reserve(None)
+        fanout.add(Viewer(sock, key=None, expires_at=None))
+    fanout.publish(_frame(1))
+    await _run_timers()
+    assert [s.frames for s in socks] == [[b"s1"], [b"s1"]]
+    fanout.publish(_frame(2))
+    await _run_timers()
+    assert [s.frames for s in socks] == [[b"s1"], [b"s1"]]  # an hour after the broadcast ended
+
+
 async def test_joining_viewer_gets_the_newest_at_once() -> None:
     fanout = FanOut(WebSocketSettings())
     fanout.publish(_frame(7))
