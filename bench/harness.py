@@ -176,16 +176,15 @@ async def _prepare(target: Target, config: BenchConfig, token: str) -> None:
 
 
 async def _rest_tokens(target: Target, count: int) -> list[str]:
+    """Register `count` new players (names unique to this run) and return their access tokens.
+    Registering, not logging in: a login that fails counts against the address for 15 minutes."""
     limit = asyncio.Semaphore(8)
+    run = secrets.token_hex(3)
 
     async def one(client: httpx.AsyncClient, index: int) -> str:
-        body = {"username": f"benchrest{index}", "password": REST_PASSWORD}
+        body = {"username": f"benchrest-{run}-{index}", "password": REST_PASSWORD}
         async with limit:
-            # Register first: logging in to a player that does not exist yet is a login
-            # failure, and the address would soon be throttled for them.
             reply = await client.post("/api/auth/register", json=body)
-            if reply.status_code == 409:
-                reply = await client.post("/api/auth/login", json=body)
         reply.raise_for_status()
         token: str = reply.json()["data"]["accessToken"]
         return token
@@ -251,7 +250,14 @@ async def _viewers(
         phase = await _phase(
             f"gRPC skewed, {count:,} viewers", target, writes, float(writes["seconds"])
         )
-        await asyncio.sleep(2.0)  # the last change reaches everyone
+        # Every change ranked (an overloaded run lags), then time for the last broadcast to
+        # reach everyone: "got last" then counts viewers that missed the final board.
+        redis = aioredis.Redis.from_url(target.redis_url)
+        try:
+            await wait_settled(target.database_url, redis, Keys(target.key_prefix), DEFAULT_BOARD)
+        finally:
+            await redis.aclose()
+        await asyncio.sleep(2.0)
     finally:
         await log.stop()
         results = await fleet.close()
