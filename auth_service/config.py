@@ -43,6 +43,14 @@ class LoginLimits:
 
 
 @dataclass(frozen=True)
+class RegistrationLimits:
+    # Accounts created per window and client address: each costs an Argon2 hash, and a flood
+    # of accounts is how leaderboards are farmed.
+    per_address: int = 30
+    window_seconds: int = 3600
+
+
+@dataclass(frozen=True)
 class Settings:
     grpc: GrpcServerSettings
     database: DatabaseSettings
@@ -57,6 +65,7 @@ class Settings:
     key_activation_seconds: float = 90.0
     passwords: PasswordSettings = PasswordSettings()
     login_limits: LoginLimits = LoginLimits()
+    registration_limits: RegistrationLimits = RegistrationLimits()
     log_level: str = "INFO"
 
     @classmethod
@@ -86,6 +95,10 @@ class Settings:
                 service_per_address=env.integer(
                     "SERVICE_TOKEN_FAILURES_PER_ADDRESS", 50, minimum=1
                 ),
+            ),
+            registration_limits=RegistrationLimits(
+                per_address=env.integer("REGISTRATIONS_PER_ADDRESS", 30, minimum=1),
+                window_seconds=env.integer("REGISTRATION_WINDOW_SECONDS", 3600, minimum=1),
             ),
             log_level=env.text("LOG_LEVEL", "INFO"),
         )

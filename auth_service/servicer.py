@@ -113,8 +113,27 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             raise invalid("display name must be at most 40 characters")
         if not _printable(display_name):
             raise invalid("display name must not contain control or format characters")
+        limits = self._settings.registration_limits
+        # Counted once the request is valid and before the (costly) hash; a name already taken
+        # creates no account and is taken back.
+        counted = await self._count(
+            (
+                (
+                    "register-address",
+                    self._client_address(request.client_address, context),
+                    limits.per_address,
+                ),
+            ),
+            limits.window_seconds,
+            Reason.REGISTRATION_RATE_LIMITED,
+            "too many accounts registered from this address",
+        )
         password_hash = await self._passwords.hash(request.password)
-        user = await self._store.create_user(username, display_name, password_hash)
+        try:
+            user = await self._store.create_user(username, display_name, password_hash)
+        except ServiceError:
+            await self._uncount(counted)
+            raise
         log.info("user registered", extra={"user_id": user.user_id})
         return pb.RegisterResponse(user=_user_pb(user), tokens=await self._session(user))
 
@@ -268,7 +287,8 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         what: str,
     ) -> Counted:
         """Count one attempt against each limit; refuse (and count nothing) when one is used
-        up. Redis unreachable: refuse too (these limits guard against password guessing)."""
+        up. Redis unreachable: refuse too (these limits guard against password guessing and
+        account floods)."""
         counted: Counted = []
         try:
             for name, subject, limit in limits:

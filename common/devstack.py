@@ -200,6 +200,8 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
             "SCOREBOARD_STREAM_ADDR": addresses["stream"],
         }
         env.setdefault("SCOREBOARD_WS_ANONYMOUS", "true")
+        # make demo and make bench register their players from 127.0.0.1.
+        env.setdefault("SCOREBOARD_REGISTRATIONS_PER_ADDRESS", "100000")
         stack.env = env
         edge_secret = _secret(data_dir / "secrets" / "edge-client-secret")
         game_secret = _secret(data_dir / "secrets" / "game-server-client-secret")

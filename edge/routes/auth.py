@@ -65,12 +65,16 @@ def _session(
 async def register(request: Request) -> Response:
     body = await read_json(request, RegisterBody)
     state = edge_state(request)
+    # With the edge's own token, like login: the per-address limit counts the real client.
     reply = await state.upstream.call(
         state.upstream.auth.Register,
         pb.RegisterRequest(
-            username=body.username, password=body.password, display_name=body.displayName or ""
+            username=body.username,
+            password=body.password,
+            display_name=body.displayName or "",
+            client_address=client_address(request),
         ),
-        token=None,
+        token=await state.upstream.service_token.token(),
     )
     return _session(request, reply.tokens, reply.user, status=201)
 

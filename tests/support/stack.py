@@ -153,6 +153,8 @@ def service_settings(name: str, config: StackConfig, port: int) -> Any:
             redis=redis,
             verifier=verifier,
             signing_key_file=config.keys.private,
+            # Every test registers from 127.0.0.1; tests of the limit set their own.
+            registration_limits=auth_service.config.RegistrationLimits(per_address=1_000_000),
         )
     elif name == "score":
         settings = score_service.config.Settings(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%scoreboard/auth/v1/auth_service.proto\x12\x12scoreboard.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"~\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12\x12\n\ntoken_type\x18\x04 \x01(\t\"K\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"i\n\x10RegisterResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x18.scoreboard.auth.v1.User\x12-\n\x06tokens\x18\x02 \x01(\x0b\x32\x1d.scoreboard.auth.v1.TokenPair\"J\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"f\n\rLoginResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x18.scoreboard.auth.v1.User\x12-\n\x06tokens\x18\x02 \x01(\x0b\x32\x1d.scoreboard.auth.v1.TokenPair\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"E\n\x14RefreshTokenResponse\x12-\n\x06tokens\x18\x01 \x01(\x0b\x32\x1d.scoreboard.auth.v1.TokenPair\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"T\n\x18IssueServiceTokenRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\"Y\n\x19IssueServiceTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\nexpires_in\x18\x02 \x01(\x03\x12\x12\n\ntoken_type\x18\x03 \x01(\t\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"\x0e\n\x0cGetMeRequest\"7\n\rGetMeResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x18.scoreboard.auth.v1.User2\xfa\x04\n\x0b\x41uthService\x12U\n\x08Register\x12#.scoreboard.auth.v1.RegisterRequest\x1a$.scoreboard.auth.v1.RegisterResponse\x12L\n\x05Login\x12 .scoreboard.auth.v1.LoginRequest\x1a!.scoreboard.auth.v1.LoginResponse\x12\x61\n\x0cRefreshToken\x12\'.scoreboard.auth.v1.RefreshTokenRequest\x1a(.scoreboard.auth.v1.RefreshTokenResponse\x12O\n\x06Logout\x12!.scoreboard.auth.v1.LogoutRequest\x1a\".scoreboard.auth.v1.LogoutResponse\x12p\n\x11IssueServiceToken\x12,.scoreboard.auth.v1.IssueServiceTokenRequest\x1a-.scoreboard.auth.v1.IssueServiceTokenResponse\x12R\n\x07GetJwks\x12\".scoreboard.auth.v1.GetJwksRequest\x1a#.scoreboard.auth.v1.GetJwksResponse\x12L\n\x05GetMe\x12 .scoreboard.auth.v1.GetMeRequest\x1a!.scoreboard.auth.v1.GetMeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%scoreboard/auth/v1/auth_service.proto\x12\x12scoreboard.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"~\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12\x12\n\ntoken_type\x18\x04 \x01(\t\"c\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x04 \x01(\t\"i\n\x10RegisterResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x18.scoreboard.auth.v1.User\x12-\n\x06tokens\x18\x02 \x01(\x0b\x32\x1d.scoreboard.auth.v1.TokenPair\"J\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"f\n\rLoginResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x18.scoreboard.auth.v1.User\x12-\n\x06tokens\x18\x02 \x01(\x0b\x32\x1d.scoreboard.auth.v1.TokenPair\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"E\n\x14RefreshTokenResponse\x12-\n\x06tokens\x18\x01 \x01(\x0b\x32\x1d.scoreboard.auth.v1.TokenPair\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"T\n\x18IssueServiceTokenRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\"Y\n\x19IssueServiceTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\nexpires_in\x18\x02 \x01(\x03\x12\x12\n\ntoken_type\x18\x03 \x01(\t\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"\x0e\n\x0cGetMeRequest\"7\n\rGetMeResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x18.scoreboard.auth.v1.User2\xfa\x04\n\x0b\x41uthService\x12U\n\x08Register\x12#.scoreboard.auth.v1.RegisterRequest\x1a$.scoreboard.auth.v1.RegisterResponse\x12L\n\x05Login\x12 .scoreboard.auth.v1.LoginRequest\x1a!.scoreboard.auth.v1.LoginResponse\x12\x61\n\x0cRefreshToken\x12\'.scoreboard.auth.v1.RefreshTokenRequest\x1a(.scoreboard.auth.v1.RefreshTokenResponse\x12O\n\x06Logout\x12!.scoreboard.auth.v1.LogoutRequest\x1a\".scoreboard.auth.v1.LogoutResponse\x12p\n\x11IssueServiceToken\x12,.scoreboard.auth.v1.IssueServiceTokenRequest\x1a-.scoreboard.auth.v1.IssueServiceTokenResponse\x12R\n\x07GetJwks\x12\".scoreboard.auth.v1.GetJwksRequest\x1a#.scoreboard.auth.v1.GetJwksResponse\x12L\n\x05GetMe\x12 .scoreboard.auth.v1.GetMeRequest\x1a!.scoreboard.auth.v1.GetMeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,33 +37,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENPAIR']._serialized_start=222
   _globals['_TOKENPAIR']._serialized_end=318
   _globals['_REGISTERREQUEST']._serialized_start=320
-  _globals['_REGISTERREQUEST']._serialized_end=395
-  _globals['_REGISTERRESPONSE']._serialized_start=397
-  _globals['_REGISTERRESPONSE']._serialized_end=502
-  _globals['_LOGINREQUEST']._serialized_start=504
-  _globals['_LOGINREQUEST']._serialized_end=578
-  _globals['_LOGINRESPONSE']._serialized_start=580
-  _globals['_LOGINRESPONSE']._serialized_end=682
-  _globals['_REFRESHTOKENREQUEST']._serialized_start=684
-  _globals['_REFRESHTOKENREQUEST']._serialized_end=728
-  _globals['_REFRESHTOKENRESPONSE']._serialized_start=730
-  _globals['_REFRESHTOKENRESPONSE']._serialized_end=799
-  _globals['_LOGOUTREQUEST']._serialized_start=801
-  _globals['_LOGOUTREQUEST']._serialized_end=839
-  _globals['_LOGOUTRESPONSE']._serialized_start=841
-  _globals['_LOGOUTRESPONSE']._serialized_end=857
-  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=859
-  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=943
-  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=945
-  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=1034
-  _globals['_GETJWKSREQUEST']._serialized_start=1036
-  _globals['_GETJWKSREQUEST']._serialized_end=1052
-  _globals['_GETJWKSRESPONSE']._serialized_start=1054
-  _globals['_GETJWKSRESPONSE']._serialized_end=1090
-  _globals['_GETMEREQUEST']._serialized_start=1092
-  _globals['_GETMEREQUEST']._serialized_end=1106
-  _globals['_GETMERESPONSE']._serialized_start=1108
-  _globals['_GETMERESPONSE']._serialized_end=1163
-  _globals['_AUTHSERVICE']._serialized_start=1166
-  _globals['_AUTHSERVICE']._serialized_end=1800
+  _globals['_REGISTERREQUEST']._serialized_end=419
+  _globals['_REGISTERRESPONSE']._serialized_start=421
+  _globals['_REGISTERRESPONSE']._serialized_end=526
+  _globals['_LOGINREQUEST']._serialized_start=528
+  _globals['_LOGINREQUEST']._serialized_end=602
+  _globals['_LOGINRESPONSE']._serialized_start=604
+  _globals['_LOGINRESPONSE']._serialized_end=706
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=708
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=752
+  _globals['_REFRESHTOKENRESPONSE']._serialized_start=754
+  _globals['_REFRESHTOKENRESPONSE']._serialized_end=823
+  _globals['_LOGOUTREQUEST']._serialized_start=825
+  _globals['_LOGOUTREQUEST']._serialized_end=863
+  _globals['_LOGOUTRESPONSE']._serialized_start=865
+  _globals['_LOGOUTRESPONSE']._serialized_end=881
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=883
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=967
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=969
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=1058
+  _globals['_GETJWKSREQUEST']._serialized_start=1060
+  _globals['_GETJWKSREQUEST']._serialized_end=1076
+  _globals['_GETJWKSRESPONSE']._serialized_start=1078
+  _globals['_GETJWKSRESPONSE']._serialized_end=1114
+  _globals['_GETMEREQUEST']._serialized_start=1116
+  _globals['_GETMEREQUEST']._serialized_end=1130
+  _globals['_GETMERESPONSE']._serialized_start=1132
+  _globals['_GETMERESPONSE']._serialized_end=1187
+  _globals['_AUTHSERVICE']._serialized_start=1190
+  _globals['_AUTHSERVICE']._serialized_end=1824
 # @@protoc_insertion_point(module_scope)
