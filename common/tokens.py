@@ -56,11 +56,14 @@ class TokenVerifier:
             if principal.expires_at + self._settings.leeway_seconds < time.time():
                 self._verified.pop(token, None)
                 raise unauthenticated(Reason.TOKEN_EXPIRED, "the token has expired")
-        if self._denylist is not None and await self._denylist.is_revoked(
-            principal.token_id, principal.session
-        ):
-            raise unauthenticated(Reason.TOKEN_REVOKED, "the token has been revoked")
+        await self.ensure_not_revoked(principal.token_id, principal.session)
         return principal
+
+    async def ensure_not_revoked(self, token_id: str, session: str = "") -> None:
+        """Refuse a token (or something issued on its strength, like a WebSocket ticket) whose
+        id or login session has been revoked since."""
+        if self._denylist is not None and await self._denylist.is_revoked(token_id, session):
+            raise unauthenticated(Reason.TOKEN_REVOKED, "the token has been revoked")
 
     def _remember(self, token: str, principal: Principal, kid: str) -> None:
         self._verified[token] = (principal, kid)

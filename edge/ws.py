@@ -64,7 +64,14 @@ def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
 async def issue_ticket(state: EdgeState, principal: Principal) -> str:
     ticket = secrets.token_urlsafe(32)
     value = orjson.dumps(
-        {"sub": principal.subject, "exp": principal.expires_at, "user": principal.user_id}
+        {
+            "sub": principal.subject,
+            "exp": principal.expires_at,
+            "user": principal.user_id,
+            # Checked again when the ticket is used: a logout in between revokes it too.
+            "jti": principal.token_id,
+            "sid": principal.session,
+        }
     )
     await state.redis.set(
         state.keys.ws_ticket(_ticket_key(ticket)), value, ex=state.settings.websocket.ticket_seconds
@@ -92,6 +99,7 @@ async def _identify(websocket: WebSocket, state: EdgeState) -> Identity:
         if raw is None:
             raise unauthenticated(Reason.TOKEN_INVALID, "the ticket is invalid, expired or used")
         data = orjson.loads(raw)
+        await state.verifier.ensure_not_revoked(data.get("jti", ""), data.get("sid", ""))
         identity = Identity(data.get("user"), data["sub"], float(data["exp"]))
     else:
         token = _bearer(websocket) or websocket.query_params.get("token")

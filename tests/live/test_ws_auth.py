@@ -71,6 +71,21 @@ async def test_token_in_query_subprotocol_and_ticket_each_work(
     assert error["code"] == "TOKEN_INVALID"
 
 
+async def test_a_ticket_dies_with_the_session_it_was_issued_for(
+    shared_stack: Stack, api: Api
+) -> None:
+    player = await api.register()
+    reply = await api.http.post("/api/ws-ticket", headers=player.auth)
+    assert reply.status_code == 200, reply.text
+    ticket = reply.json()["data"]["ticket"]
+    logout = await api.http.post(
+        "/api/auth/logout", json={"refreshToken": player.refresh_token}, headers=player.auth
+    )
+    assert logout.status_code in (200, 204), logout.text
+    code, error = await _refused(f"{shared_stack.ws_url}?ticket={ticket}")
+    assert (code, error["code"]) == (4401, "TOKEN_REVOKED")
+
+
 async def test_a_service_account_may_watch(shared_stack: Stack) -> None:
     viewer = await Viewer.open(f"{shared_stack.ws_url}?token={await game_token(shared_stack)}")
     try:
