@@ -233,7 +233,7 @@ async def _phase(name: str, target: Target, worker_config: dict[str, Any], secon
 
 
 async def _viewers(
-    target: Target, config: BenchConfig, count: int, writes: dict[str, Any]
+    target: Target, count: int, writes: dict[str, Any]
 ) -> tuple[Phase, dict[str, Any]]:
     """`count` idle viewers on the edge, then skewed gRPC writes while they watch: propagation
     from commit to receipt, and the edge's memory per idle connection."""
@@ -242,6 +242,12 @@ async def _viewers(
     rss_before = rss_bytes(edge_pid)
     fleet = Fleet(ws_url, count, 1 if count <= 5000 else 2)
     connected = await fleet.open()
+    if connected == 0:
+        await fleet.close()
+        raise RuntimeError(
+            "no viewer could connect: the edge must accept anonymous viewers "
+            "(SCOREBOARD_WS_ANONYMOUS=true, as make run sets) or run with --own-stack"
+        )
     log = CommitLog(target.redis_url, target.key_prefix)
     try:
         await asyncio.sleep(2.0)  # idle connections only
@@ -356,7 +362,6 @@ async def _run(config: BenchConfig, target: Target) -> dict[str, Any]:
             for count in config.viewers:
                 phase, seen = await _viewers(
                     target,
-                    config,
                     count,
                     {
                         **base,
