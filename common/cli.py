@@ -62,6 +62,7 @@ def _bench(args: argparse.Namespace) -> int:
         viewers=tuple(args.viewers),
         viewer_write_rate=args.viewer_write_rate,
         use_running=not args.own_stack,
+        out_dir=Path(args.out_dir).resolve(),
         data_dir=Path(Env().text("DATA_DIR", ".data")).resolve(),
     )
     report = run(config)
@@ -115,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1000.0,
         help="skewed gRPC actions/s offered while viewers watch",
+    )
+    bench.add_argument(
+        "--out-dir",
+        default=".bench",
+        help="where the JSON results (and an own stack's data) go (default .bench)",
     )
     bench.add_argument(
         "--own-stack",

@@ -1,0 +1,75 @@
+"""`scoreboard bench` end to end at a tiny scale: every phase runs against a stack the harness
+starts itself (on this run's database and key prefix), the report holds every phase, the
+viewers saw the final board, and the nothing-lost checks pass."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.servers import Databases
+
+ROOT = Path(__file__).resolve().parents[2]
+VIEWERS = 20
+
+
+def _report(folder: Path) -> dict[str, Any]:
+    [result] = folder.glob("bench-*.json")
+    report: dict[str, Any] = json.loads(result.read_text())
+    return report
+
+
+@pytest.mark.slow
+async def test_bench_runs_every_phase_and_loses_nothing(
+    databases: Databases, redis_url: str, run_prefix: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCOREBOARD_")}
+    env.update(
+        SCOREBOARD_DATABASE_URL=await databases.new(),
+        SCOREBOARD_REDIS_URL=redis_url,
+        SCOREBOARD_KEY_PREFIX=f"{run_prefix}bench:",
+    )
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "common", "bench", "--own-stack"),
+        *("--out-dir", str(tmp_path), "--users", "3000", "--seconds", "2"),
+        *("--grpc-rate", "40", "--rest-rate", "20", "--read-rate", "50", "--rest-users", "4"),
+        *("--viewers", str(VIEWERS), "--viewer-write-rate", "20"),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=300)
+    text = out.decode(errors="replace")
+    assert process.returncode == 0, text[-3000:]
+    assert "nothing lost: True" in text
+
+    report = await asyncio.to_thread(_report, tmp_path)
+    phases = {p["name"]: p for p in report["phases"]}
+    assert set(phases) == {
+        "gRPC writes (uniform)",
+        "gRPC writes (skewed)",
+        "REST writes (uniform)",
+        "GET /api/leaderboard",
+        f"gRPC skewed, {VIEWERS} viewers",
+    }
+    for phase in phases.values():
+        assert phase["outcomes"].get("ok", 0) > 0, phase
+        assert set(phase["latency"]) == {"p50_ms", "p95_ms", "p99_ms", "max_ms"}
+        assert phase["resources"]["score_service"]["cpu_s"] >= 0
+    [viewers] = report["viewers"]
+    assert viewers["connected"] == VIEWERS
+    assert viewers["snapshots_published"] > 0
+    assert viewers["viewers_with_final_snapshot"] == VIEWERS
+    assert viewers["backwards"] == 0
+    checks = report["checks"]
+    assert checks["nothing_lost"] is True
+    assert checks["ledger_mismatches"] == 0 and checks["ranking_mismatches"] == 0
+    assert checks["users_in_ranking"] == checks["users_in_database"] >= 3000
+    assert report["machine"]["cpus"] >= 1
