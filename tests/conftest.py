@@ -94,8 +94,5 @@ async def shared_stack(stack_factory: StackFactory) -> AsyncIterator[Stack]:
 
 @pytest.fixture
 async def api(shared_stack: Stack) -> AsyncIterator[Api]:
-    client = Api(shared_stack.edge_url)
-    try:
+    async with Api(shared_stack.edge_url) as client:
         yield client
-    finally:
-        await client.close()

@@ -35,11 +35,8 @@ async def stack(stack_factory: StackFactory) -> AsyncIterator[Stack]:
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[Api]:
-    api = Api(stack.edge_url)
-    try:
+    async with Api(stack.edge_url) as api:
         yield api
-    finally:
-        await api.close()
 
 
 def _address() -> str:

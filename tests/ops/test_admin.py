@@ -39,11 +39,8 @@ async def stack(stack_factory: StackFactory) -> AsyncIterator[Stack]:
 
 @pytest.fixture
 async def api(stack: Stack) -> AsyncIterator[Api]:
-    client = Api(stack.edge_url)
-    try:
+    async with Api(stack.edge_url) as client:
         yield client
-    finally:
-        await client.close()
 
 
 async def _complete(api: Api, player: Player, action_id: str) -> dict[str, Any]:

@@ -21,8 +21,5 @@ async def score_stack(stack_factory: StackFactory) -> AsyncIterator[Stack]:
 @pytest.fixture
 async def api(score_stack: Stack) -> AsyncIterator[Api]:
     """The edge of score_stack (this overrides the root `api`, which is on shared_stack)."""
-    client = Api(score_stack.edge_url)
-    try:
+    async with Api(score_stack.edge_url) as client:
         yield client
-    finally:
-        await client.close()

@@ -41,6 +41,12 @@ class Api:
     async def close(self) -> None:
         await self.http.aclose()
 
+    async def __aenter__(self) -> Api:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def register(
         self, name: str | None = None, password: str = "correct horse battery"
     ) -> Player:
