@@ -57,7 +57,7 @@ class BenchConfig:
     read_rate: float = 5000.0
     rest_users: int = 1000
     phases: tuple[str, ...] = ("grpc-uniform", "grpc-skewed", "rest", "reads", "viewers")
-    viewers: tuple[int, ...] = (5000, 10000)
+    viewers: tuple[int, ...] = (1000, 5000, 10000)
     viewer_write_rate: float = 1000.0
     data_dir: Path = ROOT / ".data"
     out_dir: Path = ROOT / ".bench"

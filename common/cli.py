@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--viewers",
         type=int,
         nargs="+",
-        default=[5000, 10000],
+        default=[1000, 5000, 10000],
         help="WebSocket viewer counts of the viewers phase (one run each)",
     )
     bench.add_argument(
