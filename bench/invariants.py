@@ -11,6 +11,7 @@ import psycopg
 import redis.asyncio as aioredis
 
 from common.keys import Keys
+from leaderboard_service.stream_metrics import undelivered
 
 LEDGER_SQL = """
 SELECT count(*) FROM user_scores s
@@ -52,9 +53,7 @@ async def _unfinished(redis: aioredis.Redis, stream: str) -> int:
     total = 0
     for group in groups:
         total += int(group.get("pending", 0))
-        lag = group.get("lag")
-        if lag is not None:
-            total += int(lag)
+        total += (await undelivered(redis, stream, group))[0]
     return total
 
 
