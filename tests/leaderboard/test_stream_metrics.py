@@ -33,7 +33,7 @@ async def test_lag_counts_undelivered_entries_whatever_the_read_counter_says(
 
         # Everything delivered, but the read counter says nothing was read.
         await redis.xreadgroup(GROUP, "c1", {keys.events: ">"})
-        await redis.execute_command("XGROUP", "SETID", keys.events, GROUP, "$", "ENTRIESREAD", 0)
+        await redis.xgroup_setid(keys.events, GROUP, "$", entries_read=0)
         [info] = await redis.xinfo_groups(keys.events)
         assert int(info["lag"]) == 5  # what Redis reports
         await sample_stream(redis, keys, GROUP)
