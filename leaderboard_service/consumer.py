@@ -6,7 +6,10 @@ After a start or an error it first re-reads its own pending entries. Pending ent
 consumer are claimed with XAUTOCLAIM. An entry that is not a usable event goes to the
 dead-letter stream at once; one that keeps failing goes there once it has been delivered more
 than max_deliveries times, and stops blocking the others.
-"""
+
+Every trim_seconds it trims what every group has read and acknowledged, and nothing else: the
+stream is a queue (the ledger is the record), and an entry no group has finished with is never
+dropped, however far behind the consumers are."""
 
 from __future__ import annotations
 
@@ -45,6 +48,11 @@ DEAD_LETTER_MAX_LENGTH = 100_000
 FORGET_AFTER_CLAIM_INTERVALS = 20
 
 
+def _stream_id(value: str) -> tuple[int, int]:
+    milliseconds, _, sequence = value.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
 def _stream_lost(exc: ResponseError) -> bool:
     """The stream or its group vanished (Redis wiped or restarted empty)."""
     message = str(exc)
@@ -69,6 +77,7 @@ class EventConsumer:
         self._on_not_ready = on_not_ready
         self._fault = fault
         self._last_claim = 0.0
+        self._last_trim = time.monotonic()
 
     @property
     def name(self) -> str:
@@ -86,6 +95,9 @@ class EventConsumer:
                     recover = False
                 if time.monotonic() - self._last_claim > self._settings.claim_idle_ms / 2000:
                     await self._claim_stale()
+                trim = self._settings.trim_seconds
+                if trim and time.monotonic() - self._last_trim > trim:
+                    await self._trim_consumed()
                 await self._process(await self._read(">"), check_deliveries=False)
                 delay = 0.1
             except ResponseError as exc:
@@ -167,6 +179,24 @@ class EventConsumer:
             if start == "0-0":
                 break
         await self._forget_idle_consumers()
+
+    async def _trim_consumed(self) -> None:
+        """XTRIM MINID to the oldest entry some group still needs: its oldest pending entry, or
+        the one after its last delivered entry."""
+        self._last_trim = time.monotonic()
+        groups: Any = await self._redis.xinfo_groups(self._keys.events)
+        floor: tuple[int, int] | None = None
+        for group in groups:
+            needed = _stream_id(text(group["last-delivered-id"]))
+            if int(group["pending"]) > 0:
+                summary: Any = await self._redis.xpending(self._keys.events, text(group["name"]))
+                if summary["min"] is not None:
+                    needed = min(needed, _stream_id(text(summary["min"])))
+            floor = needed if floor is None else min(floor, needed)
+        if floor is not None and floor > (0, 0):
+            await self._redis.xtrim(
+                self._keys.events, minid=f"{floor[0]}-{floor[1]}", approximate=False
+            )
 
     async def _forget_idle_consumers(self) -> None:
         """Remove long-gone consumers with nothing pending, so the group does not grow with

@@ -21,7 +21,9 @@ class RelaySettings:
     batch_size: int = 500
     # The relay is woken by NOTIFY; this sweep only bounds the delay of a lost notification.
     sweep_seconds: float = 1.0
-    # Approximate cap on the Redis Stream's length.
+    # While a board's Redis Stream holds this many entries (consumers down or far behind), the
+    # relay publishes nothing for it and events wait in the outbox; consumers trim what they
+    # have acknowledged, so the stream never drops an event no consumer has applied.
     stream_max_length: int = 1_000_000
     # LISTEN for the commit notifications. Off behind a pooler that cannot LISTEN (PgBouncer in
     # transaction mode): the sweep alone then moves the outbox, sweep_seconds late at worst.

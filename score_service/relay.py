@@ -6,6 +6,11 @@ commit rolls the claim back and leaves the rows in place: they are published aga
 after XADD publishes them twice), and consumers ignore the duplicates by version. Nothing is
 ever lost: a row leaves the outbox only in the transaction that follows its XADD.
 
+The stream is never trimmed by length here (that would drop events no consumer has applied):
+the consumers trim what they have acknowledged, and while a board's stream holds
+stream_max_length entries (its consumers are down or far behind) the relay publishes nothing for
+it and the events wait in the outbox, on PostgreSQL's disk instead of in Redis's memory.
+
 The relay is woken by LISTEN/NOTIFY and also sweeps every sweep_seconds, so a lost notification
 (or a relay that cannot LISTEN) only delays. It never keeps an "id > last seen" cursor: ids
 commit out of order. Any failure (PostgreSQL or Redis down, a hung Redis) only pauses it.
@@ -98,13 +103,13 @@ class OutboxRelay:
                 await self._fault("claimed")
             # Bounded, so a hung Redis cannot keep the rows (and a connection) locked.
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
+                if await self._full({str(board) for _, board, _ in rows}):
+                    return 0  # the rows stay in the outbox; the next sweep tries again
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for _, board, payload in rows:
                         pipe.xadd(
                             self._keys.board(str(board)).events,
                             {"e": bytes(payload)},  # type: ignore[call-overload]
-                            maxlen=self._settings.stream_max_length,
-                            approximate=True,
                         )
                     await pipe.execute()
             if self._fault is not None:
@@ -112,6 +117,24 @@ class OutboxRelay:
             await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
         RELAYED.inc(len(rows))
         return len(rows)
+
+    async def _full(self, boards: set[str]) -> bool:
+        """True when a board's stream holds stream_max_length entries: its consumers are down
+        or far behind, and publishing more would only grow Redis's memory."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for board in sorted(boards):
+                pipe.xlen(self._keys.board(board).events)
+            lengths = await pipe.execute()
+        limit = self._settings.stream_max_length
+        full = [b for b, n in zip(sorted(boards), lengths, strict=True) if n >= limit]
+        if full:
+            log.warning(
+                "event stream full (%d entries): events wait in the outbox until the"
+                " consumers catch up",
+                limit,
+                extra={"boards": full},
+            )
+        return bool(full)
 
     async def _listen(self) -> None:
         """Wake the relay on NOTIFY; reconnect when the connection drops."""

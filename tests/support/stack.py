@@ -172,7 +172,11 @@ def service_settings(name: str, config: StackConfig, port: int) -> Any:
             redis=redis,
             verifier=verifier,
             consumer=leaderboard_service.config.ConsumerSettings(
-                name=f"test-{secrets.token_hex(3)}", block_ms=200, check_seconds=0
+                # No trimming: tests read the whole stream afterwards (test_trim turns it on).
+                name=f"test-{secrets.token_hex(3)}",
+                block_ms=200,
+                check_seconds=0,
+                trim_seconds=0,
             ),
         )
     else:
