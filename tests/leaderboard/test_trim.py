@@ -10,19 +10,11 @@ from leaderboard_service.scripts import Scripts
 from score_service.config import RelaySettings
 from tests.conftest import StackFactory
 from tests.leaderboard.support import Game, pg_order, players, redis_order, wait_settled
+from tests.score.helpers import outbox_count
 from tests.support.servers import wait_for
-from tests.support.stack import Stack
 
 CAP = 5
 COMPLETIONS = 12
-
-
-async def _outbox_rows(stack: Stack) -> int:
-    async with stack.pool.connection() as conn:
-        cur = await conn.execute("SELECT count(*) FROM outbox")
-        row = await cur.fetchone()
-    assert row is not None and isinstance(row[0], int)
-    return row[0]
 
 
 async def test_a_full_stream_holds_events_in_the_outbox_until_consumers_return(
@@ -43,7 +35,7 @@ async def test_a_full_stream_holds_events_in_the_outbox_until_consumers_return(
         async def held() -> bool:
             return (
                 await stack.redis.xlen(keys.events) == CAP
-                and await _outbox_rows(stack) == COMPLETIONS - CAP
+                and await outbox_count(stack.pool) == COMPLETIONS - CAP
             )
 
         await wait_for(held, timeout=20)
