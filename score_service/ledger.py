@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -473,13 +473,10 @@ class Ledger:
             "pair_users": [u for u, _ in pairs],
             "pair_actions": [a for _, a in pairs],
         }
-        cur = AsyncClientCursor(conn)
-        await cur.execute(f"{LOCK_SQL}; {CONTEXT_SQL}; {STATS_SQL}", params)
-        users = _users(await cur.fetchall())
-        cur.nextset()
-        actions, now, today = _context(await cur.fetchall())
-        cur.nextset()
-        stats = _stats(await cur.fetchall())
+        locked, context, counters = await _result_sets(conn, _LOCKED_READ, params)
+        users = _users(locked)
+        actions, now, today = _context(context)
+        stats = _stats(counters)
         missing = [u for u in user_ids if u not in users]
         created: set[str] = set()
         if missing:
@@ -487,15 +484,12 @@ class Ledger:
             # creator is waited for, so the context is read again afterwards.
             inserted = await conn.execute(CREATE_SQL, (board, missing))
             created = {str(row[0]) for row in await inserted.fetchall()}
-            cur = AsyncClientCursor(conn)
-            await cur.execute(
-                f"{LOCK_SQL}; {CONTEXT_SQL}; {STATS_SQL}", {**params, "users": missing}
+            locked, context, counters = await _result_sets(
+                conn, _LOCKED_READ, {**params, "users": missing}
             )
-            users.update(_users(await cur.fetchall()))
-            cur.nextset()
-            actions, now, today = _context(await cur.fetchall())
-            cur.nextset()
-            stats = _stats(await cur.fetchall())
+            users.update(_users(locked))
+            actions, now, today = _context(context)
+            stats = _stats(counters)
         return users, created, actions, now, today, stats
 
     async def start(
@@ -512,8 +506,8 @@ class Ledger:
                 raise ServiceError(
                     grpc.StatusCode.PERMISSION_DENIED, Reason.USER_BANNED, "this user is banned"
                 )
-            cur = AsyncClientCursor(conn)
-            await cur.execute(
+            context, counters = await _result_sets(
+                conn,
                 f"{CONTEXT_SQL}; {STATS_SQL}",
                 {
                     "board": board,
@@ -522,9 +516,8 @@ class Ledger:
                     "pair_actions": [action_id],
                 },
             )
-            actions, now, today = _context(await cur.fetchall())
-            cur.nextset()
-            stat = _stats(await cur.fetchall()).get((user_id, action_id))
+            actions, now, today = _context(context)
+            stat = _stats(counters).get((user_id, action_id))
             action = actions.get(action_id)
             if action is None:
                 raise invalid(f"Unknown action: {action_id}", Reason.ACTION_NOT_FOUND)
@@ -548,6 +541,23 @@ class Ledger:
             not_before_time=_timestamp(issued.not_before),
             expire_time=_timestamp(issued.expires_at),
         )
+
+
+# Lock the users, then read the catalog, the clock and the counters: one round trip.
+_LOCKED_READ = f"{LOCK_SQL}; {CONTEXT_SQL}; {STATS_SQL}"
+
+
+async def _result_sets(
+    conn: Conn, statements: str, params: Mapping[str, object]
+) -> list[list[tuple[object, ...]]]:
+    """Run several statements in one round trip (client-side parameters, so one query string
+    may hold them all) and return each one's rows."""
+    cur = AsyncClientCursor(conn)
+    await cur.execute(statements, params)
+    sets = [list(await cur.fetchall())]
+    while cur.nextset():
+        sets.append(list(await cur.fetchall()))
+    return sets
 
 
 def _users(rows: Sequence[tuple[object, ...]]) -> dict[str, _User]:
