@@ -26,7 +26,7 @@ import httpx
 import psutil
 import redis.asyncio as aioredis
 
-from bench.invariants import ledger_mismatches, wait_settled
+from bench.invariants import Settled, ledger_mismatches, wait_settled
 from bench.population import seed
 from bench.resources import ResourceMonitor, postgres_pids, redis_pid
 from bench.stats import summary_ms
@@ -258,11 +258,7 @@ async def _viewers(
         )
         # Every change ranked (an overloaded run lags), then time for the last broadcast to
         # reach everyone: "got last" then counts viewers that missed the final board.
-        redis = aioredis.Redis.from_url(target.redis_url)
-        try:
-            await wait_settled(target.database_url, redis, Keys(target.key_prefix), DEFAULT_BOARD)
-        finally:
-            await redis.aclose()
+        await _settle(target)
         await asyncio.sleep(2.0)
     finally:
         await log.stop()
@@ -281,6 +277,17 @@ async def _viewers(
         f"{seen['p50_ms']} ms, p99 {seen['p99_ms']} ms"
     )
     return phase, result
+
+
+async def _settle(target: Target) -> Settled:
+    """Wait until every committed change is relayed and applied (bounded)."""
+    redis = aioredis.Redis.from_url(target.redis_url)
+    try:
+        return await wait_settled(
+            target.database_url, redis, Keys(target.key_prefix), DEFAULT_BOARD
+        )
+    finally:
+        await redis.aclose()
 
 
 def run(config: BenchConfig) -> dict[str, Any]:
@@ -377,13 +384,7 @@ async def _run(config: BenchConfig, target: Target) -> dict[str, Any]:
                 viewer_runs.append(seen)
         else:
             raise ValueError(f"unknown phase {name!r}")
-    redis = aioredis.Redis.from_url(target.redis_url)
-    try:
-        settled = await wait_settled(
-            target.database_url, redis, Keys(target.key_prefix), DEFAULT_BOARD
-        )
-    finally:
-        await redis.aclose()
+    settled = await _settle(target)
     checks = await _checks(target, token)
     checks["settle_seconds"] = settled.seconds
     checks["outbox_rows_left"] = settled.outbox_rows
