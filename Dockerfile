@@ -12,6 +12,7 @@ WORKDIR /src
 COPY pyproject.toml requirements.lock README.md ./
 COPY scoreboard ./scoreboard
 COPY common ./common
+COPY ops ./ops
 COPY auth_service ./auth_service
 COPY score_service ./score_service
 COPY leaderboard_service ./leaderboard_service
@@ -25,7 +26,7 @@ RUN /opt/scoreboard/bin/pip install -c requirements.lock . \
  && /opt/scoreboard/bin/python -m pip uninstall -y pip \
  && find /opt/scoreboard -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/scoreboard/bin/python -c "import auth_service.server, score_service.server, \
-leaderboard_service.server, stream_service.server, edge.app, common.cli"
+leaderboard_service.server, stream_service.server, edge.app, ops.cli"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="scoreboard" \

@@ -45,7 +45,7 @@ lint: install buf proto-check
 
 ## make bench: capacity benchmark (BENCH_ARGS="--seconds 20 --users 100000" for a short run)
 bench: install
-	$(BIN)/scoreboard bench $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 proto: install
 	$(BIN)/python tools/gen_protos.py

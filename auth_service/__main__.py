@@ -16,9 +16,9 @@ from auth_service.passwords import Passwords
 from auth_service.server import serve
 from auth_service.store import AuthStore
 from common import service
+from common.auth.principal import ALL_SCOPES
 from common.config import ConfigError, DatabaseSettings, Env
 from common.db import open_pool
-from common.principal import ALL_SCOPES
 
 T = TypeVar("T")
 _CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

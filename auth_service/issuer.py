@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jwt
 
-from common.signing_keys import ALGORITHM, SigningKey, previous_key_path
+from common.auth.signing_keys import ALGORITHM, SigningKey, previous_key_path
 
 log = logging.getLogger("scoreboard.auth.keys")
 

@@ -16,7 +16,7 @@ import psycopg
 import redis.asyncio as aioredis
 
 from auth_service.store import AuthStore, Revocations
-from common.denylist import Denylist
+from common.auth.denylist import Denylist
 
 log = logging.getLogger("scoreboard.auth.keeper")
 # Revocations committed by transactions that started before the previous sync still count.

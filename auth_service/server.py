@@ -11,10 +11,10 @@ from auth_service.passwords import Passwords
 from auth_service.servicer import PUBLIC_METHODS, AuthServicer
 from auth_service.store import AuthStore
 from common import service
-from common.denylist import Denylist
+from common.auth.denylist import Denylist
 from common.grpc_server import RunningServer, ServiceBinding, start_server
-from common.keys import Keys
 from common.ratelimit import SlidingWindowLimiter
+from common.redis_keys import Keys
 from common.service import Deps, ProcessSettings
 from scoreboard.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 

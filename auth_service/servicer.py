@@ -20,17 +20,17 @@ from auth_service.config import Settings
 from auth_service.issuer import TokenIssuer, hash_refresh_token, new_refresh_token
 from auth_service.passwords import MAX_PASSWORD, MIN_PASSWORD, Passwords
 from auth_service.store import AuthStore, UserRow, new_family_id
-from common.denylist import Denylist
-from common.errors import Reason, ServiceError, invalid, not_found, unauthenticated, unavailable
-from common.principal import (
+from common.auth.denylist import Denylist
+from common.auth.principal import (
     ALL_SCOPES,
     ROLE_SERVICE,
     SERVICE_SUBJECT_PREFIX,
     current_principal,
     current_principal_var,
 )
+from common.auth.signing_keys import read_jwks
+from common.errors import Reason, ServiceError, invalid, not_found, unauthenticated, unavailable
 from common.ratelimit import Decision, SlidingWindowLimiter
-from common.signing_keys import read_jwks
 from scoreboard.auth.v1 import auth_service_pb2 as pb
 from scoreboard.auth.v1 import auth_service_pb2_grpc
 

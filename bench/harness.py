@@ -31,12 +31,12 @@ from bench.population import seed
 from bench.resources import ResourceMonitor, postgres_pids, redis_pid
 from bench.stats import summary_ms
 from bench.viewers import CommitLog, Fleet, propagation, raise_fd_limit, rss_bytes
+from common.auth.service_token import ServiceTokenSource
 from common.config import DEFAULT_BOARD, ClientCredentials
-from common.devstack import Stack, read_description, save_service_account, start_stack
 from common.errors import Reason, ServiceError, from_rpc_error
 from common.grpc_client import call_metadata, open_channel
-from common.keys import Keys
-from common.service_token import ServiceTokenSource
+from common.redis_keys import Keys
+from ops.devstack import Stack, read_description, save_service_account, start_stack
 from scoreboard.auth.v1 import auth_service_pb2_grpc
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
@@ -101,7 +101,7 @@ def _target(config: BenchConfig) -> Target:
         env.setdefault("SCOREBOARD_WS_ANONYMOUS", "true")
         env.setdefault("SCOREBOARD_WS_MAX_CONNECTIONS", str(max(config.viewers, default=0) + 100))
         env.setdefault("SCOREBOARD_LOG_LEVEL", "WARNING")
-        from common.embedded import free_port
+        from ops.embedded import free_port
 
         for name in ("AUTH", "SCORE", "LEADERBOARD", "STREAM", "EDGE"):
             env.setdefault(f"SCOREBOARD_{name}_PORT", str(free_port()))

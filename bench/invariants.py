@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import psycopg
 import redis.asyncio as aioredis
 
-from common.keys import Keys
+from common.redis_keys import Keys
 from leaderboard_service.stream_metrics import undelivered
 
 LEDGER_SQL = """

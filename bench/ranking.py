@@ -47,17 +47,17 @@ from psycopg import sql
 
 from auth_service.issuer import TokenIssuer
 from bench.seeding import BASE_US, BoardSpec, seed_postgres
+from common.auth.signing_keys import ensure_keys
 from common.config import DatabaseSettings
 from common.db import open_pool
-from common.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from common.grpc_client import call_metadata
-from common.keys import BoardKeys, Keys
-from common.migrate import migrate
-from common.signing_keys import ensure_keys
+from common.redis_keys import BoardKeys, Keys
 from leaderboard_service.config import ConsumerSettings
 from leaderboard_service.consumer import EventConsumer
 from leaderboard_service.pg_ranking import PgRanking
 from leaderboard_service.scripts import Scripts
+from ops.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from ops.migrate import migrate
 from scoreboard.events.v1 import events_pb2
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc

@@ -44,9 +44,9 @@ from urllib.parse import urlsplit
 import grpc
 import redis.asyncio as aioredis
 
-from common.devstack import Stack, start_stack
-from common.embedded import free_port
 from common.grpc_client import call_metadata
+from ops.devstack import Stack, start_stack
+from ops.embedded import free_port
 from scoreboard.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 

@@ -12,10 +12,10 @@ from typing import Any, TypeVar, cast
 import grpc
 from prometheus_client import Counter, Histogram
 
+from common.auth.principal import current_principal_var
+from common.auth.tokens import TokenVerifier
 from common.errors import Reason, ServiceError, to_status, unauthenticated
 from common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
-from common.principal import current_principal_var
-from common.tokens import TokenVerifier
 
 log = logging.getLogger("scoreboard.grpc")
 
@@ -196,7 +196,7 @@ async def _internal(
 
 class AuthInterceptor(_Wrapping):
     """Verifies the bearer token of every call and makes the caller available to the servicer
-    as common.principal.current_principal(). The listed public methods also take calls without
+    as common.auth.principal.current_principal(). The listed public methods also take calls without
     a token (a token they are sent is still verified, so they may trust a service caller);
     health and reflection take any call."""
 

@@ -17,6 +17,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from common.auth.tokens import TokenVerifier
 from common.config import GrpcServerSettings
 from common.grpc_interceptors import (
     AuthInterceptor,
@@ -25,7 +26,6 @@ from common.grpc_interceptors import (
     RequestIdInterceptor,
 )
 from common.lifecycle import cancel_and_wait, wait_for_shutdown
-from common.tokens import TokenVerifier
 
 log = logging.getLogger("scoreboard.grpc")
 

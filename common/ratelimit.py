@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from common.keys import Keys
+from common.redis_keys import Keys
 
 _SCRIPT = """
 local key = KEYS[1]

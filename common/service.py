@@ -11,15 +11,15 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 
+from common.auth.tokens import TokenVerifier
+from common.auth.verifier import open_verifier
 from common.config import ConfigError, DatabaseSettings, RedisSettings, VerifierSettings
 from common.db import Pool, open_pool
 from common.grpc_server import RunningServer
-from common.keys import Keys
 from common.lifecycle import run_main
 from common.logs import setup_logging
 from common.redis_conn import open_redis
-from common.tokens import TokenVerifier
-from common.verifier import open_verifier
+from common.redis_keys import Keys
 
 S = TypeVar("S")
 

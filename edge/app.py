@@ -17,12 +17,12 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from common.auth.verifier import open_verifier
 from common.errors import ServiceError
-from common.keys import Keys
 from common.lifecycle import cancel_and_wait
 from common.ratelimit import SlidingWindowLimiter
 from common.redis_conn import open_redis
-from common.verifier import open_verifier
+from common.redis_keys import Keys
 from edge.api import ApiRoute
 from edge.bodies import HttpError
 from edge.config import Settings

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from starlette.requests import HTTPConnection
 
+from common.auth.principal import Principal
+from common.auth.tokens import TokenVerifier
 from common.errors import Reason, unauthenticated
-from common.keys import Keys
-from common.principal import Principal
 from common.ratelimit import LocalWindowLimiter, SlidingWindowLimiter
-from common.tokens import TokenVerifier
+from common.redis_keys import Keys
 from edge.config import Settings
 from edge.fanout import FanOut
 from edge.live import LiveBoard

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from common.auth.principal import SCOPE_LEADERBOARD_READ, SCOPE_STREAM_WATCH
+from common.auth.service_token import ServiceTokenSource
 from common.config import ClientCredentials, Endpoints
 from common.errors import from_rpc_error
 from common.grpc_client import call_metadata, open_channel
-from common.principal import SCOPE_LEADERBOARD_READ, SCOPE_STREAM_WATCH
-from common.service_token import ServiceTokenSource
 from scoreboard.auth.v1 import auth_service_pb2_grpc
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2_grpc

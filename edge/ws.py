@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from common.auth.principal import Principal
 from common.errors import Reason, ServiceError, unauthenticated
-from common.principal import Principal
 from edge import ws_messages
 from edge.fanout import FanOut, Viewer
 from edge.live import iso

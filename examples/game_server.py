@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from common.auth.service_token import ServiceTokenSource
 from common.config import ClientCredentials
 from common.errors import from_rpc_error
 from common.grpc_client import call_metadata, open_channel
-from common.service_token import ServiceTokenSource
 from scoreboard.auth.v1 import auth_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 from scoreboard.stream.v1 import stream_service_pb2, stream_service_pb2_grpc

@@ -23,8 +23,8 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 from redis.exceptions import ResponseError
 
-from common.keys import BoardKeys
 from common.lifecycle import raise_if_cancelling
+from common.redis_keys import BoardKeys
 from leaderboard_service.config import ApplyHook, ConsumerSettings
 from leaderboard_service.events import parse, script_args
 from leaderboard_service.scripts import Scripts, text

@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 
 from common.db import Pool
-from common.keys import Keys
 from common.lifecycle import raise_if_cancelling
+from common.redis_keys import Keys
 from leaderboard_service.rebuild import rebuild_when_free
 from leaderboard_service.reconcile import count_check, sample_check
 from leaderboard_service.scripts import Scripts

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from common.keys import BoardKeys
+from common.redis_keys import BoardKeys
 from leaderboard_service.scripts import Scripts, text
 
 TOP_SIZE = 10

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Histogram
 
 from common.db import Pool
-from common.keys import BoardKeys
+from common.redis_keys import BoardKeys
 from leaderboard_service.events import reached_key
 from leaderboard_service.scripts import Scripts
 

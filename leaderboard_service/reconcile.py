@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from common.db import Pool
-from common.keys import BoardKeys
+from common.redis_keys import BoardKeys
 from leaderboard_service.events import reached_key
 from leaderboard_service.rebuild import SNAPSHOT_SQL
 from leaderboard_service.scripts import Scripts, text

@@ -7,7 +7,7 @@ from functools import partial
 
 from common import service
 from common.grpc_server import RunningServer, ServiceBinding, start_server
-from common.keys import Keys
+from common.redis_keys import Keys
 from common.service import Deps, ProcessSettings
 from common.telemetry import sample_every
 from leaderboard_service.config import Settings

@@ -14,11 +14,11 @@ import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.audit import write_audit
+from common.auth.principal import SCOPE_LEADERBOARD_READ, Principal, current_principal
 from common.db import Pool
 from common.errors import Reason, invalid, not_found
-from common.keys import BoardKeys, Keys
 from common.logs import request_id_var
-from common.principal import SCOPE_LEADERBOARD_READ, Principal, current_principal
+from common.redis_keys import BoardKeys, Keys
 from leaderboard_service.pg_ranking import PgRanking
 from leaderboard_service.ranking import Entry, RankingNotReady, RedisRanking, TopPage, UserRank
 from leaderboard_service.rebuild import rebuild_when_free

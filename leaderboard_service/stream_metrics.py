@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Gauge
 from redis.exceptions import ResponseError
 
-from common.keys import BoardKeys
+from common.redis_keys import BoardKeys
 from leaderboard_service.scripts import text
 
 LAG = Gauge(

@@ -11,10 +11,10 @@ import grpc
 import orjson
 from prometheus_client import Counter
 
+from common.auth.principal import current_principal
 from common.config import DEFAULT_BOARD
 from common.errors import Reason, invalid, not_found
 from common.logs import request_id_var
-from common.principal import current_principal
 from score_service.admin_queries import AdminQueries
 from score_service.admin_store import MAX_ADJUST, Act, AdminStore
 from scoreboard.admin.v1 import admin_service_pb2 as pb

@@ -20,7 +20,7 @@ import psycopg
 import redis.asyncio as aioredis
 
 from common.db import Conn
-from common.keys import Keys
+from common.redis_keys import Keys
 
 log = logging.getLogger("scoreboard.score")
 

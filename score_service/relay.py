@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 
 from common.db import Pool
-from common.keys import Keys
+from common.redis_keys import Keys
 from score_service.config import RelaySettings
 from score_service.ledger import NOTIFY_CHANNEL
 

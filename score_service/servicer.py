@@ -10,10 +10,10 @@ from typing import Any
 import grpc
 from prometheus_client import Counter
 
+from common.auth.principal import Principal, current_principal
 from common.config import DEFAULT_BOARD
 from common.errors import Reason, ServiceError, invalid
 from common.logs import request_id_var
-from common.principal import Principal, current_principal
 from score_service.catalog import ACTION_ID, from_pb
 from score_service.catalog_store import CatalogStore
 from score_service.config import Settings

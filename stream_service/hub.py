@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 from redis.asyncio.client import PubSub
 
-from common.keys import BoardKeys
+from common.redis_keys import BoardKeys
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from stream_service.snapshots import build, from_json
 

@@ -7,7 +7,7 @@ import asyncio
 from common import service
 from common.config import DEFAULT_BOARD
 from common.grpc_server import RunningServer, ServiceBinding, start_server
-from common.keys import Keys
+from common.redis_keys import Keys
 from common.service import Deps, ProcessSettings
 from scoreboard.stream.v1 import stream_service_pb2, stream_service_pb2_grpc
 from stream_service.config import Settings

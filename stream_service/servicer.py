@@ -7,9 +7,9 @@ from typing import Any
 
 import grpc
 
+from common.auth.principal import SCOPE_STREAM_WATCH, current_principal
 from common.config import DEFAULT_BOARD
 from common.errors import Reason, not_found, unavailable
-from common.principal import SCOPE_STREAM_WATCH, current_principal
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from scoreboard.stream.v1 import stream_service_pb2_grpc
 from stream_service.hub import WATCHERS, SnapshotHub

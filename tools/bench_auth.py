@@ -18,13 +18,13 @@ from pathlib import Path
 import jwt
 import redis.asyncio as aioredis
 
+from common.auth.denylist import Denylist
+from common.auth.jwks import JwksCache
+from common.auth.signing_keys import SigningKey, ensure_keys
+from common.auth.tokens import TokenVerifier
 from common.config import VerifierSettings
-from common.denylist import Denylist
-from common.jwks import JwksCache
-from common.keys import Keys
 from common.ratelimit import SlidingWindowLimiter
-from common.signing_keys import SigningKey, ensure_keys
-from common.tokens import TokenVerifier
+from common.redis_keys import Keys
 
 
 def _token(key: SigningKey) -> str:

@@ -10,8 +10,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.requests import Request
 from starlette.responses import Response
 
+from common.auth.principal import Principal
 from common.errors import Reason, ServiceError
-from common.principal import Principal
 from common.ratelimit import Decision
 from edge.api import ApiRoute, Param
 from edge.bodies import HttpError, read_json

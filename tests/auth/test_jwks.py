@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from common.auth.jwks import JwksCache
 from common.config import VerifierSettings
 from common.errors import ServiceError
-from common.jwks import JwksCache
 from tests.auth.forge import Signer
 from tests.auth.idp import IdentityProvider, running_idp
 

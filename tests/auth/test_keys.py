@@ -16,9 +16,9 @@ import httpx
 import jwt
 
 from auth_service.issuer import TokenIssuer
+from common.auth.signing_keys import previous_key_path, rotate_keys
 from common.config import VerifierSettings
 from common.errors import from_rpc_error
-from common.signing_keys import previous_key_path, rotate_keys
 from scoreboard.score.v1 import score_service_pb2 as score_pb
 from scoreboard.score.v1 import score_service_pb2_grpc
 from tests.conftest import StackFactory
@@ -97,7 +97,7 @@ async def _rotate_with_cli(keys: KeyFiles) -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "common.cli",
+        "ops",
         "keys",
         "rotate",
         "--private-key",

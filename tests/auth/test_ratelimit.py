@@ -8,8 +8,8 @@ import secrets
 
 import redis.asyncio as aioredis
 
-from common.keys import Keys
 from common.ratelimit import LocalWindowLimiter, SlidingWindowLimiter
+from common.redis_keys import Keys
 from tests.support.servers import wait_for
 
 

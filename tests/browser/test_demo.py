@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.async_api import BrowserContext, WebSocket, expect
 
-from common.demo import simulate
+from ops.demo import simulate
 from tests.browser.conftest import StackFactory, screenshot, watch
 from tests.support.stack import Stack
 
@@ -81,7 +81,7 @@ async def test_the_page_is_alive_while_the_demo_runs(
 
 async def test_scoreboard_demo_command(shared_stack: Stack) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "common", "demo", "--url", shared_stack.edge_url,
+        sys.executable, "-m", "ops", "demo", "--url", shared_stack.edge_url,
         "--players", "2", "--seconds", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -90,7 +90,7 @@ async def test_scoreboard_demo_command(shared_stack: Stack) -> None:
     assert f"Seeding 2 demo players at {shared_stack.edge_url}" in output.decode()
 
     refused = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "common", "demo", "--players", "1000",
+        sys.executable, "-m", "ops", "demo", "--players", "1000",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await refused.communicate()

@@ -16,9 +16,9 @@ import httpx
 import uvicorn
 
 from common.config import VerifierSettings
-from common.embedded import EmbeddedRedis
 from edge.app import create_app
 from edge.server import build_config
+from ops.embedded import EmbeddedRedis
 from tests.conftest import StackFactory
 from tests.support.clients import Api, Player
 from tests.support.stack import KeyFiles, Stack, edge_settings

@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.db import Pool
 from common.errors import ServiceError, from_rpc_error
-from common.keys import BoardKeys
+from common.redis_keys import BoardKeys
 from scoreboard.events.v1 import events_pb2
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from common.embedded import free_port, redis_server_binary
-from common.keys import BoardKeys, Keys
+from common.redis_keys import BoardKeys, Keys
 from leaderboard_service.config import ConsumerSettings
 from leaderboard_service.rebuild import rebuild
 from leaderboard_service.scripts import Scripts
+from ops.embedded import free_port, redis_server_binary
 from tests.conftest import StackFactory
 from tests.leaderboard.support import (
     Board,

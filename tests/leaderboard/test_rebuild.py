@@ -15,11 +15,11 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 
-from common.embedded import free_port, redis_server_binary
 from leaderboard_service.config import ConsumerSettings
 from leaderboard_service.rebuild import rebuild
 from leaderboard_service.reconcile import compare
 from leaderboard_service.scripts import Scripts
+from ops.embedded import free_port, redis_server_binary
 from tests.conftest import StackFactory
 from tests.leaderboard.support import (
     Board,

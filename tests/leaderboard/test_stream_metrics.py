@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from common.keys import Keys
+from common.redis_keys import Keys
 from leaderboard_service.stream_metrics import sample_stream
 from tests.support.servers import redis_client
 

@@ -25,9 +25,9 @@ from auth_service.config import PasswordSettings
 from auth_service.issuer import TokenIssuer
 from auth_service.passwords import Passwords
 from auth_service.store import AuthStore
-from common.embedded import free_port, redis_server_binary
 from common.grpc_client import call_metadata
 from edge.state import EdgeState
+from ops.embedded import free_port, redis_server_binary
 from scoreboard.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 from scoreboard.stream.v1 import stream_service_pb2, stream_service_pb2_grpc
@@ -286,7 +286,7 @@ class RawSocket:
 class PrivateRedis:
     """A redis-server of the test's own that can be stopped and started again on its port.
 
-    Spawned without a preexec_fn (unlike common.embedded): forking a process whose gRPC threads
+    Spawned without a preexec_fn (unlike ops.embedded): forking a process whose gRPC threads
     are busy can crash the child before it execs, and with no preexec_fn Python spawns with
     vfork, which runs no fork handlers."""
 

@@ -1,5 +1,5 @@
-"""`scoreboard bench` end to end at a tiny scale: every phase runs against a stack the harness
-starts itself (on this run's database and key prefix), the report holds every phase, the
+"""`python -m bench` (make bench) end to end at a tiny scale: every phase runs against a stack the
+harness starts itself (on this run's database and key prefix), the report holds every phase, the
 viewers saw the final board, and the nothing-lost checks pass."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ async def test_bench_runs_every_phase_and_loses_nothing(
         SCOREBOARD_KEY_PREFIX=f"{run_prefix}bench:",
     )
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "common", "bench", "--own-stack"),
+        *(sys.executable, "-m", "bench", "--own-stack"),
         *("--out-dir", str(tmp_path), "--users", "3000", "--seconds", "2"),
         *("--grpc-rate", "40", "--rest-rate", "20", "--read-rate", "50", "--rest-users", "4"),
         *("--viewers", str(VIEWERS), "--viewer-write-rate", "20"),

@@ -39,7 +39,7 @@ async def _cli(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "common",
+        "ops",
         "admin",
         *args,
         env=env,

@@ -390,6 +390,7 @@ def test_every_variable_the_manifests_set_is_read_by_the_code(
         p.read_text()
         for folder in (
             "common",
+            "ops",
             "auth_service",
             "score_service",
             "leaderboard_service",
@@ -411,8 +412,8 @@ def test_every_variable_the_manifests_set_is_read_by_the_code(
 def test_the_migration_job_migrates_then_creates_the_service_accounts(
     rendered: tuple[str, list[Obj]],
 ) -> None:
-    from common.cli import build_parser
-    from common.principal import ALL_SCOPES
+    from common.auth.principal import ALL_SCOPES
+    from ops.cli import build_parser
 
     _, objects = rendered
     job = _named(objects, "Job", "scoreboard-migrate")
@@ -489,7 +490,7 @@ def test_the_image_runs_as_the_manifests_non_root_user() -> None:
     ]
     assert ignored[0] == "*", "the build context starts empty; sources are listed one by one"
     copied = set(re.findall(r"^COPY (\S+) ", dockerfile, re.MULTILINE))
-    assert {"pyproject.toml", "scoreboard", "common", "edge"} <= copied
+    assert {"pyproject.toml", "scoreboard", "common", "ops", "edge"} <= copied
     for module, _ in MODULES.values():
         assert module in copied and f"!{module}/" in ignored
 

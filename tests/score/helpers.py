@@ -15,7 +15,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from common.db import Pool
 from common.errors import ServiceError, from_rpc_error
-from common.keys import Keys
+from common.redis_keys import Keys
 from scoreboard.events.v1 import events_pb2
 from scoreboard.score.v1 import score_service_pb2 as pb
 from scoreboard.score.v1 import score_service_pb2_grpc

@@ -9,7 +9,7 @@ import uuid
 
 import psycopg
 
-from common.migrate import migrate
+from ops.migrate import migrate
 from tests.support.servers import Databases
 
 UTC = dt.UTC

@@ -18,7 +18,7 @@ from typing import Any
 
 from common.config import DatabaseSettings, VerifierSettings
 from common.db import Pool, open_pool
-from common.embedded import free_port, redis_server_binary
+from ops.embedded import free_port, redis_server_binary
 from score_service.config import RelaySettings
 from score_service.relay import FaultHook, OutboxRelay
 from tests.conftest import StackFactory

@@ -13,9 +13,9 @@ import httpx
 import orjson
 import websockets
 
+from common.auth.service_token import ServiceTokenSource
 from common.config import ClientCredentials
 from common.grpc_client import call_metadata
-from common.service_token import ServiceTokenSource
 from scoreboard.auth.v1 import auth_service_pb2_grpc
 
 

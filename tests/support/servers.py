@@ -18,8 +18,8 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg import sql
 
-from common.embedded import EmbeddedPostgres, EmbeddedRedis
-from common.migrate import migrate
+from ops.embedded import EmbeddedPostgres, EmbeddedRedis
+from ops.migrate import migrate
 
 
 @dataclass(frozen=True)

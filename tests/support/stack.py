@@ -27,6 +27,9 @@ import stream_service.config
 import stream_service.server
 from auth_service.passwords import Passwords
 from auth_service.store import AuthStore
+from common.auth.principal import ALL_SCOPES
+from common.auth.signing_keys import ensure_keys
+from common.auth.verifier import open_verifier
 from common.config import (
     ClientCredentials,
     DatabaseSettings,
@@ -37,12 +40,9 @@ from common.config import (
 )
 from common.db import Pool, open_pool
 from common.grpc_server import RunningServer
-from common.keys import Keys
-from common.principal import ALL_SCOPES
 from common.redis_conn import open_redis
+from common.redis_keys import Keys
 from common.service import Deps
-from common.signing_keys import ensure_keys
-from common.verifier import open_verifier
 from edge.app import create_app
 from edge.server import build_config
 

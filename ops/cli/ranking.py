@@ -49,9 +49,9 @@ def _handle(args: argparse.Namespace) -> int:
 async def _call(args: argparse.Namespace, credentials: Any, endpoints: Any) -> int:
     import grpc
 
+    from common.auth.service_token import ServiceTokenSource
     from common.errors import ServiceError, from_rpc_error
     from common.grpc_client import call_metadata, open_channel
-    from common.service_token import ServiceTokenSource
     from scoreboard.auth.v1 import auth_service_pb2_grpc
     from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
     from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc

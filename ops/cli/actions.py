@@ -19,11 +19,11 @@ from typing import Any
 import grpc
 import orjson
 
+from common.auth.principal import SCOPE_ADMIN
+from common.auth.service_token import ServiceTokenSource
 from common.config import ClientCredentials, ConfigError, Endpoints, Env
 from common.errors import ServiceError, from_rpc_error
 from common.grpc_client import call_metadata, open_channel
-from common.principal import SCOPE_ADMIN
-from common.service_token import ServiceTokenSource
 from scoreboard.auth.v1 import auth_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2 as pb
 from scoreboard.score.v1 import score_service_pb2_grpc

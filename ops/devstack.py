@@ -26,10 +26,10 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.auth.signing_keys import ensure_keys
 from common.config import DEFAULT_PORTS, Env
-from common.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
-from common.migrate import ensure_database, migrate
-from common.signing_keys import ensure_keys
+from ops.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
+from ops.migrate import ensure_database, migrate
 
 SERVICES = ("auth_service", "score_service", "leaderboard_service", "stream_service")
 EDGE_SCOPES = "leaderboard:read stream:watch"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from common.auth.denylist import Denylist
+from common.auth.jwks import JwksCache
+from common.auth.tokens import TokenVerifier
 from common.config import VerifierSettings
-from common.denylist import Denylist
-from common.jwks import JwksCache
-from common.keys import Keys
-from common.tokens import TokenVerifier
+from common.redis_keys import Keys
 
 
 async def open_verifier(

@@ -14,7 +14,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from common.errors import unavailable
-from common.keys import Keys
+from common.redis_keys import Keys
 
 
 class Denylist:

@@ -146,10 +146,10 @@ def _credentials(args: argparse.Namespace, env: Env) -> ClientCredentials:
 
 
 async def _call(args: argparse.Namespace, env: Env) -> Message:
+    from common.auth.principal import SCOPE_ADMIN
+    from common.auth.service_token import ServiceTokenSource
     from common.config import Endpoints
     from common.grpc_client import call_metadata, open_channel
-    from common.principal import SCOPE_ADMIN
-    from common.service_token import ServiceTokenSource
     from scoreboard.admin.v1 import admin_service_pb2_grpc
     from scoreboard.auth.v1 import auth_service_pb2_grpc
 

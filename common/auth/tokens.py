@@ -14,11 +14,17 @@ from typing import Any
 
 import jwt
 
+from common.auth.denylist import Denylist
+from common.auth.jwks import JwksCache
+from common.auth.principal import (
+    ROLE_ADMIN,
+    ROLE_SERVICE,
+    ROLE_USER,
+    SERVICE_SUBJECT_PREFIX,
+    Principal,
+)
 from common.config import VerifierSettings
-from common.denylist import Denylist
 from common.errors import Reason, ServiceError, unauthenticated
-from common.jwks import JwksCache
-from common.principal import ROLE_ADMIN, ROLE_SERVICE, ROLE_USER, SERVICE_SUBJECT_PREFIX, Principal
 
 MAX_TOKEN_BYTES = 8192
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud", "jti"]

@@ -1,4 +1,4 @@
-"""Schema migrations: numbered SQL files in common/migrations, each applied once, in order, in its
+"""Schema migrations: numbered SQL files in ops/migrations, each applied once, in order, in its
 own transaction, under an advisory lock so several processes may start at once."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ _LOCK_ID = 0x5C0EB0A2D
 
 
 def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("common") / "migrations"
+    folder = resources.files("ops") / "migrations"
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):

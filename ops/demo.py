@@ -323,7 +323,7 @@ def run_demo(
     if url:
         print(f"scoreboard demo: nothing answers at {target}/healthz", file=sys.stderr)
         return 1
-    from common.devstack import start_stack
+    from ops.devstack import start_stack
 
     print(f"No stack at {target}; starting one as `make run` does…", flush=True)
     try:

@@ -1,0 +1,83 @@
+"""`python -m bench` (make bench): the capacity benchmark. See bench/harness.py."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.harness import BenchConfig, run
+from common.config import ConfigError, Env
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="measure throughput and latency against a running stack (or start one)",
+    )
+    parser.add_argument("--users", type=int, default=1_000_000, help="population size")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each write phase")
+    parser.add_argument("--grpc-rate", type=float, default=2000.0, help="gRPC actions/s offered")
+    parser.add_argument("--rest-rate", type=float, default=1200.0, help="REST actions/s offered")
+    parser.add_argument(
+        "--read-rate", type=float, default=5000.0, help="leaderboard GETs/s offered"
+    )
+    parser.add_argument("--rest-users", type=int, default=1000, help="players for REST writes")
+    parser.add_argument(
+        "--phases",
+        default="grpc-uniform,grpc-skewed,rest,reads,viewers",
+        help="comma-separated: grpc-uniform, grpc-skewed, rest, reads, viewers",
+    )
+    parser.add_argument(
+        "--viewers",
+        type=int,
+        nargs="+",
+        default=[1000, 5000, 10000],
+        help="WebSocket viewer counts of the viewers phase (one run each)",
+    )
+    parser.add_argument(
+        "--viewer-write-rate",
+        type=float,
+        default=1000.0,
+        help="skewed gRPC actions/s offered while viewers watch",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default=".bench",
+        help="where the JSON results (and an own stack's data) go (default .bench)",
+    )
+    parser.add_argument(
+        "--own-stack",
+        action="store_true",
+        help="start a stack for the run even if `make run` is up",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = BenchConfig(
+            users=args.users,
+            seconds=args.seconds,
+            grpc_rate=args.grpc_rate,
+            rest_rate=args.rest_rate,
+            read_rate=args.read_rate,
+            rest_users=args.rest_users,
+            phases=tuple(args.phases.split(",")),
+            viewers=tuple(args.viewers),
+            viewer_write_rate=args.viewer_write_rate,
+            use_running=not args.own_stack,
+            out_dir=Path(args.out_dir).resolve(),
+            data_dir=Path(Env().text("DATA_DIR", ".data")).resolve(),
+        )
+        report = run(config)
+        return 0 if report["checks"]["nothing_lost"] else 1
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

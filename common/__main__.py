@@ -1,5 +1,0 @@
-"""python -m common is the scoreboard CLI."""
-
-from common.cli import main
-
-raise SystemExit(main())

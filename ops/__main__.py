@@ -1,0 +1,5 @@
+"""python -m ops is the scoreboard CLI."""
+
+from ops.cli import main
+
+raise SystemExit(main())
