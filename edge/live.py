@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -20,8 +20,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from common.grpc_client import call_metadata
 from edge.fanout import Frame
+from edge.responses import iso
 from edge.upstream import Upstream
-from edge.ws_protocol import text_frame
+from edge.ws_messages import leaderboard_update, text_frame
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from scoreboard.stream.v1 import stream_service_pb2
 
@@ -34,10 +35,6 @@ PROPAGATION = Histogram(
     "Commit of the newest change in a snapshot to its arrival at the edge.",
     buckets=(0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5),
 )
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -60,8 +57,7 @@ def encode(snapshot: leaderboard_pb2.Top10Snapshot) -> Board:
     ]
     commit_us = snapshot.commit_time.seconds * 1_000_000 + snapshot.commit_time.nanos // 1000
     stamp = iso(snapshot.commit_time.ToDatetime(tzinfo=UTC)) if commit_us else None
-    data = {"top10": top10, "timestamp": stamp, "sequence": snapshot.sequence}
-    message = orjson.dumps({"type": "LEADERBOARD_UPDATE", "data": data})
+    message = leaderboard_update(top10, stamp, snapshot.sequence)
     http_body = orjson.dumps(
         {
             "success": True,

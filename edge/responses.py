@@ -1,8 +1,10 @@
-"""The JSON envelope and the mapping from the error contract to HTTP statuses."""
+"""The JSON envelope, the mapping from the error contract to HTTP statuses, and the time format
+every response and WebSocket message uses."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -25,6 +27,11 @@ _STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+
+
+def iso(dt: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a Z: 2024-05-01T12:00:00.000Z."""
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class JSON(Response):

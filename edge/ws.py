@@ -27,7 +27,7 @@ from common.auth.principal import Principal
 from common.errors import Reason, ServiceError, unauthenticated
 from edge import ws_messages
 from edge.fanout import FanOut, Viewer
-from edge.live import iso
+from edge.responses import iso
 from edge.state import EdgeState, edge_state
 from edge.ws_protocol import EXTENSION, FrameSocket
 

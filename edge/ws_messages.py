@@ -1,12 +1,13 @@
-"""The messages /ws sends, encoded as JSON (and, for the fixed ones, as ready frames once)."""
+"""Every message /ws sends, in one place: CONNECTION_ACK, LEADERBOARD_UPDATE, PONG and ERROR,
+encoded as JSON, and the RFC 6455 text frame that carries them (the fixed ones are framed once,
+here). The heartbeat is a WebSocket ping at the protocol level (uvicorn's ws_ping_interval),
+not a message."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-
-from edge.ws_protocol import text_frame
 
 
 def message(kind: str, data: dict[str, Any]) -> bytes:
@@ -19,6 +20,25 @@ def error(code: str, text: str) -> bytes:
 
 def ack(user_id: str | None, connected_at: str) -> bytes:
     return message("CONNECTION_ACK", {"userId": user_id, "connectedAt": connected_at})
+
+
+def leaderboard_update(top10: list[dict[str, Any]], timestamp: str | None, sequence: int) -> bytes:
+    return message(
+        "LEADERBOARD_UPDATE", {"top10": top10, "timestamp": timestamp, "sequence": sequence}
+    )
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final text frame (RFC 6455 section 5.2). Server-to-client frames are not
+    masked, so one encoded frame is byte-for-byte valid on every connection."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload
 
 
 PONG_FRAME = text_frame(message("PONG", {}))

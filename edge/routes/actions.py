@@ -15,8 +15,7 @@ from common.errors import Reason, ServiceError
 from common.ratelimit import Decision
 from edge.api import ApiRoute, Param
 from edge.bodies import HttpError, read_json
-from edge.live import iso
-from edge.responses import error, from_service_error, ok
+from edge.responses import error, from_service_error, iso, ok
 from edge.schemas import (
     ActionList,
     CompleteActionBody,

@@ -11,8 +11,7 @@ from starlette.responses import Response
 
 from common.errors import invalid
 from edge.api import ApiRoute, Param
-from edge.live import iso
-from edge.responses import JSON, ok
+from edge.responses import JSON, iso, ok
 from edge.schemas import EntriesAround, EntryPage, Envelope, Leaderboard, UserRank
 from edge.state import edge_state, optional_principal, require_principal
 from scoreboard.leaderboard.v1 import leaderboard_pb2
