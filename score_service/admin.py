@@ -16,7 +16,8 @@ from common.config import DEFAULT_BOARD
 from common.errors import Reason, invalid, not_found
 from common.logs import request_id_var
 from score_service.admin_queries import AdminQueries
-from score_service.admin_store import MAX_ADJUST, Act, AdminStore
+from score_service.admin_store import MAX_ADJUST, Act, AdminStore, timestamp
+from score_service.anomaly_store import AnomalyRecord, AnomalyStore
 from scoreboard.admin.v1 import admin_service_pb2 as pb
 from scoreboard.admin.v1 import admin_service_pb2_grpc
 
@@ -92,10 +93,26 @@ def _next(listing: str, ids: list[int], size: int) -> str:
     return encode_token(listing, ids[-1]) if len(ids) == size else ""
 
 
+def _anomaly(record: AnomalyRecord) -> pb.Anomaly:
+    message = pb.Anomaly(
+        anomaly_id=record.id,
+        board_id=record.board_id,
+        user_id=record.user_id,
+        kind=record.kind,
+        detail_json=orjson.dumps(record.detail).decode(),
+        ledger_entry_id=record.ledger_entry_id or 0,
+        create_time=timestamp(record.created_at),
+    )
+    if record.reviewed_at is not None:
+        message.review_time.CopyFrom(timestamp(record.reviewed_at))
+    return message
+
+
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: AdminStore, queries: AdminQueries) -> None:
+    def __init__(self, store: AdminStore, queries: AdminQueries, anomalies: AnomalyStore) -> None:
         self._store = store
         self._queries = queries
+        self._anomalies = anomalies
 
     async def BanUser(self, request: pb.BanUserRequest, context: Context) -> pb.BanUserResponse:
         act = _admin_act(request.reason)
@@ -181,3 +198,20 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             anomalies=anomalies,
             next_page_token=_next("anomalies", [a.anomaly_id for a in anomalies], size),
         )
+
+    async def ReviewAnomaly(
+        self, request: pb.ReviewAnomalyRequest, context: Context
+    ) -> pb.ReviewAnomalyResponse:
+        principal = current_principal()
+        principal.require_admin()
+        if request.anomaly_id <= 0:
+            raise invalid("anomaly_id must be an anomaly id")
+        note = request.note.strip()
+        if len(note) > MAX_REASON:
+            raise invalid(f"note must be at most {MAX_REASON} characters")
+        record, audit_id = await self._anomalies.review(
+            request.anomaly_id, actor=principal.actor, note=note, request_id=request_id_var.get()
+        )
+        if audit_id:
+            ADMIN_ACTS.labels("review").inc()
+        return pb.ReviewAnomalyResponse(anomaly=_anomaly(record), audit_id=audit_id)

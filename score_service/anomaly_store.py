@@ -1,5 +1,5 @@
-"""Flagged anomalies in PostgreSQL, read and reviewed by admins (the AdminService builds on
-list_anomalies and mark_reviewed). The ledger records them in the score transaction."""
+"""Flagged anomalies in PostgreSQL, read and reviewed by admins (AdminService.ReviewAnomaly
+calls review). The ledger records them in the score transaction."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
-from common.db import Pool
-from common.errors import invalid
+from common.audit import write_audit
+from common.db import Conn, Pool
+from common.errors import Reason, invalid, not_found
 
 MAX_PAGE_SIZE = 500
+_COLUMNS = "id, board_id, user_id::text, kind, detail, ledger_entry_id, created_at, reviewed_at"
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,7 @@ class AnomalyStore:
         if not 0 <= page_size <= MAX_PAGE_SIZE:
             raise invalid(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
         size = page_size or 50
-        query = (
-            "SELECT id, board_id, user_id::text, kind, detail, ledger_entry_id, created_at,"
-            " reviewed_at FROM score_anomalies WHERE board_id = %s"
-        )
+        query = f"SELECT {_COLUMNS} FROM score_anomalies WHERE board_id = %s"
         params: list[object] = [board]
         if user_id is not None:
             query += " AND user_id = %s"
@@ -97,12 +94,56 @@ class AnomalyStore:
             )
             changed = sorted(int(row[0]) for row in await cur.fetchall())  # type: ignore[call-overload]
             if changed:
-                await conn.execute(
-                    "INSERT INTO audit_log (actor, action, target, detail, request_id)"
-                    " VALUES (%s, 'anomaly.review', %s, %s, %s)",
-                    (actor, board, orjson.dumps({"ids": changed}).decode(), request_id),
-                )
+                await _audit_review(conn, board, changed, actor=actor, request_id=request_id)
         return len(changed)
+
+    async def review(
+        self, anomaly_id: int, *, actor: str, note: str, request_id: str
+    ) -> tuple[AnomalyRecord, int]:
+        """Mark one anomaly reviewed (audited, with the note when there is one); returns it and
+        the audit row's id. Idempotent: one reviewed before is returned as it is, with audit id 0.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"UPDATE score_anomalies SET reviewed_at = now()"
+                f" WHERE id = %s AND reviewed_at IS NULL RETURNING {_COLUMNS}",
+                (anomaly_id,),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                record = _record(row)
+                audit_id = await _audit_review(
+                    conn,
+                    record.board_id,
+                    [anomaly_id],
+                    actor=actor,
+                    request_id=request_id,
+                    note=note,
+                )
+                return record, audit_id
+            cur = await conn.execute(
+                f"SELECT {_COLUMNS} FROM score_anomalies WHERE id = %s", (anomaly_id,)
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise not_found(Reason.NOT_FOUND, f"no anomaly {anomaly_id}")
+        return _record(row), 0
+
+
+async def _audit_review(
+    conn: Conn, board: str, ids: list[int], *, actor: str, request_id: str, note: str = ""
+) -> int:
+    detail: dict[str, object] = {"ids": ids}
+    if note:
+        detail["note"] = note
+    return await write_audit(
+        conn,
+        actor=actor,
+        action="anomaly.review",
+        target=board,
+        detail=detail,
+        request_id=request_id,
+    )
 
 
 def _record(row: tuple[object, ...]) -> AnomalyRecord:

@@ -373,6 +373,7 @@ async def test_admin_rpcs_are_refused_to_non_admins(stack: Stack, api: Api) -> N
         "ListLedgerEntries": pb.ListLedgerEntriesRequest(user_id=player.user_id),
         "ListAuditLog": pb.ListAuditLogRequest(),
         "ListAnomalies": pb.ListAnomaliesRequest(),
+        "ReviewAnomaly": pb.ReviewAnomalyRequest(anomaly_id=1),
     }
     assert set(requests) == set(pb.DESCRIPTOR.services_by_name["AdminService"].methods_by_name)
     edge_token = metadata(await service_token(stack.address("auth"), "edge", stack.edge_secret))

@@ -613,3 +613,53 @@ class ListAnomaliesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAnomaliesResponse: _TypeAlias = ListAnomaliesResponse  # noqa: Y015
+
+@_typing.final
+class ReviewAnomalyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANOMALY_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    anomaly_id: _builtins.int
+    """The anomaly to mark reviewed (anomaly_id from ListAnomalies); unknown ids get NOT_FOUND."""
+    note: _builtins.str
+    """Optional: what the review found (at most 500 characters); kept in the audit log."""
+    def __init__(
+        self,
+        *,
+        anomaly_id: _builtins.int = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly_id", b"anomaly_id", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewAnomalyRequest: _TypeAlias = ReviewAnomalyRequest  # noqa: Y015
+
+@_typing.final
+class ReviewAnomalyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANOMALY_FIELD_NUMBER: _builtins.int
+    AUDIT_ID_FIELD_NUMBER: _builtins.int
+    audit_id: _builtins.int
+    """The audit row of this review; 0 when the anomaly had been reviewed before (nothing changed)."""
+    @_builtins.property
+    def anomaly(self) -> Global___Anomaly:
+        """The anomaly after the review: review_time is set."""
+
+    def __init__(
+        self,
+        *,
+        anomaly: Global___Anomaly | None = ...,
+        audit_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anomaly", b"anomaly"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly", b"anomaly", "audit_id", b"audit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewAnomalyResponse: _TypeAlias = ReviewAnomalyResponse  # noqa: Y015

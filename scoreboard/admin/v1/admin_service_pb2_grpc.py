@@ -75,6 +75,11 @@ class AdminServiceStub:
                 request_serializer=scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ListAnomaliesRequest.SerializeToString,
                 response_deserializer=scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ListAnomaliesResponse.FromString,
                 _registered_method=True)
+        self.ReviewAnomaly = channel.unary_unary(
+                '/scoreboard.admin.v1.AdminService/ReviewAnomaly',
+                request_serializer=scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ReviewAnomalyRequest.SerializeToString,
+                response_deserializer=scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ReviewAnomalyResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -135,6 +140,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReviewAnomaly(self, request, context):
+        """Marks a flagged anomaly reviewed, with the reviewer and an optional note in the audit log.
+        Idempotent: an anomaly reviewed before is returned as it is and nothing is written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +185,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAnomalies,
                     request_deserializer=scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ListAnomaliesRequest.FromString,
                     response_serializer=scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ListAnomaliesResponse.SerializeToString,
+            ),
+            'ReviewAnomaly': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewAnomaly,
+                    request_deserializer=scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ReviewAnomalyRequest.FromString,
+                    response_serializer=scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ReviewAnomalyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -369,6 +387,33 @@ class AdminService:
             '/scoreboard.admin.v1.AdminService/ListAnomalies',
             scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ListAnomaliesRequest.SerializeToString,
             scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ListAnomaliesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewAnomaly(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoreboard.admin.v1.AdminService/ReviewAnomaly',
+            scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ReviewAnomalyRequest.SerializeToString,
+            scoreboard_dot_admin_dot_v1_dot_admin__service__pb2.ReviewAnomalyResponse.FromString,
             options,
             channel_credentials,
             insecure,

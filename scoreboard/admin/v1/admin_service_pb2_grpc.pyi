@@ -53,6 +53,10 @@ class AdminServiceStub:
     """The audit log, newest first."""
     ListAnomalies: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAnomaliesRequest, _admin_service_pb2.ListAnomaliesResponse]
     """Score anomalies flagged for review, newest first."""
+    ReviewAnomaly: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ReviewAnomalyRequest, _admin_service_pb2.ReviewAnomalyResponse]
+    """Marks a flagged anomaly reviewed, with the reviewer and an optional note in the audit log.
+    Idempotent: an anomaly reviewed before is returned as it is and nothing is written.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -79,6 +83,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """The audit log, newest first."""
     ListAnomalies: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAnomaliesRequest, _admin_service_pb2.ListAnomaliesResponse]  # type: ignore[assignment]
     """Score anomalies flagged for review, newest first."""
+    ReviewAnomaly: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ReviewAnomalyRequest, _admin_service_pb2.ReviewAnomalyResponse]  # type: ignore[assignment]
+    """Marks a flagged anomaly reviewed, with the reviewer and an optional note in the audit log.
+    Idempotent: an anomaly reviewed before is returned as it is and nothing is written.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operator tools: bans, ledger corrections, the audit log and flagged anomalies.
@@ -144,5 +152,15 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListAnomaliesResponse, _abc.Awaitable[_admin_service_pb2.ListAnomaliesResponse]]:
         """Score anomalies flagged for review, newest first."""
+
+    @_abc_1.abstractmethod
+    def ReviewAnomaly(
+        self,
+        request: _admin_service_pb2.ReviewAnomalyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ReviewAnomalyResponse, _abc.Awaitable[_admin_service_pb2.ReviewAnomalyResponse]]:
+        """Marks a flagged anomaly reviewed, with the reviewer and an optional note in the audit log.
+        Idempotent: an anomaly reviewed before is returned as it is and nothing is written.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
