@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.config import ConfigError, Env
-from ops.cli import actions, admin, ranking
+from ops.cli import actions, admin, anomalies, ranking
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=120, help="0-3600; 0 seeds only")
     demo.set_defaults(handler=_demo)
     admin.register(sub)
+    anomalies.register(sub)
     ranking.add_parser(sub)
     actions.register(sub)
     return parser

@@ -35,13 +35,12 @@ def register(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    admin.add_argument("--client-id", help="default: SCOREBOARD_CLIENT_ID")
-    admin.add_argument("--client-secret-file", type=Path, help="default: SCOREBOARD_CLIENT_SECRET")
+    add_account_options(admin)
     commands = admin.add_subparsers(dest="admin_command", required=True)
 
     def command(name: str, call: Call, text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = commands.add_parser(name, help=text)
-        parser.set_defaults(handler=_run, call=call)
+        parser.set_defaults(handler=run, call=call)
         return parser
 
     ban = command("ban", _ban, "ban a user: out of the ranking at once, completions refused")
@@ -69,6 +68,12 @@ def register(sub: Any) -> None:
     for listing in (ledger, audit, anomalies):
         listing.add_argument("--page-size", type=int, default=0)
         listing.add_argument("--page-token", default="")
+
+
+def add_account_options(parser: argparse.ArgumentParser) -> None:
+    """The admin service account's options (its secret never as a flag)."""
+    parser.add_argument("--client-id", help="default: SCOREBOARD_CLIENT_ID")
+    parser.add_argument("--client-secret-file", type=Path, help="default: SCOREBOARD_CLIENT_SECRET")
 
 
 async def _ban(stub: AdminServiceAsyncStub, args: argparse.Namespace) -> Message:
@@ -171,7 +176,8 @@ async def _call(args: argparse.Namespace, env: Env) -> Message:
         await score_channel.close()
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Sign in, make the call in args.call, print the answer as JSON (0) or the refusal (1)."""
     import grpc
     import orjson
     from google.protobuf.json_format import MessageToDict

@@ -1,0 +1,64 @@
+"""`scoreboard anomalies list|review`: score anomalies flagged for admins, through the
+AdminService, as an admin service account.
+
+`list` shows the open anomalies, newest first (`--all` adds the reviewed ones, `--user` keeps
+one user's); `review` marks one reviewed, with an optional note, in the audit log under the
+account's name. Reviewing an anomaly twice changes nothing (its audit_id is then 0).
+
+The account's client id and secret come from SCOREBOARD_CLIENT_ID and SCOREBOARD_CLIENT_SECRET
+(or --client-secret-file), the addresses from SCOREBOARD_AUTH_ADDR and SCOREBOARD_SCORE_ADDR.
+Answers print as JSON; refusals print their reason and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from ops.cli.admin import TIMEOUT, add_account_options, run
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+    from scoreboard.admin.v1.admin_service_pb2_grpc import AdminServiceAsyncStub
+
+
+def register(sub: Any) -> None:
+    """Add `anomalies` and its commands to the `scoreboard` parser's subcommands."""
+    anomalies = sub.add_parser(
+        "anomalies",
+        help="list flagged score anomalies or mark one reviewed (admin service account)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_account_options(anomalies)
+    verbs = anomalies.add_subparsers(dest="verb", required=True)
+    listing = verbs.add_parser("list", help="open anomalies, newest first")
+    listing.add_argument("--user", default="", metavar="USER_ID", help="only this user's")
+    listing.add_argument("--all", action="store_true", help="reviewed ones too")
+    listing.add_argument("--page-size", type=int, default=0, help="default 50, at most 500")
+    listing.add_argument("--page-token", default="", help="next_page_token of the last page")
+    listing.set_defaults(handler=run, call=_list)
+    review = verbs.add_parser("review", help="mark an anomaly reviewed (audited)")
+    review.add_argument("anomaly_id", type=int)
+    review.add_argument("--note", default="", help="what the review found (at most 500 chars)")
+    review.set_defaults(handler=run, call=_review)
+
+
+async def _list(stub: AdminServiceAsyncStub, args: argparse.Namespace) -> Message:
+    from scoreboard.admin.v1 import admin_service_pb2 as pb
+
+    request = pb.ListAnomaliesRequest(
+        user_id=args.user,
+        include_reviewed=args.all,
+        page_size=args.page_size,
+        page_token=args.page_token,
+    )
+    return await stub.ListAnomalies(request, metadata=args.metadata, timeout=TIMEOUT)
+
+
+async def _review(stub: AdminServiceAsyncStub, args: argparse.Namespace) -> Message:
+    from scoreboard.admin.v1 import admin_service_pb2 as pb
+
+    request = pb.ReviewAnomalyRequest(anomaly_id=args.anomaly_id, note=args.note)
+    return await stub.ReviewAnomaly(request, metadata=args.metadata, timeout=TIMEOUT)
