@@ -44,7 +44,10 @@ from urllib.parse import urlsplit
 import grpc
 import redis.asyncio as aioredis
 
+from common.config import DEFAULT_BOARD
 from common.grpc_client import call_metadata
+from common.redis_keys import Keys
+from common.redis_values import decode_top10
 from ops.devstack import Stack, start_stack
 from ops.embedded import free_port
 from scoreboard.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
@@ -395,7 +398,7 @@ class CommitLog:
 
     def __init__(self, redis_url: str, prefix: str) -> None:
         self._redis = aioredis.Redis.from_url(redis_url)
-        self._channel = f"{prefix}lb:default:top10"
+        self._channel = Keys(prefix).board(DEFAULT_BOARD).channel
         self.commits: dict[int, int] = {}
         self.published: list[float] = []
         self._task: asyncio.Task[None] | None = None
@@ -407,9 +410,9 @@ class CommitLog:
         async def collect() -> None:
             try:
                 async for message in pubsub.listen():
-                    data = json.loads(message["data"])
-                    self.commits[int(data["seq"])] = int(data["ts"])
-                    self.published.append(time.time() - int(data["ts"]) / 1e6)
+                    snapshot = decode_top10(message["data"])
+                    self.commits[snapshot.seq] = snapshot.ts_us
+                    self.published.append(time.time() - snapshot.ts_us / 1e6)
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 

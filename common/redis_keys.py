@@ -2,6 +2,8 @@
 
 All keys of one leaderboard share the hash tag {lb:<board>} so multi-key scripts run on Redis
 Cluster. Every key and channel starts with the deployment's prefix (a test run uses its own).
+What is stored under each key (member, state and snapshot encodings) is owned by
+common/redis_values.py.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class BoardKeys:
 
     @property
     def top(self) -> str:
-        """STRING: JSON of the current top 10 entries (what the change detector compares)."""
+        """STRING: JSON of the current top 10 entries (what the change detector compares),
+        [[rank, user id, name, score], ...]."""
         return self._key("top")
 
     @property
@@ -70,7 +73,7 @@ class BoardKeys:
 
     @property
     def channel(self) -> str:
-        """Pub/sub channel of top-10 snapshots (JSON)."""
+        """Pub/sub channel of top-10 snapshots: JSON {"seq", "ts", "entries"}."""
         return f"{self.prefix}lb:{self.board}:top10"
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+from common.redis_values import REACHED_DIGITS, ranking_score, reached_key
 from scoreboard.events.v1 import events_pb2
 
-REACHED_DIGITS = 17
 # Sorted-set scores are doubles: integers are exact up to 2^53.
 MAX_EXACT = 2**53
 MAX_NAME = 200
@@ -16,19 +16,15 @@ def micros(seconds: int, nanos: int) -> int:
     return seconds * 1_000_000 + nanos // 1000
 
 
-def reached_key(reached_us: int) -> str:
-    """Fixed-width time, so members of equal score sort by the time the score was reached."""
-    return f"{reached_us:0{REACHED_DIGITS}d}"
-
-
 def script_args(event: events_pb2.ScoreUpdated) -> list[str]:
-    """user, version, -total, reached (17 digits), excluded, name, commit µs."""
+    """user, version, ZSET score, reached (17 digits), excluded, name, commit µs (the values
+    apply.lua stores are encoded as common/redis_values.py describes)."""
     reached = micros(event.reached_time.seconds, event.reached_time.nanos)
     commit = micros(event.commit_time.seconds, event.commit_time.nanos)
     return [
         event.user_id,
         str(event.version),
-        str(-event.total),
+        str(ranking_score(event.total)),
         reached_key(reached),
         "1" if event.excluded else "0",
         event.display_name,

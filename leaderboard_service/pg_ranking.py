@@ -14,7 +14,8 @@ import time
 from typing import Any
 
 from common.db import Pool
-from leaderboard_service.ranking import Entry, TopPage, UserRank
+from common.redis_values import Entry
+from leaderboard_service.ranking import TopPage, UserRank
 
 _RANKED = (
     " FROM user_scores s JOIN users u ON u.id = s.user_id"

@@ -4,24 +4,12 @@ not ready (cold start, after a wipe)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
 
 from common.redis_keys import BoardKeys
+from common.redis_values import Entry, decode_entries
 from leaderboard_service.scripts import Scripts, text
 
 TOP_SIZE = 10
-
-
-@dataclass(frozen=True)
-class Entry:
-    rank: int
-    user_id: str
-    username: str
-    score: int
-    # When the user reached this score (µs since the epoch): the tie-breaker.
-    reached_us: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,17 +49,6 @@ class RankingNotReady(Exception):
     """The Redis ranking is missing or being rebuilt; ask PostgreSQL."""
 
 
-def entries_from_json(raw: bytes | str) -> list[Entry]:
-    """Entries as the scripts encode them: [rank, user, name, score, reached]."""
-    rows: Any = orjson.loads(raw)
-    if isinstance(rows, dict):  # cjson writes an empty array as {}
-        return []
-    return [
-        Entry(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]) if len(r) > 4 else 0)
-        for r in rows
-    ]
-
-
 class RedisRanking:
     def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
@@ -82,7 +59,7 @@ class RedisRanking:
         )
         if not int(reply[0]):
             raise RankingNotReady(keys.board)
-        return TopPage(entries_from_json(reply[1]), int(reply[2]), int(text(reply[3])))
+        return TopPage(decode_entries(reply[1]), int(reply[2]), int(text(reply[3])))
 
     async def user_rank(self, keys: BoardKeys, user_id: str, around: int) -> UserRank | None:
         """None when the user is not ranked."""
@@ -100,5 +77,5 @@ class RedisRanking:
             position=int(position),
             total_users=int(total),
             tenth_score=int(tenth_text) if tenth_text else None,
-            nearby=entries_from_json(nearby),
+            nearby=decode_entries(nearby),
         )

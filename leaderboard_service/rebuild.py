@@ -14,14 +14,15 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Histogram
 
 from common.db import Pool
 from common.redis_keys import BoardKeys
-from leaderboard_service.events import reached_key
+from common.redis_values import encode_user_state, ranking_member, ranking_score
 from leaderboard_service.scripts import Scripts
 
 log = logging.getLogger("scoreboard.rebuild")
@@ -41,6 +42,15 @@ SNAPSHOT_SQL = (
     " FROM user_scores s JOIN users u ON u.id = s.user_id"
     " WHERE s.board_id = %s AND s.version > 0"
 )
+# user id, total, version, reached µs, banned, display name
+SnapshotRow = tuple[str, int, int, int, bool, str]
+
+
+def snapshot_rows(rows: Sequence[object]) -> list[SnapshotRow]:
+    """Rows of SNAPSHOT_SQL, typed (psycopg returns the columns' Python types)."""
+    return cast("list[SnapshotRow]", rows)
+
+
 # Test hook: awaited after the rebuilt keys are written, just before the swap.
 BeforeSwap = Callable[[], Awaitable[None]]
 
@@ -88,11 +98,10 @@ async def _write_snapshot(pool: Pool, redis: aioredis.Redis, keys: BoardKeys) ->
             while rows := await cur.fetchmany(CHUNK):
                 ranked: dict[str, float] = {}
                 states: dict[str, str] = {}
-                for user, total, version, reached_us, banned, name in rows:
-                    reached = reached_key(int(reached_us))  # type: ignore[call-overload]
-                    states[str(user)] = f"{version}|{reached}|{1 if banned else 0}|{name}"
+                for user, total, version, reached_us, banned, name in snapshot_rows(rows):
+                    states[user] = encode_user_state(version, reached_us, banned, name)
                     if not banned:
-                        ranked[f"{reached}:{user}"] = -int(total)  # type: ignore[call-overload]
+                        ranked[ranking_member(user, reached_us)] = ranking_score(total)
                 async with redis.pipeline(transaction=False) as pipe:
                     pipe.hset(keys.rebuild_users, mapping=states)  # type: ignore[arg-type]
                     if ranked:

@@ -13,14 +13,22 @@ same version (so the same state).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 
 from common.db import Pool
 from common.redis_keys import BoardKeys
-from leaderboard_service.events import reached_key
-from leaderboard_service.rebuild import SNAPSHOT_SQL
-from leaderboard_service.scripts import Scripts, text
+from common.redis_values import (
+    MalformedValue,
+    parse_user_state,
+    ranking_member,
+    ranking_score,
+    reached_key,
+    state_head,
+)
+from leaderboard_service.rebuild import SNAPSHOT_SQL, snapshot_rows
+from leaderboard_service.scripts import Scripts
 
 CHUNK = 2_000
 RANKED_COUNT_SQL = (
@@ -44,16 +52,6 @@ class Drift:
     mismatched: int
 
 
-def _state(raw: object) -> tuple[str, str, str] | None:
-    """(version, reached, excluded) of a stored state; None when missing or unreadable."""
-    if raw is None:
-        return None
-    parts = text(raw).split("|", 3)
-    if len(parts) != 4:
-        return None
-    return parts[0], parts[1], parts[2]
-
-
 async def compare(pool: Pool, redis: aioredis.Redis, scripts: Scripts, keys: BoardKeys) -> Drift:
     ranked_in_db = 0
     mismatched = 0
@@ -64,13 +62,12 @@ async def compare(pool: Pool, redis: aioredis.Redis, scripts: Scripts, keys: Boa
             await cur.execute(SNAPSHOT_SQL, (keys.board,))
             while rows := await cur.fetchmany(CHUNK):
                 args: list[str | int] = [len(rows)]
-                for user, total, version, reached_us, banned, _name in rows:
-                    reached = reached_key(int(reached_us))  # type: ignore[call-overload]
+                for user, total, version, reached_us, banned, _name in snapshot_rows(rows):
                     args += [
-                        str(user),
-                        f"{version}|{reached}|{1 if banned else 0}",
-                        reached,
-                        "" if banned else str(-int(total)),  # type: ignore[call-overload]
+                        user,
+                        state_head(version, reached_us, banned),
+                        reached_key(reached_us),
+                        "" if banned else str(ranking_score(total)),
                     ]
                     if not banned:
                         ranked_in_db += 1
@@ -108,21 +105,25 @@ async def sample_check(pool: Pool, redis: aioredis.Redis, keys: BoardKeys, size:
         rows = await cur.fetchall()
     if not rows:
         return 0
+    # user id, total, version, reached µs
+    top = cast("list[tuple[str, int, int, int]]", rows)
     async with redis.pipeline(transaction=True) as pipe:
-        for user, _t, _v, reached_us in rows:
-            pipe.hget(keys.users, str(user))
-            pipe.zscore(keys.ranking, f"{reached_key(int(reached_us))}:{user}")  # type: ignore[call-overload]
+        for user, _t, _v, reached_us in top:
+            pipe.hget(keys.users, user)
+            pipe.zscore(keys.ranking, ranking_member(user, reached_us))
         replies = await pipe.execute()
     wrong = 0
-    for index, (_u, total, version, reached_us) in enumerate(rows):
-        raw = replies[2 * index]
-        state = _state(raw)
-        if raw is not None and state is None:
+    for index, (_u, total, version, reached_us) in enumerate(top):
+        raw, score = replies[2 * index], replies[2 * index + 1]
+        if raw is None:
+            continue  # not applied yet: in flight
+        try:
+            state = parse_user_state(raw)
+        except MalformedValue:
             wrong += 1  # unreadable: written by hand
             continue
-        if state is None or state[0] != str(version):
+        if state.version != version:
             continue  # not applied yet (or already newer): in flight
-        expected = (str(version), reached_key(int(reached_us)), "0")  # type: ignore[call-overload]
-        if state != expected or replies[2 * index + 1] != float(-int(total)):  # type: ignore[call-overload]
+        if state.reached_us != reached_us or state.excluded or score != float(ranking_score(total)):
             wrong += 1
     return wrong

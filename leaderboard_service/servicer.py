@@ -19,8 +19,9 @@ from common.db import Pool
 from common.errors import Reason, invalid, not_found
 from common.logs import request_id_var
 from common.redis_keys import BoardKeys, Keys
+from common.redis_values import Entry
 from leaderboard_service.pg_ranking import PgRanking
-from leaderboard_service.ranking import Entry, RankingNotReady, RedisRanking, TopPage, UserRank
+from leaderboard_service.ranking import RankingNotReady, RedisRanking, TopPage, UserRank
 from leaderboard_service.rebuild import rebuild_when_free
 from leaderboard_service.reconcile import compare
 from leaderboard_service.scripts import Scripts

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from common.db import Conn
 from common.redis_keys import Keys
+from common.redis_values import above
 
 log = logging.getLogger("scoreboard.score")
 
@@ -48,7 +49,7 @@ class RankReader:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.exists(board_keys.ready)
                     for total in totals:
-                        pipe.zcount(board_keys.ranking, "-inf", f"({-total}")
+                        pipe.zcount(board_keys.ranking, "-inf", above(total))
                     ready, *higher = await pipe.execute()
             if ready:
                 return [int(h) + 1 for h in higher]

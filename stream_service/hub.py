@@ -14,12 +14,12 @@ import logging
 import random
 import time
 
-import orjson
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 from redis.asyncio.client import PubSub
 
 from common.redis_keys import BoardKeys
+from common.redis_values import SEQ_FIELD, TS_FIELD, stored_top10
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from stream_service.snapshots import build, from_json
 
@@ -134,8 +134,8 @@ class SnapshotHub:
     async def _load_stored(self) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(self._keys.top)
-            pipe.hmget(self._keys.meta, ["seq", "ts"])
+            pipe.hmget(self._keys.meta, [SEQ_FIELD, TS_FIELD])
             body, (seq, ts) = await pipe.execute()
-        if body is None or seq is None:
-            return
-        self.offer(build(self._keys.board, int(seq), int(ts or 0), orjson.loads(body)))
+        stored = stored_top10(body, seq, ts)
+        if stored is not None:
+            self.offer(build(self._keys.board, stored))

@@ -2,6 +2,7 @@
 -- when it changed (DESIGN decision 4). Only a version newer than the stored one has an effect.
 -- All or nothing: every event and every stored state it touches is checked before the first
 -- write, so a refused batch leaves no trace (and stays pending).
+-- Stored values: as common/redis_values.py describes (their Python owner).
 -- KEYS: ranking, users, top, meta, ready, rebuild_lock, touched, stream
 -- ARGV: channel, now_us, group, n_events, then 7 per event
 --       (user, version, neg_total, reached_17, excluded, name, commit_us), then stream ids to ack.

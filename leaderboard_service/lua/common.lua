@@ -1,7 +1,11 @@
 -- Shared helpers, prepended to every leaderboard script.
+-- These scripts write the stored values; their format is owned in Python by
+-- common/redis_values.py (keep both in step; tests/common/test_redis_values.py checks them).
 -- Ranking ZSET: score = -total, member = '<reached µs, 17 digits>:<user id>', so ZRANGE 0..n
 -- orders by total desc, then reached time asc, then user id asc (DESIGN decision 5).
 -- Users HASH: user id -> '<version>|<reached µs, 17 digits>|<excluded 0/1>|<display name>'.
+-- Top 10 STRING: entries JSON [[rank, user, name, score], ...]; meta HASH: seq, ts; published
+-- on the channel as {"seq":..,"ts":..,"entries":..}.
 -- Redis does not roll back a script that fails halfway, so scripts check everything that can
 -- fail before their first write.
 

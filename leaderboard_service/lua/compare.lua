@@ -1,4 +1,5 @@
 -- Compare a chunk of PostgreSQL's users with the ranking in one round trip (reconcile).
+-- Stored values: as common/redis_values.py describes (their Python owner).
 -- KEYS: ranking, users
 -- ARGV: n, then 4 per user: user, expected state head '<version>|<reached>|<excluded>',
 --       reached (17 digits), expected sorted-set score ('' when the user must not be ranked)

@@ -1,5 +1,6 @@
 -- Finish a rebuild: merge users changed while it ran (newer version wins), swap the rebuilt
 -- keys in, mark the ranking ready and publish the top 10 if it changed.
+-- Stored values: as common/redis_values.py describes (their Python owner).
 -- KEYS: tmp_ranking, tmp_users, ranking, users, touched, top, meta, ready, rebuild_lock
 -- ARGV: lock token, channel, now_us, expected user count of the rebuilt keys
 -- Returns {ranked users, seq}; {-1, '0'} when the lock was lost, {-2, '0'} when the rebuilt

@@ -1,5 +1,6 @@
 -- One user's rank, score, distance from the top 10 and the entries around them, in one round
 -- trip.
+-- Stored values: as common/redis_values.py describes (their Python owner).
 -- KEYS: ranking, users, ready   ARGV: user, around (entries above and below)
 -- Returns {0} when the ranking is not ready (ask PostgreSQL), {1, 0} when the user is not
 -- ranked, else {1, 1, rank, score, position, ranked users, 10th score or '', name, reached,
