@@ -1,6 +1,7 @@
 """A small kustomize renderer for exactly the subset k8s/ uses, so the manifests are tested on
-any machine: resources (files and kustomization directories), namespace, images and JSON 6902
-patches with targets. Anything else in a kustomization is refused, never silently ignored.
+any machine: resources (files and kustomization directories), components (patches only),
+namespace, images, and patches with targets: JSON 6902 and strategic merge (for the lists
+k8s/ patches). Anything else in a kustomization is refused, never silently ignored.
 test_manifests.py checks that it renders what `kubectl kustomize` renders wherever kubectl is
 installed."""
 
@@ -14,7 +15,13 @@ from typing import Any
 import yaml
 
 Obj = dict[str, Any]
-SUPPORTED = {"apiVersion", "kind", "resources", "namespace", "images", "patches"}
+SUPPORTED = {"apiVersion", "kind", "resources", "components", "namespace", "images", "patches"}
+COMPONENT_SUPPORTED = {"apiVersion", "kind", "patches"}
+# How a strategic merge patch merges the lists it holds, by their path (list items skipped): by a
+# merge key (the Kubernetes schema's patchMergeKey) or replaced whole (x-kubernetes-list-type:
+# atomic). A list anywhere else in a patch is refused.
+MERGE_KEYS = {("spec", "template", "spec", "volumes"): "name"}
+ATOMIC_LISTS = {("spec", "metrics")}
 CLUSTER_SCOPED = {
     "Namespace",
     "ClusterRole",
@@ -33,10 +40,7 @@ class KustomizeError(ValueError):
 
 def render(folder: Path) -> list[Obj]:
     """The objects `kubectl kustomize <folder>` would print (order aside)."""
-    spec = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    unknown = set(spec) - SUPPORTED
-    if unknown:
-        raise KustomizeError(f"{folder}: unsupported kustomization fields {sorted(unknown)}")
+    spec = _load(folder, "Kustomization", SUPPORTED)
     objects: list[Obj] = []
     for entry in spec.get("resources", []):
         path = (folder / entry).resolve()
@@ -44,6 +48,11 @@ def render(folder: Path) -> list[Obj]:
             objects.extend(render(path))
         else:
             objects.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    # Like kustomize: a component's patches see the resources above, before this folder's own.
+    for entry in spec.get("components", []):
+        component = (folder / entry).resolve()
+        for patch in _load(component, "Component", COMPONENT_SUPPORTED).get("patches", []):
+            _patch(component, objects, patch)
     for patch in spec.get("patches", []):
         _patch(folder, objects, patch)
     if "namespace" in spec:
@@ -51,6 +60,16 @@ def render(folder: Path) -> list[Obj]:
     for image in spec.get("images", []):
         _image(objects, image)
     return objects
+
+
+def _load(folder: Path, kind: str, supported: set[str]) -> Obj:
+    spec: Obj = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    if spec.get("kind", "Kustomization") != kind:
+        raise KustomizeError(f"{folder}: a {spec.get('kind')} where a {kind} was expected")
+    unknown = set(spec) - supported
+    if unknown:
+        raise KustomizeError(f"{folder}: unsupported {kind} fields {sorted(unknown)}")
+    return spec
 
 
 def _matches(obj: Obj, target: Obj) -> bool:
@@ -73,15 +92,59 @@ def _patch(folder: Path, objects: list[Obj], patch: Obj) -> None:
     if unknown:
         raise KustomizeError(f"unsupported patch fields {sorted(unknown)}")
     text = patch["patch"] if "patch" in patch else (folder / patch["path"]).read_text()
-    operations = yaml.safe_load(text)
-    if not isinstance(operations, list):
-        raise KustomizeError("only JSON 6902 patches (a list of operations) are supported")
-    targets = [o for o in objects if _matches(o, patch.get("target", {}))]
+    body = yaml.safe_load(text)
+    if isinstance(body, dict):
+        # A strategic merge patch without a target patches the object it names.
+        target = patch.get("target", {"kind": body["kind"], "name": body["metadata"]["name"]})
+    elif isinstance(body, list):
+        target = patch.get("target", {})
+    else:
+        raise KustomizeError(f"{folder}: a patch is a list of operations or an object")
+    targets = [o for o in objects if _matches(o, target)]
     if not targets:
-        raise KustomizeError(f"patch target {patch.get('target')} matches nothing")
+        raise KustomizeError(f"patch target {target} matches nothing")
     for obj in targets:
-        for operation in operations:
-            apply_operation(obj, operation)
+        if isinstance(body, dict):
+            merge_patch(obj, body)
+        else:
+            for operation in body:
+                apply_operation(obj, operation)
+
+
+def merge_patch(obj: Obj, patch: Obj) -> None:
+    """A strategic merge patch, as kustomize applies it to each target: the patch's own kind and
+    name do not matter; maps merge, null deletes, and a keyed list takes the patch's items first
+    (each merged with the object's item of the same key), then the object's other items."""
+    body = copy.deepcopy(patch)
+    body["apiVersion"], body["kind"] = obj["apiVersion"], obj["kind"]
+    body["metadata"] = {**body.get("metadata", {}), "name": obj["metadata"]["name"]}
+    merged = _merge(obj, body, ())
+    obj.clear()
+    obj.update(merged)
+
+
+def _merge(into: Any, patch: Any, path: tuple[str, ...]) -> Any:
+    if isinstance(patch, dict):
+        result = dict(into) if isinstance(into, dict) else {}
+        for key, value in patch.items():
+            if key.startswith("$"):
+                raise KustomizeError(f"unsupported patch directive {key} at {path}")
+            if value is None:
+                result.pop(key, None)
+            else:
+                result[key] = _merge(result.get(key), value, (*path, key))
+        return result
+    if isinstance(patch, list):
+        if path in ATOMIC_LISTS:
+            return copy.deepcopy(patch)
+        if path not in MERGE_KEYS:
+            raise KustomizeError(f"no merge rule for the list at {'.'.join(path)}")
+        key = MERGE_KEYS[path]
+        existing = {item[key]: item for item in into or []}
+        merged = [_merge(existing.get(item[key]), item, path) for item in patch]
+        patched = {item[key] for item in patch}
+        return merged + [copy.deepcopy(item) for item in into or [] if item[key] not in patched]
+    return copy.deepcopy(patch)
 
 
 def _pointer(path: str) -> list[str]:
