@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from common.config import Env
-from tests.ops.kustomize import Obj, render, split_image
+from tests.ops.kustomize import KustomizeError, Obj, merge_patch, render, split_image
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -202,6 +202,57 @@ def test_every_deployment_has_grpc_or_http_probes_a_pdb_and_an_autoscaler(
         assert minimum == {"base": 2, "dev": 1, "prod": 3}[name], where
         if name == "prod" and component in ("edge", "score"):
             assert scalers[0]["spec"]["maxReplicas"] >= 20, where
+
+
+def test_every_service_keeps_the_shared_shape(rendered: tuple[str, list[Obj]]) -> None:
+    """k8s/components/service gives every service the same rollout, security contexts, probe
+    timings and volumes: each service's rendered Deployment has all of it, exactly."""
+    name, objects = rendered
+    for deployment in _of(objects, "Deployment"):
+        where = f"{name}: Deployment/{deployment['metadata']['name']}"
+        spec = deployment["spec"]
+        assert spec["revisionHistoryLimit"] == 5, where
+        assert spec["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        }, where
+        annotations = spec["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", where
+        assert annotations["prometheus.io/path"] == "/metrics", where
+        pod = _pod_spec(deployment)
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": USER_ID,
+            "runAsGroup": USER_ID,
+            "fsGroup": USER_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }, where
+        assert pod["volumes"][:2] == [
+            {"name": "jwks", "configMap": {"name": "scoreboard-jwks"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        ], where
+        (container,) = pod["containers"]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        }, where
+        assert container["envFrom"] == [{"configMapRef": {"name": "scoreboard-config"}}], where
+        assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}, where
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts.items() >= {"jwks": "/etc/scoreboard/jwks", "tmp": "/tmp"}.items(), where
+        timings = {
+            "startupProbe": {"periodSeconds": 2, "failureThreshold": 30},
+            "readinessProbe": {"periodSeconds": 5, "failureThreshold": 2},
+            "livenessProbe": {"periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
+        }
+        for probe, timing in timings.items():
+            handler = {k: v for k, v in container[probe].items() if k not in timing}
+            assert container[probe] == {**handler, **timing}, f"{where} {probe}"
+            assert len(handler) == 1, f"{where} {probe}: one handler, {sorted(handler)}"
+    budgets = _of(objects, "PodDisruptionBudget")
+    assert budgets and all(b["spec"]["maxUnavailable"] == 1 for b in budgets)
 
 
 def test_grpc_services_are_headless_and_the_clients_dial_them_with_dns(
@@ -493,6 +544,56 @@ def test_the_image_runs_as_the_manifests_non_root_user() -> None:
     assert {"pyproject.toml", "scoreboard", "common", "ops", "edge"} <= copied
     for module, _ in MODULES.values():
         assert module in copied and f"!{module}/" in ignored
+
+
+def test_the_renderers_strategic_merge_follows_kustomize() -> None:
+    """As `kubectl kustomize` (v5) merges: the target keeps its name, maps merge, null deletes,
+    a keyed list takes the patch's items first (merged with the same key's), then its own."""
+    deployment: Obj = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "a", "labels": {"x": "a"}},
+        "spec": {
+            "paused": True,
+            "template": {
+                "spec": {
+                    "volumes": [
+                        {"name": "s", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ]
+                }
+            },
+        },
+    }
+    patch: Obj = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "any"},
+        "spec": {
+            "paused": None,
+            "template": {
+                "spec": {
+                    "volumes": [
+                        {"name": "jwks", "configMap": {"name": "j"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Mi"}},
+                        {"name": "k", "emptyDir": {}},
+                    ]
+                }
+            },
+        },
+    }
+    merge_patch(deployment, patch)
+    assert deployment["metadata"] == {"name": "a", "labels": {"x": "a"}}
+    assert "paused" not in deployment["spec"]
+    assert deployment["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "jwks", "configMap": {"name": "j"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Mi"}},
+        {"name": "k", "emptyDir": {}},
+        {"name": "s", "emptyDir": {}},
+    ]
+    unknown = {"kind": "Deployment", "metadata": {}, "spec": {"template": {"spec": {"x": [1]}}}}
+    with pytest.raises(KustomizeError, match="no merge rule"):
+        merge_patch(deployment, unknown)
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
