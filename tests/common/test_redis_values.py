@@ -1,0 +1,268 @@
+"""The Redis value contract: leaderboard_service's real Lua scripts write, common/redis_values.py
+reads (and its Python writers produce the same bytes as the Lua)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from common.redis_keys import BoardKeys, Keys
+from common.redis_values import (
+    SEQ_FIELD,
+    TS_FIELD,
+    Entry,
+    MalformedValue,
+    Member,
+    Top10,
+    UserState,
+    above,
+    decode_entries,
+    decode_top10,
+    encode_entries,
+    parse_member,
+    parse_user_state,
+    ranking_member,
+    ranking_score,
+    reached_key,
+    state_head,
+    stored_top10,
+    total_of,
+)
+from leaderboard_service.events import script_args
+from leaderboard_service.scripts import Scripts
+from scoreboard.events.v1 import events_pb2
+
+NOW_US = 1_767_225_600_000_000  # the caller's clock: where a new sequence starts
+T0 = 1_767_225_000_000_000
+
+
+@dataclass(frozen=True)
+class Change:
+    user_id: str
+    total: int
+    version: int
+    reached_us: int
+    commit_us: int
+    name: str
+    excluded: bool = False
+
+    def args(self) -> list[str]:
+        def stamp(us: int) -> Timestamp:
+            value = Timestamp()
+            value.FromMicroseconds(us)
+            return value
+
+        return script_args(
+            events_pb2.ScoreUpdated(
+                board_id="default",
+                user_id=self.user_id,
+                display_name=self.name,
+                total=self.total,
+                version=self.version,
+                reached_time=stamp(self.reached_us),
+                commit_time=stamp(self.commit_us),
+                excluded=self.excluded,
+            )
+        )
+
+
+def _user(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+@pytest.fixture
+async def board(redis_url: str, run_prefix: str) -> AsyncIterator[tuple[aioredis.Redis, BoardKeys]]:
+    """A private board in the run's prefix, marked ready (as after a rebuild)."""
+    redis = aioredis.Redis.from_url(redis_url)
+    keys = Keys(f"{run_prefix}values-{secrets.token_hex(3)}:").board("default")
+    await redis.set(keys.ready, "1")
+    try:
+        yield redis, keys
+    finally:
+        await redis.aclose()
+
+
+async def _apply(redis: aioredis.Redis, keys: BoardKeys, changes: list[Change]) -> Any:
+    """Run apply.lua as the consumer does; return the message it published (None if none)."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.channel)
+    try:
+        args: list[Any] = [keys.channel, str(NOW_US), "contract", len(changes)]
+        for change in changes:
+            args += change.args()
+        applied, seq, _ready = await Scripts(redis).apply(
+            keys=[
+                keys.ranking,
+                keys.users,
+                keys.top,
+                keys.meta,
+                keys.ready,
+                keys.rebuild_lock,
+                keys.touched,
+                keys.events,
+            ],
+            args=args,
+        )
+        assert int(applied) == len(changes)
+        if int(seq) == 0:
+            return None
+        async with asyncio.timeout(5):
+            while True:
+                message = await pubsub.get_message(timeout=1)
+                if message is not None and message["type"] == "message":
+                    return message["data"]
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def _stored(redis: aioredis.Redis, keys: BoardKeys) -> Top10 | None:
+    body = await redis.get(keys.top)
+    seq, ts = await redis.hmget(keys.meta, [SEQ_FIELD, TS_FIELD])
+    return stored_top10(body, seq, ts)
+
+
+async def test_an_empty_top10_is_stored_and_published_as_no_entries(
+    board: tuple[aioredis.Redis, BoardKeys],
+) -> None:
+    redis, keys = board
+    banned = Change(_user(9), 40, 1, T0 + 5, T0 + 6, "Banned", excluded=True)
+
+    published = await _apply(redis, keys, [banned])
+
+    assert decode_top10(published) == Top10(NOW_US, T0 + 6, [])
+    assert await _stored(redis, keys) == Top10(NOW_US, T0 + 6, [])
+    assert await redis.zcard(keys.ranking) == 0
+    raw = await redis.hget(keys.users, banned.user_id)
+    assert raw is not None
+    assert parse_user_state(raw) == UserState(1, T0 + 5, True, "Banned")
+
+
+async def test_what_the_scripts_write_decodes_to_the_applied_events(
+    board: tuple[aioredis.Redis, BoardKeys],
+) -> None:
+    redis, keys = board
+    late = Change(_user(1), 50, 1, T0 + 300, T0 + 301, "Late")
+    early = Change(_user(2), 50, 3, T0 + 100, T0 + 102, "Early")
+    top = Change(_user(3), 70, 2, T0 + 200, T0 + 250, "Top")
+    last = Change(_user(4), 0, 1, T0 + 50, T0 + 60, "Last")
+
+    first = decode_top10(await _apply(redis, keys, [late, early]))
+    published = decode_top10(await _apply(redis, keys, [top, last]))
+
+    # The ranking: members and scores, best first.
+    members: Any = await redis.zrange(keys.ranking, 0, -1, withscores=True)
+    assert [(parse_member(m), total_of(s)) for m, s in members] == [
+        (Member(top.user_id, T0 + 200), 70),
+        (Member(early.user_id, T0 + 100), 50),
+        (Member(late.user_id, T0 + 300), 50),
+        (Member(last.user_id, T0 + 50), 0),
+    ]
+    assert [m for m, _ in members] == [
+        ranking_member(c.user_id, c.reached_us).encode() for c in (top, early, late, last)
+    ]
+    assert [s for _, s in members] == [float(ranking_score(t)) for t in (70, 50, 50, 0)]
+    assert await redis.zcount(keys.ranking, "-inf", above(50)) == 1
+
+    # The user states, and Python's encoding of them byte for byte.
+    raw_states: Any = await redis.hgetall(keys.users)
+    states = {k.decode(): parse_user_state(v) for k, v in raw_states.items()}
+    for change in (late, early, top, last):
+        expected = UserState(change.version, change.reached_us, False, change.name)
+        assert states[change.user_id] == expected
+        assert raw_states[change.user_id.encode()] == expected.encode().encode()
+
+    # The published snapshots and the stored one.
+    assert first == Top10(
+        NOW_US,
+        T0 + 301,
+        [Entry(1, early.user_id, "Early", 50), Entry(1, late.user_id, "Late", 50)],
+    )
+    expected_top = [
+        Entry(1, top.user_id, "Top", 70),
+        Entry(2, early.user_id, "Early", 50),
+        Entry(2, late.user_id, "Late", 50),
+        Entry(4, last.user_id, "Last", 0),
+    ]
+    assert published == Top10(NOW_US + 1, T0 + 250, expected_top)
+    assert await _stored(redis, keys) == published
+    assert await redis.get(keys.top) == encode_entries(expected_top)
+
+    # A page of top.lua carries the reached times.
+    reply = await Scripts(redis).top(
+        keys=[keys.ranking, keys.users, keys.meta, keys.ready], args=[1, 2]
+    )
+    page = decode_entries(reply[1])
+    assert page == [
+        Entry(2, early.user_id, "Early", 50, T0 + 100),
+        Entry(2, late.user_id, "Late", 50, T0 + 300),
+    ]
+    assert reply[1] == encode_entries(page, with_reached=True)
+
+    # What reconcile sends compare.lua describes these states exactly.
+    args: list[Any] = [4]
+    for change in (late, early, top, last):
+        args += [
+            change.user_id,
+            state_head(change.version, change.reached_us, False),
+            reached_key(change.reached_us),
+            str(ranking_score(change.total)),
+        ]
+    differ, found_members, found_states = await Scripts(redis).compare(
+        keys=[keys.ranking, keys.users], args=args
+    )
+    assert (differ, found_members, found_states) == (0, 4, 4)
+
+
+def test_the_cjson_empty_array_is_no_entries() -> None:
+    assert decode_entries(b"{}") == []
+    assert decode_entries(b"[]") == []
+    assert decode_top10(b'{"seq":3,"ts":4,"entries":{}}') == Top10(3, 4, [])
+    assert encode_entries([]) == b"[]"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"ts":1,"entries":[]}',
+        b'{"seq":"x","ts":1,"entries":[]}',
+        b'{"seq":1,"ts":1}',
+        b'{"seq":1,"ts":1,"entries":"abc"}',
+        b'{"seq":1,"ts":1,"entries":{"a":1}}',
+        b'{"seq":1,"ts":1,"entries":[[1,"u","n"]]}',
+        b'{"seq":1,"ts":1,"entries":[[1,"u","n","many"]]}',
+    ],
+)
+def test_a_malformed_snapshot_is_refused(payload: bytes) -> None:
+    with pytest.raises(MalformedValue):
+        decode_top10(payload)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"1|2|0|name", b"x|00000000000000001|0|n", b"1|00000000000000001|2|n", b"1|0|0"],
+)
+def test_a_malformed_user_state_is_refused(raw: bytes) -> None:
+    with pytest.raises(MalformedValue):
+        parse_user_state(raw)
+
+
+def test_a_user_state_keeps_a_name_with_bars_and_newlines() -> None:
+    state = UserState(12, 5, False, "a|b\nc")
+    assert state.encode() == "12|00000000000000005|0|a|b\nc"
+    assert parse_user_state(state.encode().encode()) == state
+
+
+@pytest.mark.parametrize("raw", [b"", b"123:user", b"00000000000000001:", b"nocolon"])
+def test_a_malformed_member_is_refused(raw: bytes) -> None:
+    with pytest.raises(MalformedValue):
+        parse_member(raw)
