@@ -12,11 +12,28 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 
-from common.logs import setup_logging
+from common.logs import redact, setup_logging
 from edge.app import create_app
 from edge.config import Settings
 from edge.state import EdgeState
-from edge.ws_protocol import QUIET_QUERIES, FanoutProtocol
+from edge.ws_protocol import FanoutProtocol
+
+
+class QuietQueries(logging.Filter):
+    """On uvicorn's loggers: drop the per-connection WebSocket access lines (like HTTP access
+    logs, which are off) and redact whatever else carries a query string (?token=, ?ticket=)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket %s"'):
+            return False
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+QUIET_QUERIES = QuietQueries()
 
 
 class EdgeServer(uvicorn.Server):

@@ -1,6 +1,15 @@
 """uvicorn's sans-I/O WebSocket protocol, extended for the fan-out through one ASGI scope
 extension (scope["extensions"]["scoreboard.frames"] is the protocol itself, a `FrameSocket`).
 
+This is the only module that imports uvicorn's private modules. uvicorn has no public extension
+point for what the fan-out needs: `Config(ws=...)` accepts a protocol class, but the ASGI
+WebSocket interface offers no raw frame writes, no backpressure flag and no way to release a
+connection's ASGI task, and the only scope extension uvicorn sets (websocket.http.response) is
+for denial responses. So `FanoutProtocol` subclasses `WebSocketsSansIOProtocol`, overriding and
+calling the private members listed in tests/edge/ws/test_ws_protocol_contract.py, which fails
+loudly when an upgrade changes them; pyproject.toml pins the uvicorn range this was written for
+(`UVICORN_RANGE`).
+
 - Raw frames: server-to-client frames are not masked, so one encoded frame is byte-for-byte valid
   on every connection; the fan-out writes it straight to each transport instead of framing the
   same message again for every socket through the ASGI send path.
@@ -17,16 +26,16 @@ extension (scope["extensions"]["scoreboard.frames"] is the protocol itself, a `F
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 from typing import Any, Protocol
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from common.logs import redact
-
 EXTENSION = "scoreboard.frames"
+# The uvicorn releases FanoutProtocol was written and checked against; pyproject.toml pins the
+# same range, and the contract test fails when either the pin or the installed version leaves it.
+UVICORN_RANGE = ">=0.54.0,<0.55"
 
 
 class ParkedHandler(Protocol):
@@ -175,32 +184,3 @@ class FanoutProtocol(WebSocketsSansIOProtocol):
         super().shutdown()
         if stuck:
             self.transport.abort()
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, final text frame (RFC 6455 section 5.2)."""
-    length = len(payload)
-    if length < 126:
-        header = bytes((0x81, length))
-    elif length < 1 << 16:
-        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
-    return header + payload
-
-
-class QuietQueries(logging.Filter):
-    """On uvicorn's loggers: drop the per-connection WebSocket access lines (like HTTP access
-    logs, which are off) and redact whatever else carries a query string (?token=, ?ticket=)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket %s"'):
-            return False
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-QUIET_QUERIES = QuietQueries()
