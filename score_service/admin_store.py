@@ -18,7 +18,7 @@ from psycopg import errors
 from common.audit import write_audit
 from common.db import Conn, Pool
 from common.errors import Reason, not_found, precondition
-from score_service.ledger import NOTIFY_CHANNEL
+from score_service import outbox
 from scoreboard.admin.v1 import admin_service_pb2 as pb
 from scoreboard.events.v1 import events_pb2
 
@@ -270,11 +270,7 @@ async def _change(
         reached_time=timestamp(reached),
         excluded=excluded,
     )
-    await conn.execute(
-        "INSERT INTO outbox (board_id, payload) VALUES (%s, %s)",
-        (board, event.SerializeToString()),
-    )
-    await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, board))
+    await outbox.append(conn, event)
     return entry_id, pb.ScoreState(board_id=board, total=total, version=version, excluded=excluded)
 
 

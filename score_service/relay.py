@@ -29,8 +29,8 @@ from prometheus_client import Counter, Gauge
 
 from common.db import Pool
 from common.redis_keys import Keys
+from score_service import outbox
 from score_service.config import RelaySettings
-from score_service.ledger import NOTIFY_CHANNEL
 
 log = logging.getLogger("scoreboard.relay")
 
@@ -90,12 +90,8 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         """Publish one batch; return how many rows it moved."""
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT id, board_id, payload FROM outbox ORDER BY id LIMIT %s"
-                " FOR UPDATE SKIP LOCKED",
-                (self._settings.batch_size,),
-            )
-            rows = await cur.fetchall()
+            cur = await conn.execute(outbox.CLAIM_SQL, (self._settings.batch_size,))
+            rows = [outbox.decode(row) for row in await cur.fetchall()]
             if not rows:
                 BACKLOG.set(0)
                 return 0
@@ -103,18 +99,18 @@ class OutboxRelay:
                 await self._fault("claimed")
             # Bounded, so a hung Redis cannot keep the rows (and a connection) locked.
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
-                if await self._full({str(board) for _, board, _ in rows}):
+                if await self._full({row.board_id for row in rows}):
                     return 0  # the rows stay in the outbox; the next sweep tries again
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for _, board, payload in rows:
+                    for row in rows:
                         pipe.xadd(
-                            self._keys.board(str(board)).events,
-                            {"e": bytes(payload)},  # type: ignore[call-overload]
+                            self._keys.board(row.board_id).events,
+                            {"e": row.payload},
                         )
                     await pipe.execute()
             if self._fault is not None:
                 await self._fault("published")
-            await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
+            await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r.id for r in rows],))
         RELAYED.inc(len(rows))
         return len(rows)
 
@@ -143,7 +139,7 @@ class OutboxRelay:
                 async with await psycopg.AsyncConnection.connect(
                     self._database_url, autocommit=True, application_name="score_service-relay"
                 ) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await conn.execute(f"LISTEN {outbox.CHANNEL}")
                     self.listening.set()
                     self._wake.set()  # catch up on anything committed while not listening
                     async for _ in conn.notifies():

@@ -1,0 +1,89 @@
+"""The transactional outbox (DESIGN decision 2): the one place that knows the outbox table's rows
+and the channel that announces them.
+
+A row (ops/migrations/0001_initial.sql) is (id, board_id, payload, created_at): payload is a
+serialized scoreboard.events.v1.ScoreUpdated and board_id is that event's board. The writers
+(the score transaction in score_service.ledger, admin acts in score_service.admin_store) insert
+rows and NOTIFY CHANNEL with the board as payload, in their own transaction, so the
+notification is delivered only if the rows commit. The relay (score_service.relay) LISTENs on
+CHANNEL, claims rows with CLAIM_SQL and reads each one with decode().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.db import Conn
+from scoreboard.events.v1 import events_pb2
+
+__all__ = [
+    "CHANNEL",
+    "CLAIM_SQL",
+    "INSERT_MANY_SQL",
+    "NOTIFY_MANY_SQL",
+    "OutboxRow",
+    "append",
+    "batch_params",
+    "decode",
+    "encode",
+]
+
+# The LISTEN/NOTIFY channel; a notification's payload is the board id.
+CHANNEL = "scoreboard_outbox"
+
+_INSERT_SQL = "INSERT INTO outbox (board_id, payload) VALUES (%s, %s)"
+_NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
+
+# Set-based, for a statement of the writer's own (a data-modifying CTE, then a final SELECT):
+# the rows of one board and their notification, with the parameters batch_params() gives.
+INSERT_MANY_SQL = (
+    "INSERT INTO outbox (board_id, payload) SELECT %(board)s, unnest(%(payloads)s::bytea[])"
+)
+NOTIFY_MANY_SQL = "SELECT pg_notify(%(channel)s, %(board)s) WHERE %(notify)s"
+
+# The relay's claim: the oldest rows no other relay holds, locked until its transaction ends.
+# Its columns are what decode() reads.
+CLAIM_SQL = "SELECT id, board_id, payload FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A claimed row: the payload is published as it is (the stream's field 'e')."""
+
+    id: int
+    board_id: str
+    payload: bytes
+
+    def event(self) -> events_pb2.ScoreUpdated:
+        return events_pb2.ScoreUpdated.FromString(self.payload)
+
+
+def encode(event: events_pb2.ScoreUpdated) -> bytes:
+    """The payload of an event's row."""
+    return event.SerializeToString()
+
+
+def decode(row: Sequence[object]) -> OutboxRow:
+    """A row as CLAIM_SQL returns it."""
+    row_id, board_id, payload = row
+    assert isinstance(row_id, int), row_id
+    assert isinstance(payload, bytes | bytearray | memoryview), type(payload)
+    return OutboxRow(row_id, str(board_id), bytes(payload))
+
+
+def batch_params(board: str, events: Sequence[events_pb2.ScoreUpdated]) -> dict[str, object]:
+    """The parameters of INSERT_MANY_SQL and NOTIFY_MANY_SQL for events of one board (no
+    notification when there are none)."""
+    return {
+        "board": board,
+        "payloads": [encode(event) for event in events],
+        "channel": CHANNEL,
+        "notify": bool(events),
+    }
+
+
+async def append(conn: Conn, event: events_pb2.ScoreUpdated) -> None:
+    """One event's row and its notification, in the caller's transaction."""
+    await conn.execute(_INSERT_SQL, (event.board_id, encode(event)))
+    await conn.execute(_NOTIFY_SQL, (CHANNEL, event.board_id))
