@@ -1,12 +1,13 @@
 """A game server using Scoreboard directly over gRPC with the generated, typed stubs.
 
 It signs in with its service account (client credentials; the scores:write scope lets it act for
-any player), completes actions for players, and prints each top-10 change from WatchTop10.
+any player), completes actions for a player, and prints each top-10 change from WatchTop10.
 
-With `make run` up:
-    .venv/bin/python -m examples.game_server \\
-        --client-secret "$(cat .data/secrets/game-server-client-secret)" \\
-        --player-token <a player's access token, to find their user id>   # or --user-id
+The addresses come from SCOREBOARD_AUTH_ADDR, SCOREBOARD_SCORE_ADDR and SCOREBOARD_STREAM_ADDR
+(default: `make run`'s ports), the account from SCOREBOARD_CLIENT_ID (default game-server) and
+SCOREBOARD_CLIENT_SECRET; each can also be given as an option. With `make run` up:
+    SCOREBOARD_CLIENT_SECRET="$(cat .data/secrets/game-server-client-secret)" \\
+        .venv/bin/python -m examples.game_server --user-id <a player's user id>
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from common.auth.service_token import ServiceTokenSource
-from common.config import ClientCredentials
+from common.config import ClientCredentials, Endpoints, Env
 from common.errors import from_rpc_error
 from common.grpc_client import call_metadata, open_channel
 from scoreboard.auth.v1 import auth_service_pb2_grpc
@@ -65,12 +66,20 @@ async def complete(
 
 
 async def main() -> None:
+    env = Env()
+    endpoints = Endpoints.from_env(env)
+    secret = env.raw("CLIENT_SECRET")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--auth", default="127.0.0.1:50051")
-    parser.add_argument("--score", default="127.0.0.1:50052")
-    parser.add_argument("--stream", default="127.0.0.1:50054")
-    parser.add_argument("--client-id", default="game-server")
-    parser.add_argument("--client-secret", required=True)
+    parser.add_argument("--auth", default=endpoints.auth)
+    parser.add_argument("--score", default=endpoints.score)
+    parser.add_argument("--stream", default=endpoints.stream)
+    parser.add_argument("--client-id", default=env.text("CLIENT_ID", "game-server"))
+    parser.add_argument(
+        "--client-secret",
+        default=secret,
+        required=secret is None,
+        help="or SCOREBOARD_CLIENT_SECRET",
+    )
     parser.add_argument("--user-id", required=True, help="the player the actions are for")
     parser.add_argument("--actions", default="daily-login,win-match")
     args = parser.parse_args()
