@@ -23,6 +23,10 @@ whatever the code above it does.
 The rules read counters, not the ledger: action_stats (per user and action: completions today,
 last completion) and user_scores.day_points / last_action_at (per user), kept in the same
 transaction. A completion costs the same however often the user played before.
+
+This module holds the transaction alone: its statements are score_service.ledger_sql, their
+rows are decoded by score_service.ledger_rows, the outbox rows and their notification are
+score_service.outbox's, and StartAction (issuing a ticket) is score_service.tickets.
 """
 
 from __future__ import annotations
@@ -30,41 +34,42 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import grpc
 import orjson
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
-from psycopg import AsyncClientCursor
 
 from common.db import Conn, Pool
 from common.errors import Reason, ServiceError, invalid, not_found, precondition
+from score_service import outbox
 from score_service.anomalies import Anomaly, Recent, detect
 from score_service.catalog import CatalogAction
 from score_service.config import AnomalySettings, GroupCommitSettings
 from score_service.group_commit import GroupCommit, Outcome
 from score_service.idempotency import claim_keys, stored_response
-from score_service.ledger_sql import (
-    CONTEXT_SQL,
-    CREATE_SQL,
-    FINISH_SQL,
-    LOCK_SQL,
-    STATS_SQL,
-    WRITE_SQL,
+from score_service.ledger_rows import (
+    ActionStat,
+    LockedUser,
+    decode_context,
+    decode_stats,
+    decode_users,
+    decode_written,
+    result_sets,
 )
+from score_service.ledger_sql import CREATE_SQL, FINISH_SQL, LOCKED_READ_SQL, WRITE_SQL
 from score_service.ranks import RankReader
-from score_service.rules import check_active, check_completion, check_limits
-from score_service.tickets import TicketSigner, check_ticket, issue_ticket, use_ticket
+from score_service.rules import check_active, check_limits
+from score_service.tickets import TicketSigner, check_ticket, use_ticket
 from scoreboard.events.v1 import events_pb2
 from scoreboard.score.v1 import score_service_pb2 as pb
 
-__all__ = ["COMPLETED_MESSAGE", "NOTIFY_CHANNEL", "Completion", "Ledger", "TicketSigner"]
+__all__ = ["COMPLETED_MESSAGE", "Completion", "Ledger"]
 
-NOTIFY_CHANNEL = "scoreboard_outbox"
 COMPLETED_MESSAGE = "Action completed successfully"
 
 log = logging.getLogger("scoreboard.score")
@@ -92,31 +97,6 @@ class Completion:
 
 
 @dataclass
-class _User:
-    """A locked user's score row, advanced in memory as the group's completions are checked."""
-
-    display_name: str
-    banned: bool
-    total: int
-    version: int
-    reached_at: datetime
-    day: date | None
-    day_points: int
-    last_action_at: datetime | None
-    last_action_id: str | None
-
-    def points_on(self, today: date) -> int:
-        return self.day_points if self.day == today else 0
-
-
-@dataclass(frozen=True)
-class _Stat:
-    day: date
-    day_count: int
-    last_at: datetime
-
-
-@dataclass
 class _Accepted:
     index: int
     completion: Completion
@@ -136,10 +116,6 @@ def _timestamp(value: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
-
-
-def _opt_time(value: object) -> datetime | None:
-    return value if isinstance(value, datetime) else None
 
 
 class Ledger:
@@ -262,7 +238,7 @@ class Ledger:
         group: Sequence[Completion],
         active: list[int],
         results: list[Outcome | BaseException | None],
-    ) -> tuple[list[_Accepted], dict[str, _User], set[str], date]:
+    ) -> tuple[list[_Accepted], dict[str, LockedUser], set[str], date]:
         """Lock the users, read actions and counters, and check each completion in order."""
         chosen = [group[i] for i in active]
         users, created, actions, now, today, stats = await self._read(
@@ -325,7 +301,7 @@ class Ledger:
             user.day = today
             user.last_action_at = now
             user.last_action_id = c.action_id
-            stats[(c.user_id, c.action_id)] = _Stat(today, today_count + 1, now)
+            stats[(c.user_id, c.action_id)] = ActionStat(today, today_count + 1, now)
             accepted.append(
                 _Accepted(i, c, points, slot, user.total, user.version, user.display_name, flagged)
             )
@@ -336,7 +312,7 @@ class Ledger:
         conn: Conn,
         board: str,
         accepted: list[_Accepted],
-        users: dict[str, _User],
+        users: dict[str, LockedUser],
         day: date,
     ) -> None:
         """Ledger rows, totals and counters in one statement; the ranks are read from Redis
@@ -372,17 +348,14 @@ class Ledger:
                     "s_counts": [item.slot for item in last_pair.values()],
                 },
             )
-            rows = {(str(r[0]), str(r[1]), int(r[2])): r for r in await cur.fetchall()}  # type: ignore[call-overload]
+            written = decode_written(await cur.fetchall())
         finally:
             ranks = await ranking
         # When each total was reached (as the statement computed it), for the events.
         reached: dict[str, datetime] = {u: s.reached_at for u, s in users.items()}
         for item in accepted:
             c = item.completion
-            row = rows[(c.user_id, c.action_id, item.slot)]
-            item.ledger_id = int(row[3])  # type: ignore[call-overload]
-            committed = row[4]
-            assert isinstance(committed, datetime)
+            item.ledger_id, committed = written[(c.user_id, c.action_id, item.slot)]
             item.committed = committed
             if item.points != 0:
                 reached[c.user_id] = committed
@@ -414,8 +387,7 @@ class Ledger:
         await conn.execute(
             FINISH_SQL,
             {
-                "board": board,
-                "payloads": [self._event(board, a).SerializeToString() for a in accepted],
+                **outbox.batch_params(board, [self._event(board, a) for a in accepted]),
                 "k_callers": [a.completion.caller for a in keyed],
                 "k_keys": [a.completion.idempotency_key for a in keyed],
                 "k_responses": [a.response.SerializeToString() for a in keyed],
@@ -426,8 +398,6 @@ class Ledger:
                 "a_details": [orjson.dumps(f.detail).decode() for _, f in flags],
                 "a_entries": [a.ledger_id for a, _ in flags],
                 "unused": unused_rows,
-                "channel": NOTIFY_CHANNEL,
-                "notify": bool(accepted),
             },
         )
 
@@ -457,12 +427,12 @@ class Ledger:
         action_ids: list[str],
         pairs: list[tuple[str, str]],
     ) -> tuple[
-        dict[str, _User],
+        dict[str, LockedUser],
         set[str],
         dict[str, CatalogAction],
         datetime,
         date,
-        dict[tuple[str, str], _Stat],
+        dict[tuple[str, str], ActionStat],
     ]:
         """Lock the users' score rows (creating missing ones), then read the actions, the clock
         and the counters: one round trip when every user has played before."""
@@ -473,10 +443,10 @@ class Ledger:
             "pair_users": [u for u, _ in pairs],
             "pair_actions": [a for _, a in pairs],
         }
-        locked, context, counters = await _result_sets(conn, _LOCKED_READ, params)
-        users = _users(locked)
-        actions, now, today = _context(context)
-        stats = _stats(counters)
+        locked, context, counters = await result_sets(conn, LOCKED_READ_SQL, params)
+        users = decode_users(locked)
+        actions, now, today = decode_context(context)
+        stats = decode_stats(counters)
         missing = [u for u in user_ids if u not in users]
         created: set[str] = set()
         if missing:
@@ -484,118 +454,10 @@ class Ledger:
             # creator is waited for, so the context is read again afterwards.
             inserted = await conn.execute(CREATE_SQL, (board, missing))
             created = {str(row[0]) for row in await inserted.fetchall()}
-            locked, context, counters = await _result_sets(
-                conn, _LOCKED_READ, {**params, "users": missing}
+            locked, context, counters = await result_sets(
+                conn, LOCKED_READ_SQL, {**params, "users": missing}
             )
-            users.update(_users(locked))
-            actions, now, today = _context(context)
-            stats = _stats(counters)
+            users.update(decode_users(locked))
+            actions, now, today = decode_context(context)
+            stats = decode_stats(counters)
         return users, created, actions, now, today, stats
-
-    async def start(
-        self, board: str, user_id: str, action_id: str, ttl_seconds: int
-    ) -> pb.StartActionResponse:
-        """Issue a ticket. Refused early when the completion could not count anyway (inactive,
-        daily limit reached, or still cooling down once the minimum duration has passed)."""
-        async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute("SELECT banned FROM users WHERE id = %s", (user_id,))
-            user = await cur.fetchone()
-            if user is None:
-                raise not_found(Reason.USER_NOT_FOUND, "no such user")
-            if user[0]:
-                raise ServiceError(
-                    grpc.StatusCode.PERMISSION_DENIED, Reason.USER_BANNED, "this user is banned"
-                )
-            context, counters = await _result_sets(
-                conn,
-                f"{CONTEXT_SQL}; {STATS_SQL}",
-                {
-                    "board": board,
-                    "actions": [action_id],
-                    "pair_users": [user_id],
-                    "pair_actions": [action_id],
-                },
-            )
-            actions, now, today = _context(context)
-            stat = _stats(counters).get((user_id, action_id))
-            action = actions.get(action_id)
-            if action is None:
-                raise invalid(f"Unknown action: {action_id}", Reason.ACTION_NOT_FOUND)
-            check_completion(
-                action,
-                today_count=stat.day_count if stat is not None and stat.day == today else 0,
-                last_completed=stat.last_at if stat is not None else None,
-                now=now + timedelta(seconds=action.min_duration_seconds),
-            )
-            issued = await issue_ticket(
-                conn,
-                self._tickets,
-                board=board,
-                user_id=user_id,
-                action_id=action_id,
-                min_duration_seconds=action.min_duration_seconds,
-                ttl_seconds=ttl_seconds,
-            )
-        return pb.StartActionResponse(
-            ticket=issued.ticket,
-            not_before_time=_timestamp(issued.not_before),
-            expire_time=_timestamp(issued.expires_at),
-        )
-
-
-# Lock the users, then read the catalog, the clock and the counters: one round trip.
-_LOCKED_READ = f"{LOCK_SQL}; {CONTEXT_SQL}; {STATS_SQL}"
-
-
-async def _result_sets(
-    conn: Conn, statements: str, params: Mapping[str, object]
-) -> list[list[tuple[object, ...]]]:
-    """Run several statements in one round trip (client-side parameters, so one query string
-    may hold them all) and return each one's rows."""
-    cur = AsyncClientCursor(conn)
-    await cur.execute(statements, params)
-    sets = [list(await cur.fetchall())]
-    while cur.nextset():
-        sets.append(list(await cur.fetchall()))
-    return sets
-
-
-def _users(rows: Sequence[tuple[object, ...]]) -> dict[str, _User]:
-    users: dict[str, _User] = {}
-    for row in rows:
-        reached = row[5]
-        assert isinstance(reached, datetime)
-        users[str(row[0])] = _User(
-            display_name=str(row[1]),
-            banned=bool(row[2]),
-            total=int(row[3]),  # type: ignore[call-overload]
-            version=int(row[4]),  # type: ignore[call-overload]
-            reached_at=reached,
-            day=row[6] if isinstance(row[6], date) else None,
-            day_points=int(row[7]),  # type: ignore[call-overload]
-            last_action_at=_opt_time(row[8]),
-            last_action_id=str(row[9]) if row[9] is not None else None,
-        )
-    return users
-
-
-def _context(
-    rows: Sequence[tuple[object, ...]],
-) -> tuple[dict[str, CatalogAction], datetime, date]:
-    now, today = rows[0][0], rows[0][1]
-    assert isinstance(now, datetime) and isinstance(today, date)
-    actions = {}
-    for row in rows:
-        if row[2] is not None:
-            action = CatalogAction.from_row(row[2:])
-            actions[action.action_id] = action
-    return actions, now, today
-
-
-def _stats(rows: Sequence[tuple[object, ...]]) -> dict[tuple[str, str], _Stat]:
-    stats = {}
-    for row in rows:
-        day, last = row[2], row[4]
-        assert isinstance(day, date) and isinstance(last, datetime)
-        stats[(str(row[0]), str(row[1]))] = _Stat(day, int(row[3]), last)  # type: ignore[call-overload]
-    return stats

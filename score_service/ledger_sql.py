@@ -1,9 +1,11 @@
 """The statements of the score transaction (score_service.ledger), each set-based over a group
-of completions."""
+of completions, and the read StartAction shares with it (score_service.tickets). Their rows are
+decoded by score_service.ledger_rows."""
 
 from __future__ import annotations
 
 from score_service.catalog import COLUMNS
+from score_service.outbox import INSERT_MANY_SQL, NOTIFY_MANY_SQL
 
 # Lock order everywhere: the score row, then the user row (FOR SHARE OF u: a completion waiting
 # behind a ban re-reads users.banned once the ban commits; an unlocked joined row would keep its
@@ -64,8 +66,7 @@ WRITE_SQL = (
 # Outbox rows with their notification, stored responses, keys of refused requests (so they may
 # be retried) and anomaly flags: one statement (data-modifying CTEs always run).
 FINISH_SQL = (
-    "WITH o AS (INSERT INTO outbox (board_id, payload)"
-    "  SELECT %(board)s, unnest(%(payloads)s::bytea[])),"
+    f"WITH o AS ({INSERT_MANY_SQL}),"
     " k AS (UPDATE idempotency_keys i SET response = t.response"
     "  FROM unnest(%(k_callers)s::text[], %(k_keys)s::text[], %(k_responses)s::bytea[])"
     "  AS t(caller, key, response) WHERE i.caller = t.caller AND i.key = t.key),"
@@ -77,8 +78,12 @@ FINISH_SQL = (
     "  %(a_details)s::jsonb[], %(a_entries)s::bigint[])),"
     " r AS (DELETE FROM user_scores WHERE board_id = %(board)s"
     "  AND user_id = ANY(%(unused)s::uuid[]) AND version = 0)"
-    " SELECT pg_notify(%(channel)s, %(board)s) WHERE %(notify)s"
+    f" {NOTIFY_MANY_SQL}"
 )
+# Lock the users, then read the catalog, the clock and the counters: one round trip.
+LOCKED_READ_SQL = f"{LOCK_SQL}; {CONTEXT_SQL}; {STATS_SQL}"
+# StartAction's read: the catalog, the clock and the counters, nothing locked.
+START_READ_SQL = f"{CONTEXT_SQL}; {STATS_SQL}"
 # A first completion creates the user's score row inside the transaction: the new row is locked
 # by it until commit, and a concurrent creator waits. Rows created for users whose completions
 # were all refused are removed again, so a refusal changes nothing.

@@ -17,11 +17,12 @@ from score_service.anomaly_store import AnomalyStore
 from score_service.backlog import sample_outbox
 from score_service.catalog_store import CatalogStore
 from score_service.config import Settings
-from score_service.ledger import Ledger, TicketSigner
+from score_service.ledger import Ledger
 from score_service.purge import Purger
 from score_service.ranks import RankReader
 from score_service.relay import OutboxRelay
 from score_service.servicer import ScoreServicer
+from score_service.tickets import TicketIssuer, TicketSigner
 from scoreboard.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 
@@ -31,6 +32,7 @@ ADMIN_SERVICE_NAME = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService
 
 async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
+    signer = TicketSigner(settings.ticket_secret)
     ledger = Ledger(
         deps.db,
         RankReader(
@@ -39,11 +41,11 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
             timeout=settings.rank_timeout_seconds,
             budget=settings.rank_fallback_seconds,
         ),
-        TicketSigner(settings.ticket_secret),
+        signer,
         settings.anomalies,
         settings.group_commit,
     )
-    servicer = ScoreServicer(settings, ledger, CatalogStore(deps.db))
+    servicer = ScoreServicer(settings, ledger, TicketIssuer(deps.db, signer), CatalogStore(deps.db))
     admin = AdminServicer(AdminStore(deps.db), AdminQueries(deps.db), AnomalyStore(deps.db))
     running = await start_server(
         settings.grpc,

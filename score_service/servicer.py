@@ -18,7 +18,7 @@ from score_service.catalog import ACTION_ID, from_pb
 from score_service.catalog_store import CatalogStore
 from score_service.config import Settings
 from score_service.ledger import Completion, Ledger
-from score_service.tickets import MAX_TICKET_LENGTH
+from score_service.tickets import MAX_TICKET_LENGTH, TicketIssuer
 from scoreboard.score.v1 import score_service_pb2 as pb
 from scoreboard.score.v1 import score_service_pb2_grpc
 
@@ -62,9 +62,12 @@ def _user_id(user_id: str) -> str:
 
 
 class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
-    def __init__(self, settings: Settings, ledger: Ledger, catalog: CatalogStore) -> None:
+    def __init__(
+        self, settings: Settings, ledger: Ledger, tickets: TicketIssuer, catalog: CatalogStore
+    ) -> None:
         self._settings = settings
         self._ledger = ledger
+        self._tickets = tickets
         self._catalog = catalog
 
     async def ListActions(
@@ -88,7 +91,7 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
         principal = current_principal()
         _check_action_id(request.action_id)
         user_id = principal.target_user(_user_id(request.user_id))
-        return await self._ledger.start(
+        return await self._tickets.start(
             DEFAULT_BOARD, user_id, request.action_id, self._settings.ticket_ttl_seconds
         )
 

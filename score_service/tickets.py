@@ -4,6 +4,9 @@ present it no sooner than the action's minimum duration, for the same user and a
 A ticket is '<id>.<HMAC(id)>'. The id is a row in action_tickets (who, which action, when it
 becomes valid, when it expires, when it was used); the MAC keeps guessed or altered ids from
 ever reaching the database. Every time is the database clock, so replicas cannot disagree.
+
+StartAction is TicketIssuer.start(); CompleteAction checks and uses the ticket inside the score
+transaction (score_service.ledger) with check_ticket() and use_ticket().
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.db import Conn
-from common.errors import Reason, ServiceError, invalid, precondition
+from common.db import Conn, Pool
+from common.errors import Reason, ServiceError, invalid, not_found, precondition
+from score_service.ledger_rows import decode_context, decode_stats, result_sets
+from score_service.ledger_sql import START_READ_SQL
+from score_service.rules import check_completion
+from scoreboard.score.v1 import score_service_pb2 as pb
 
 MAX_TICKET_LENGTH = 200
 
@@ -131,3 +139,67 @@ async def check_ticket(
 async def use_ticket(conn: Conn, ticket_id: str, now: datetime) -> None:
     """Mark the ticket used, in the completion's transaction (a rollback leaves it unused)."""
     await conn.execute("UPDATE action_tickets SET used_at = %s WHERE id = %s", (now, ticket_id))
+
+
+class TicketIssuer:
+    """StartAction: a ticket for a user and an action, in a transaction of its own."""
+
+    def __init__(self, pool: Pool, signer: TicketSigner) -> None:
+        self._pool = pool
+        self._signer = signer
+
+    async def start(
+        self, board: str, user_id: str, action_id: str, ttl_seconds: int
+    ) -> pb.StartActionResponse:
+        """Issue a ticket. Refused early when the completion could not count anyway (inactive,
+        daily limit reached, or still cooling down once the minimum duration has passed)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT banned FROM users WHERE id = %s", (user_id,))
+            user = await cur.fetchone()
+            if user is None:
+                raise not_found(Reason.USER_NOT_FOUND, "no such user")
+            if user[0]:
+                raise ServiceError(
+                    grpc.StatusCode.PERMISSION_DENIED, Reason.USER_BANNED, "this user is banned"
+                )
+            context, counters = await result_sets(
+                conn,
+                START_READ_SQL,
+                {
+                    "board": board,
+                    "actions": [action_id],
+                    "pair_users": [user_id],
+                    "pair_actions": [action_id],
+                },
+            )
+            actions, now, today = decode_context(context)
+            stat = decode_stats(counters).get((user_id, action_id))
+            action = actions.get(action_id)
+            if action is None:
+                raise invalid(f"Unknown action: {action_id}", Reason.ACTION_NOT_FOUND)
+            check_completion(
+                action,
+                today_count=stat.day_count if stat is not None and stat.day == today else 0,
+                last_completed=stat.last_at if stat is not None else None,
+                now=now + timedelta(seconds=action.min_duration_seconds),
+            )
+            issued = await issue_ticket(
+                conn,
+                self._signer,
+                board=board,
+                user_id=user_id,
+                action_id=action_id,
+                min_duration_seconds=action.min_duration_seconds,
+                ttl_seconds=ttl_seconds,
+            )
+        return pb.StartActionResponse(
+            ticket=issued.ticket,
+            not_before_time=_timestamp(issued.not_before),
+            expire_time=_timestamp(issued.expires_at),
+        )
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
