@@ -141,12 +141,17 @@ async def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float)
     raise RuntimeError(f"edge did not become ready in {timeout:.0f}s")
 
 
-def _check_ports_free(ports: dict[str, int], edge_host: str) -> None:
+def check_ports_free(ports: dict[str, int], edge_host: str) -> None:
     """Refuse to start when a port is taken: a health check would otherwise reach whatever
-    already listens there and report a stack that is not ours."""
+    already listens there and report a stack that is not ours.
+
+    The probe binds with SO_REUSEADDR, as uvicorn and gRPC do, so only a live listener counts:
+    the previous run's connections that sit in TIME_WAIT after Ctrl-C would fail a plain bind
+    for about a minute, yet the servers themselves can bind past them."""
     for name, port in ports.items():
         host = edge_host if name == "edge" else "127.0.0.1"
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError:
@@ -170,7 +175,7 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
         name: f"127.0.0.1:{env_reader.integer(name.upper() + '_PORT', port)}"
         for name, port in DEFAULT_PORTS.items()
     }
-    _check_ports_free(
+    check_ports_free(
         {**{k: int(v.rsplit(":", 1)[1]) for k, v in addresses.items()}, "edge": edge_port},
         edge_host,
     )
