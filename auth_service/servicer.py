@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,9 +17,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from auth_service.config import Settings
 from auth_service.issuer import TokenIssuer, hash_refresh_token, new_refresh_token
+from auth_service.keeper import DenylistKeeper
 from auth_service.passwords import MAX_PASSWORD, MIN_PASSWORD, Passwords
 from auth_service.store import AuthStore, UserRow, new_family_id
-from common.auth.denylist import Denylist
 from common.auth.principal import (
     ALL_SCOPES,
     ROLE_SERVICE,
@@ -43,8 +42,6 @@ PUBLIC_METHODS = frozenset(
     for m in ("Register", "Login", "RefreshToken", "IssueServiceToken", "GetJwks")
 )
 _BAD_LOGIN = "invalid username or password"
-# Cached denylist entries outlive the token by this much (clock skew, verifier leeway).
-_TTL_MARGIN_MS = 60_000
 Counted = list[tuple[str, str, Decision]]
 
 
@@ -92,14 +89,14 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         store: AuthStore,
         passwords: Passwords,
         issuer: TokenIssuer,
-        denylist: Denylist,
+        revocations: DenylistKeeper,
         limiter: SlidingWindowLimiter,
     ) -> None:
         self._settings = settings
         self._store = store
         self._passwords = passwords
         self._issuer = issuer
-        self._denylist = denylist
+        self._revocations = revocations
         self._limiter = limiter
 
     async def Register(self, request: pb.RegisterRequest, context: Context) -> pb.RegisterResponse:
@@ -316,19 +313,10 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     async def _cache_revocations(
         self, tokens: list[tuple[str, datetime]], sessions: list[tuple[str, datetime]]
     ) -> None:
-        """Copy committed revocations to the Redis cache. When that fails the keeper copies
-        them within seconds; meanwhile verifiers that cannot reach Redis refuse anyway."""
-        now = time.time()
-
-        def ttl(expires: datetime) -> int:
-            return int((expires.timestamp() - now) * 1000) + _TTL_MARGIN_MS
-
-        try:
-            await self._denylist.add(
-                [(jti, ttl(exp)) for jti, exp in tokens], [(sid, ttl(exp)) for sid, exp in sessions]
-            )
-        except (OSError, aioredis.RedisError) as exc:
-            log.warning("revocation not cached yet (the keeper will copy it): %s", exc)
+        """Announce committed revocations to every verifier (through Redis). Redis unreachable:
+        the keeper copies them from PostgreSQL as soon as it answers again; the call still
+        succeeds (the revocation is durable)."""
+        await self._revocations.publish(tokens, sessions)
 
     def _session_expiry(self) -> datetime:
         """When the newest access token a session could hold right now expires."""

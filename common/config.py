@@ -106,10 +106,17 @@ class RedisSettings:
     url: str
     # Prepended to every key and channel, so several deployments (or test runs) share a server.
     key_prefix: str = "sb:"
+    # Refuse to start (auth_service) when Redis's maxmemory-policy could evict keys (so
+    # revocations could be lost); off: only warn. For production.
+    require_noeviction: bool = False
 
     @classmethod
     def from_env(cls, env: Env) -> RedisSettings:
-        return cls(url=env.required("REDIS_URL"), key_prefix=env.text("KEY_PREFIX", "sb:"))
+        return cls(
+            url=env.required("REDIS_URL"),
+            key_prefix=env.text("KEY_PREFIX", "sb:"),
+            require_noeviction=env.flag("REQUIRE_NOEVICTION", False),
+        )
 
 
 # Verification only ever uses public keys: no HMAC (a public key must never become a shared

@@ -85,14 +85,38 @@ class Keys:
         return BoardKeys(self.prefix, board)
 
     def denied_token(self, jti: str) -> str:
+        """STRING with a TTL per revoked jti: read only by verifiers of releases before the
+        revocation mirror (rolling upgrades); still written."""
         return f"{self.prefix}auth:deny:{jti}"
 
     def denied_session(self, sid: str) -> str:
+        """Like denied_token, per revoked login session."""
         return f"{self.prefix}auth:deny-sid:{sid}"
+
+    # The revocation list's keys share the hash tag {auth} so its scripts run on Redis Cluster.
 
     @property
     def denylist_loaded(self) -> str:
-        return f"{self.prefix}auth:deny-loaded"
+        """STRING: present once `revoked` holds every revocation of PostgreSQL (set in the same
+        atomic step as the reload that built it)."""
+        return f"{self.prefix}{{auth}}:deny-loaded"
+
+    @property
+    def revoked(self) -> str:
+        """HASH 't:<jti>' / 's:<sid>' -> expiry (epoch ms), plus the field '_' (so a lost hash is
+        noticed): every revocation in force, read whole by each verifier's mirror. No TTL."""
+        return f"{self.prefix}{{auth}}:revoked"
+
+    @property
+    def revoked_staging(self) -> str:
+        """HASH the keeper builds a reload in before it replaces `revoked`."""
+        return f"{self.prefix}{{auth}}:revoked-tmp"
+
+    @property
+    def revocation_feed(self) -> str:
+        """STREAM of changes to `revoked` (MAXLEN ~): {'f': field, 'x': expiry ms} per
+        revocation, {'reload': '1'} after a reload. Verifiers follow it with XREAD."""
+        return f"{self.prefix}{{auth}}:revocations"
 
     def rate_limit(self, name: str, subject: str) -> str:
         return f"{self.prefix}rl:{name}:{subject}"

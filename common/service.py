@@ -61,6 +61,7 @@ async def serve(
         redis = open_redis(process.redis, name=process.name)
         stack.push_async_callback(redis.aclose)
         verifier = await open_verifier(process.verifier, redis, Keys(process.redis.key_prefix))
+        stack.push_async_callback(verifier.aclose)
         running = await build(Deps(redis=redis, verifier=verifier, pool=pool))
         await running.serve_until_signal(process.grace_seconds)
 

@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> Starlette:
             fanout.close_all(CLOSE_RESTART, "server restarting")
             await cancel_and_wait(*tasks)
             await upstream.close()
+            await verifier.aclose()
             await redis.aclose()
 
     routes: list[BaseRoute] = [r.route() for r in API_ROUTES]

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from common.auth.denylist import Denylist
 from common.auth.jwks import JwksCache
+from common.auth.revocation_mirror import RevocationMirror
 from common.auth.signing_keys import SigningKey, ensure_keys
 from common.auth.tokens import TokenVerifier
 from common.config import VerifierSettings
@@ -60,9 +61,10 @@ async def main(redis_url: str, n: int) -> None:
             settings = VerifierSettings("scoreboard", "scoreboard", jwks_file=jwks)
             cache = JwksCache(settings)
             await cache.load()
-            denylist = Denylist(redis, keys)
-            await denylist.mark_loaded()
-            verifier = TokenVerifier(settings, cache, denylist)
+            await Denylist(redis, keys).reload([], [])
+            mirror = RevocationMirror(redis, keys)
+            mirror.start()
+            verifier = TokenVerifier(settings, cache, mirror)
             no_denylist = TokenVerifier(
                 VerifierSettings("scoreboard", "scoreboard", jwks_file=jwks, denylist=False),
                 cache,
@@ -81,11 +83,12 @@ async def main(redis_url: str, n: int) -> None:
             start = time.perf_counter()
             for token in fresh:
                 await verifier.verify(token)
-            _report("verify, new token + denylist round trip", n, time.perf_counter() - start)
+            _report("verify, new token + revocation mirror", n, time.perf_counter() - start)
             start = time.perf_counter()
             for token in fresh:
                 await verifier.verify(token)
-            _report("verify, seen token + denylist round trip", n, time.perf_counter() - start)
+            _report("verify, seen token + revocation mirror", n, time.perf_counter() - start)
+            await verifier.aclose()
 
         limiter = SlidingWindowLimiter(redis, keys)
         start = time.perf_counter()

@@ -204,6 +204,7 @@ async def _start_service(name: str, config: StackConfig, port: int) -> Service:
 
 
 async def _close_deps(deps: Deps) -> None:
+    await deps.verifier.aclose()
     if deps.pool is not None:
         await deps.pool.close()
     await deps.redis.aclose()
