@@ -4,13 +4,14 @@ the end), signing keys, and whole in-process stacks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from tests.support.clients import Api
+from tests.support.forge import Signer
 from tests.support.servers import (
     Databases,
     PostgresServer,
@@ -20,8 +21,9 @@ from tests.support.servers import (
     redis_server,
 )
 from tests.support.stack import KeyFiles, Stack, StackConfig, running_stack
+from tests.support.stack_fixtures import StackFactory, stack_and_api
 
-StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
+__all__ = ["StackFactory"]
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +64,13 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> KeyFiles:
 
 
 @pytest.fixture(scope="session")
+def ours(key_files: KeyFiles) -> Signer:
+    """The stack's real signing key, so a test can sign exactly what auth_service would."""
+    kid = json.loads(key_files.jwks.read_text())["keys"][0]["kid"]
+    return Signer.from_file(key_files.private, kid)
+
+
+@pytest.fixture(scope="session")
 def stack_factory(
     databases: Databases, redis_url: str, run_prefix: str, key_files: KeyFiles
 ) -> StackFactory:
@@ -85,14 +94,5 @@ def stack_factory(
     return factory
 
 
-@pytest.fixture(scope="session")
-async def shared_stack(stack_factory: StackFactory) -> AsyncIterator[Stack]:
-    """One stack for tests that do not depend on the board's global state."""
-    async with stack_factory() as stack:
-        yield stack
-
-
-@pytest.fixture
-async def api(shared_stack: Stack) -> AsyncIterator[Api]:
-    async with Api(shared_stack.edge_url) as client:
-        yield client
+# One stack for tests that do not depend on the board's global state, and `api` on its edge.
+shared_stack, api = stack_and_api(scope="session", stack="shared_stack")

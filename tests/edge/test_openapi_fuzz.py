@@ -30,8 +30,8 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from tests.auth.forge import Signer, claims
 from tests.support.clients import Api
+from tests.support.forge import Signer, claims
 from tests.support.stack import Stack
 
 Case: TypeAlias = schemathesis.Case[Any]

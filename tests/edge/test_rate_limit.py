@@ -10,7 +10,6 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
 import uvicorn
@@ -18,9 +17,9 @@ import uvicorn
 from common.config import VerifierSettings
 from edge.app import create_app
 from edge.server import build_config
-from ops.embedded import EmbeddedRedis
 from tests.conftest import StackFactory
 from tests.support.clients import Api, Player
+from tests.support.redis_process import redis_process
 from tests.support.stack import KeyFiles, Stack, edge_settings
 
 
@@ -104,15 +103,11 @@ async def test_exactly_100_of_150_concurrent_requests_pass(shared_stack: Stack, 
     assert bystander_reply.status_code == 200, bystander_reply.text
 
 
-async def test_redis_unreachable_policy(
-    stack_factory: StackFactory, key_files: KeyFiles, tmp_path: Path
-) -> None:
+async def test_redis_unreachable_policy(stack_factory: StackFactory, key_files: KeyFiles) -> None:
     """This route keeps limiting in each replica's memory; login and tickets refuse (503). The
     denylist is off here (as with an external issuer): with it on, every token check already
     refuses."""
-    redis = EmbeddedRedis.start(tmp_path / "redis", persistent=False)
-    stopped = False
-    try:
+    with redis_process() as redis:
         verifier = VerifierSettings(
             "scoreboard", "scoreboard", jwks_file=key_files.jwks, denylist=False
         )
@@ -125,7 +120,6 @@ async def test_redis_unreachable_policy(
             try:
                 player = await api.register()
                 redis.stop()
-                stopped = True
                 replies = [await api.complete(player, "share-replay") for _ in range(5)]
                 login = await api.http.post(
                     "/api/auth/login",
@@ -142,6 +136,3 @@ async def test_redis_unreachable_policy(
         assert login.status_code == 503
         assert login.json()["code"] == "UNAVAILABLE"
         assert (ticket.status_code, ticket.json()["code"]) == (503, "UNAVAILABLE")
-    finally:
-        if not stopped:
-            redis.stop()

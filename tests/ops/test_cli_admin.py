@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from tests.conftest import StackFactory
-from tests.ops.admin_support import assert_ledger_invariant, score_row
 from tests.support.clients import Api
+from tests.support.ledger import assert_ledger_invariant, score_row
 from tests.support.stack import Stack
 
 

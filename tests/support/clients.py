@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
@@ -17,6 +19,10 @@ from common.auth.service_token import ServiceTokenSource
 from common.config import ClientCredentials
 from common.grpc_client import call_metadata
 from scoreboard.auth.v1 import auth_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from scoreboard.admin.v1.admin_service_pb2_grpc import AdminServiceAsyncStub
+    from tests.support.stack import Stack
 
 
 @dataclass
@@ -135,3 +141,15 @@ async def service_token(auth_address: str, client_id: str, secret: str) -> str:
 
 def metadata(token: str) -> tuple[tuple[str, str], ...]:
     return call_metadata(token)
+
+
+@asynccontextmanager
+async def admin_stub(stack: Stack) -> AsyncIterator[AdminServiceAsyncStub]:
+    """The stack's AdminService (served by score_service) over a channel of its own."""
+    from scoreboard.admin.v1 import admin_service_pb2_grpc
+
+    channel = grpc.aio.insecure_channel(stack.address("score"))
+    try:
+        yield admin_service_pb2_grpc.AdminServiceStub(channel)
+    finally:
+        await channel.close()

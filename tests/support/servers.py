@@ -18,8 +18,9 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg import sql
 
-from ops.embedded import EmbeddedPostgres, EmbeddedRedis
+from ops.embedded import EmbeddedPostgres
 from ops.migrate import migrate
+from tests.support.redis_process import redis_process
 
 
 @dataclass(frozen=True)
@@ -68,19 +69,8 @@ def redis_server() -> Iterator[str]:
     if given:
         yield given
         return
-    with private_redis() as url:
-        yield url
-
-
-@contextmanager
-def private_redis() -> Iterator[str]:
-    """A Redis server of this test's own, for tests that FLUSHALL or restart it."""
-    with tempfile.TemporaryDirectory(prefix="sbtest-redis-") as tmp:
-        server = EmbeddedRedis.start(Path(tmp), persistent=False)
-        try:
-            yield server.url
-        finally:
-            server.stop()
+    with redis_process() as server:
+        yield server.url
 
 
 class Databases:

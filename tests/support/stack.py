@@ -15,6 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import uvicorn
+from starlette.applications import Starlette
 
 import auth_service.config
 import auth_service.server
@@ -45,6 +46,7 @@ from common.redis_keys import Keys
 from common.service import Deps
 from edge.app import create_app
 from edge.server import build_config
+from edge.state import EdgeState
 
 SERVICES = ("auth", "score", "leaderboard", "stream")
 
@@ -134,6 +136,15 @@ class Stack:
         self.edge_server, self.edge_task, self.edge_url = await _start_edge(self, port)
 
     _ports: dict[str, int] = field(default_factory=dict)
+
+
+def edge_state(stack: Stack) -> EdgeState:
+    """The running edge's state (its live upstream and its fan-out)."""
+    assert stack.edge_server is not None
+    app = stack.edge_server.config.app
+    assert isinstance(app, Starlette)
+    state: EdgeState = app.state.edge
+    return state
 
 
 def service_settings(name: str, config: StackConfig, port: int) -> Any:
