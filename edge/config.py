@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
-from common.config import ClientCredentials, Endpoints, Env, RedisSettings, VerifierSettings
+from common.config import (
+    ENV_PREFIX,
+    ClientCredentials,
+    ConfigError,
+    Endpoints,
+    Env,
+    RedisSettings,
+    VerifierSettings,
+)
+
+# The peers whose X-Forwarded-* headers are believed (uvicorn's own default).
+LOOPBACK_PROXIES = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -42,8 +54,15 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 16 * 1024
     actions_per_minute: int = 100
+    # The deadline of every upstream gRPC call (the live WatchTop10 stream excepted).
+    upstream_timeout_seconds: float = 5.0
     # Trust X-Forwarded-For from the ingress for client addresses.
     trust_forwarded: bool = False
+    # With trust_forwarded: the peer addresses or networks (CIDR) of the proxies whose
+    # X-Forwarded-Proto/-For uvicorn believes; "*" is any. Behind a Kubernetes ingress the peer is
+    # the ingress controller's pod, never loopback: without its network here the scheme stays
+    # http, so no HSTS and no Secure refresh cookie.
+    forwarded_allow_ips: tuple[str, ...] = LOOPBACK_PROXIES
     # Serve the browser UI at /.
     serve_ui: bool = True
     log_level: str = "INFO"
@@ -76,8 +95,25 @@ class Settings:
             cors_origins=env.items("CORS_ORIGINS"),
             max_body_bytes=env.integer("MAX_BODY_BYTES", 16 * 1024, minimum=256),
             actions_per_minute=env.integer("ACTIONS_PER_MINUTE", 100, minimum=1),
+            upstream_timeout_seconds=env.number("UPSTREAM_TIMEOUT_SECONDS", 5.0, minimum=0.1),
             trust_forwarded=env.flag("TRUST_FORWARDED", False),
+            forwarded_allow_ips=_proxies(env.items("FORWARDED_ALLOW_IPS", LOOPBACK_PROXIES)),
             serve_ui=env.flag("SERVE_UI", True),
             log_level=env.text("LOG_LEVEL", "INFO"),
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0.0),
         )
+
+
+def _proxies(items: tuple[str, ...]) -> tuple[str, ...]:
+    """Addresses or networks, checked here: uvicorn would take a typo for a socket name."""
+    for item in items:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{ENV_PREFIX}FORWARDED_ALLOW_IPS must list IP addresses, networks or *, "
+                f"got {item!r}"
+            ) from None
+    return items

@@ -67,6 +67,7 @@ def build_config(settings: Settings, app: Starlette) -> uvicorn.Config:
         access_log=False,
         server_header=False,
         proxy_headers=settings.trust_forwarded,
+        forwarded_allow_ips=list(settings.forwarded_allow_ips),
         timeout_graceful_shutdown=int(settings.grace_seconds),
         backlog=4096,
     )
