@@ -62,6 +62,12 @@ class GroupCommitSettings:
     # Completions written per transaction at most, and transactions in flight at once.
     max_group: int = 64
     concurrency: int = 4
+    # Completions waiting for a transaction at most (all boards): past it a completion is
+    # refused at once with UNAVAILABLE and a retry_after (an outage must not pile up work).
+    queue_max: int = 4096
+    # The deadline of a completion whose caller set none, in seconds: past it, a completion
+    # still queued is dropped unwritten, and an outage answers UNAVAILABLE before it.
+    default_deadline_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,10 @@ class Settings:
             group_commit=GroupCommitSettings(
                 max_group=env.integer("GROUP_COMMIT_MAX", 64, minimum=1),
                 concurrency=env.integer("GROUP_COMMIT_CONCURRENCY", 4, minimum=1),
+                queue_max=env.integer("GROUP_COMMIT_QUEUE_MAX", 4096, minimum=1),
+                default_deadline_seconds=env.number(
+                    "GROUP_COMMIT_DEADLINE_SECONDS", 10.0, minimum=0.1
+                ),
             ),
             rank_timeout_seconds=env.number("RANK_TIMEOUT_SECONDS", 1.0, minimum=0.01),
             rank_fallback_seconds=env.number("RANK_FALLBACK_SECONDS", 0.25, minimum=0.001),

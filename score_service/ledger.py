@@ -34,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -46,6 +48,7 @@ from prometheus_client import Counter
 
 from common.db import Conn, Pool
 from common.errors import Reason, ServiceError, invalid, not_found, precondition
+from score_service import ledger_recovery as recovery
 from score_service import outbox
 from score_service.anomalies import Anomaly, Recent, detect
 from score_service.catalog import CatalogAction
@@ -54,6 +57,7 @@ from score_service.group_commit import GroupCommit, Outcome
 from score_service.idempotency import claim_keys, stored_response
 from score_service.ledger_rows import (
     ActionStat,
+    LandedRow,
     LockedUser,
     decode_context,
     decode_stats,
@@ -90,6 +94,12 @@ class Completion:
     request_id: str
     idempotency_key: str = ""
     ticket: str = ""
+    # Its identity, recorded in its ledger row: a completion whose COMMIT outcome is unknown is
+    # looked up by it, never written twice (ledger_recovery).
+    completion_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # time.monotonic() when its caller stops waiting: it is not written after that unless its
+    # transaction had started (group_commit), and an outage is answered before it.
+    deadline: float = math.inf
 
     def request_hash(self) -> bytes:
         parts = (self.board_id, self.user_id, self.action_id, self.ticket)
@@ -118,6 +128,21 @@ def _timestamp(value: datetime) -> Timestamp:
     return stamp
 
 
+def _landed_outcome(row: LandedRow, rank: int) -> Outcome:
+    """The answer of a completion found in the ledger after its COMMIT's outcome was unknown:
+    what its transaction would have answered (the rank is read now)."""
+    response = pb.CompleteActionResponse(
+        new_score=row.total,
+        increment=row.points,
+        rank=rank,
+        message=COMPLETED_MESSAGE,
+        version=row.version,
+        commit_time=_timestamp(row.committed),
+        ledger_entry_id=row.ledger_id,
+    )
+    return response, [Anomaly(kind, detail) for kind, detail in row.flags]
+
+
 class Ledger:
     def __init__(
         self,
@@ -132,9 +157,11 @@ class Ledger:
         self._tickets = tickets
         self._anomalies = anomalies or AnomalySettings()
         self._group = GroupCommit(self._complete_group, group or GroupCommitSettings())
+        self._outage = recovery.OutageLog()
 
     async def complete(self, c: Completion) -> pb.CompleteActionResponse:
-        response, flagged = await self._group.submit(c.board_id, c)
+        deadline = None if math.isinf(c.deadline) else c.deadline
+        response, flagged = await self._group.submit(c.board_id, c, deadline=deadline)
         # Reported once the flags are committed with the completion.
         for anomaly in flagged:
             ANOMALIES.labels(anomaly.kind).inc()
@@ -154,46 +181,120 @@ class Ledger:
         self, group: Sequence[Completion]
     ) -> list[Outcome | BaseException | None]:
         """Every completion's outcome: a response, a refusal, or None to submit again (its
-        idempotency key is held by a request that has not committed yet)."""
+        idempotency key is held by a request that has not committed yet, or it was not written
+        by a transaction whose COMMIT outcome was unknown).
+
+        Only a transaction known to be rolled back is run again; one whose COMMIT outcome is
+        unknown is looked up in the ledger by its completions' identities (ledger_recovery)."""
+        deadline = min(c.deadline for c in group)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(group)
+            except recovery.CommitUnknown as unknown:
+                self._outage.note(unknown.__cause__ or unknown)
+                return await self._recover(group)
+            except psycopg.Error as exc:
+                failure = recovery.classify(exc)
+                if failure is recovery.Failure.LANDED_BEFORE:
+                    # A transaction whose outcome was unknown committed after the look-up.
+                    return await self._recover(group)
+                if failure is recovery.Failure.UNREACHABLE:
+                    self._outage.note(exc)
+                    pause = (
+                        None if recovery.no_connection(exc) else recovery.backoff(attempt, deadline)
+                    )
+                    if pause is None:
+                        return [recovery.unreachable()] * len(group)
+                    await asyncio.sleep(pause)  # nothing was written: run it again
+                    continue
+                return await self._after_conflict(group, exc)
+
+    async def _after_conflict(
+        self, group: Sequence[Completion], exc: psycopg.Error
+    ) -> list[Outcome | BaseException | None]:
+        """A transaction the server rolled back (a constraint, a deadlock, a bug)."""
+        if len(group) > 1:
+            # One completion may have broken the group (a constraint, a deadlock with an admin
+            # act): each is tried on its own, so it cannot fail the others.
+            log.info("group of %d failed (%s); retrying one by one", len(group), exc)
+            return [(await self._complete_group([c]))[0] for c in group]
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            # Only reachable if the rules were bypassed: the slot index refused it.
+            return [precondition(Reason.DAILY_LIMIT_REACHED, "Action already completed today")]
+        if recovery.classify(exc) is recovery.Failure.CONFLICT:
+            return [None]  # a deadlock or serialization failure: submit it again
+        return [exc]
+
+    async def _recover(self, group: Sequence[Completion]) -> list[Outcome | BaseException | None]:
+        """After a COMMIT whose outcome is unknown: the completions that landed are answered
+        from the ledger, the others are submitted again (their deadlines decide whether they
+        are still written)."""
+        board = group[0].board_id
         try:
-            return await self._attempt(group)
-        except psycopg.Error as exc:
-            if len(group) > 1:
-                # One completion may have broken the group (a constraint, a deadlock with an
-                # admin act): each is tried on its own, so it cannot fail the others.
-                log.info("group of %d failed (%s); retrying one by one", len(group), exc)
-                return [(await self._complete_group([c]))[0] for c in group]
-            if isinstance(exc, psycopg.errors.UniqueViolation):
-                # Only reachable if the rules were bypassed: the slot index refused it.
-                return [precondition(Reason.DAILY_LIMIT_REACHED, "Action already completed today")]
-            return [exc]
+            landed = await recovery.find_landed(
+                self._pool,
+                self._ranks,
+                board,
+                [c.completion_id for c in group],
+                max(c.deadline for c in group),
+                self._outage,
+            )
+        except ServiceError as error:
+            log.warning("outcome of %d completion(s) unknown: %s", len(group), error.message)
+            return [error] * len(group)
+        results: list[Outcome | BaseException | None] = []
+        for c in group:
+            found = landed.get(c.completion_id)
+            results.append(None if found is None else _landed_outcome(*found))
+        return results
 
     async def _attempt(self, group: Sequence[Completion]) -> list[Outcome | BaseException | None]:
         board = group[0].board_id
         results: list[Outcome | BaseException | None] = [None] * len(group)
         retry: set[int] = set()
-        async with self._pool.connection() as conn, conn.transaction():
-            claimed = await self._claim(conn, group, results, retry)
-            active = [i for i in range(len(group)) if results[i] is None and i not in retry]
-            accepted: list[_Accepted] = []
-            created: set[str] = set()
-            if active:
-                accepted, users, created, day = await self._check(
-                    conn, board, group, active, results
-                )
-            refused_keys = [
-                (group[i].caller, group[i].idempotency_key)
-                for i in claimed
-                if isinstance(results[i], BaseException)
-            ]
-            if accepted:
-                await self._write(conn, board, accepted, users, day)
-            unused = sorted(created - {a.completion.user_id for a in accepted})
-            await self._finish(conn, board, accepted, refused_keys, unused)
+        deadline = min(c.deadline for c in group)
+        async with self._pool.connection(timeout=recovery.wait_for_connection(deadline)) as conn:
+            written = False
+            try:
+                async with conn.transaction():
+                    accepted = await self._body(conn, board, group, results, retry)
+                    written = True
+            except psycopg.Error as exc:
+                if written and not recovery.commit_refused(exc):
+                    raise recovery.CommitUnknown(str(exc)) from exc
+                raise
         for item in accepted:
             results[item.index] = (item.response, item.flagged)
         # None left: submit again (the key's twin commits first).
         return results
+
+    async def _body(
+        self,
+        conn: Conn,
+        board: str,
+        group: Sequence[Completion],
+        results: list[Outcome | BaseException | None],
+        retry: set[int],
+    ) -> list[_Accepted]:
+        """The transaction's statements, up to (not including) its COMMIT."""
+        claimed = await self._claim(conn, group, results, retry)
+        active = [i for i in range(len(group)) if results[i] is None and i not in retry]
+        accepted: list[_Accepted] = []
+        created: set[str] = set()
+        if active:
+            accepted, users, created, day = await self._check(conn, board, group, active, results)
+        refused_keys = [
+            (group[i].caller, group[i].idempotency_key)
+            for i in claimed
+            if isinstance(results[i], BaseException)
+        ]
+        if accepted:
+            await self._write(conn, board, accepted, users, day)
+        unused = sorted(created - {a.completion.user_id for a in accepted})
+        await self._finish(conn, board, accepted, refused_keys, unused)
+        return accepted
 
     async def _claim(
         self,
@@ -338,6 +439,7 @@ class Ledger:
                     "actors": [a.completion.actor for a in accepted],
                     "paths": [a.completion.path for a in accepted],
                     "request_ids": [a.completion.request_id or None for a in accepted],
+                    "completion_ids": [a.completion.completion_id for a in accepted],
                     "u_users": list(last_user),
                     "u_totals": [a.total for a in last_user.values()],
                     "u_versions": [a.version for a in last_user.values()],

@@ -1,5 +1,6 @@
 """The rows of the score transaction's statements (score_service.ledger_sql), decoded: the locked
-users, the catalog and the clock, the rule counters, and what the write returned."""
+users, the catalog and the clock, the rule counters, what the write returned, and the
+completions found by identity after a COMMIT whose outcome was unknown."""
 
 from __future__ import annotations
 
@@ -109,6 +110,38 @@ def decode_written(
         key = (str(row[0]), str(row[1]), int(row[2]))  # type: ignore[call-overload]
         written[key] = (int(row[3]), committed)  # type: ignore[call-overload]
     return written
+
+
+@dataclass(frozen=True)
+class LandedRow:
+    """A completion found in the ledger by its identity (LANDED_SQL): its row and the user's
+    state right after it."""
+
+    user_id: str
+    ledger_id: int
+    points: int
+    committed: datetime
+    total: int
+    version: int
+    flags: list[tuple[str, dict[str, object]]]
+
+
+def decode_landed(rows: Sequence[tuple[object, ...]]) -> dict[str, LandedRow]:
+    """LANDED_SQL's rows by completion id."""
+    landed: dict[str, LandedRow] = {}
+    for row in rows:
+        committed, flags = row[4], row[7]
+        assert isinstance(committed, datetime) and isinstance(flags, list)
+        landed[str(row[0])] = LandedRow(
+            user_id=str(row[1]),
+            ledger_id=int(row[2]),  # type: ignore[call-overload]
+            points=int(row[3]),  # type: ignore[call-overload]
+            committed=committed,
+            total=int(row[5]),  # type: ignore[call-overload]
+            version=int(row[6]),  # type: ignore[call-overload]
+            flags=[(str(kind), dict(detail)) for kind, detail in flags],
+        )
+    return landed
 
 
 def _opt_time(value: object) -> datetime | None:

@@ -36,12 +36,13 @@ STATS_SQL = (
 # completion does not move the tie-breaker reached_at).
 WRITE_SQL = (
     "WITH e AS (INSERT INTO user_actions (board_id, user_id, kind, action_id, points, day, slot,"
-    "  actor, path, request_id)"
+    "  actor, path, request_id, completion_id)"
     "  SELECT %(board)s, t.user_id, 'action', t.action_id, t.points, %(day)s, t.slot, t.actor,"
-    "  t.path, t.request_id FROM unnest(%(users)s::uuid[], %(actions)s::text[],"
+    "  t.path, t.request_id, t.completion_id FROM unnest(%(users)s::uuid[], %(actions)s::text[],"
     "  %(points)s::bigint[], %(slots)s::int[], %(actors)s::text[], %(paths)s::text[],"
-    "  %(request_ids)s::text[]) WITH ORDINALITY"
-    "  AS t(user_id, action_id, points, slot, actor, path, request_id, n) ORDER BY t.n"
+    "  %(request_ids)s::text[], %(completion_ids)s::uuid[]) WITH ORDINALITY"
+    "  AS t(user_id, action_id, points, slot, actor, path, request_id, completion_id, n)"
+    "  ORDER BY t.n"
     "  RETURNING user_id, action_id, slot, id, created_at, points),"
     " u AS (UPDATE user_scores s SET total = t.total, version = t.version,"
     "  reached_at = coalesce((SELECT max(e.created_at) FROM e"
@@ -79,6 +80,20 @@ FINISH_SQL = (
     " r AS (DELETE FROM user_scores WHERE board_id = %(board)s"
     "  AND user_id = ANY(%(unused)s::uuid[]) AND version = 0)"
     f" {NOTIFY_MANY_SQL}"
+)
+# The completions among the given identities that landed (score_service.ledger_recovery), each
+# with the state right after its row: the user's total and version then are the running sum and
+# count of the user's ledger up to that row (rows of one user are written under the user's lock,
+# so their ids follow the versions), and the anomalies flagged with it.
+LANDED_SQL = (
+    "SELECT a.completion_id::text, a.user_id::text, a.id, a.points, a.created_at,"
+    " (SELECT sum(p.points) FROM user_actions p"
+    "  WHERE p.user_id = a.user_id AND p.board_id = a.board_id AND p.id <= a.id),"
+    " (SELECT count(*) FROM user_actions p"
+    "  WHERE p.user_id = a.user_id AND p.board_id = a.board_id AND p.id <= a.id),"
+    " (SELECT coalesce(jsonb_agg(jsonb_build_array(f.kind, f.detail) ORDER BY f.id), '[]')"
+    "  FROM score_anomalies f WHERE f.ledger_entry_id = a.id)"
+    " FROM user_actions a WHERE a.board_id = %s AND a.completion_id = ANY(%s::uuid[])"
 )
 # Lock the users, then read the catalog, the clock and the counters: one round trip.
 LOCKED_READ_SQL = f"{LOCK_SQL}; {CONTEXT_SQL}; {STATS_SQL}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -118,6 +119,7 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
                     request_id=request_id_var.get(),
                     idempotency_key=request.idempotency_key,
                     ticket=request.ticket,
+                    deadline=self._deadline(context),
                 )
             )
         except ServiceError as error:
@@ -125,6 +127,14 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
             raise
         ACTIONS.labels("replayed" if response.replayed else "accepted").inc()
         return response
+
+    def _deadline(self, context: Context) -> float:
+        """When the caller stops waiting (time.monotonic()); a caller without a deadline gets
+        the group commit's default one."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            remaining = self._settings.group_commit.default_deadline_seconds
+        return time.monotonic() + remaining
 
     async def CreateAction(
         self, request: pb.CreateActionRequest, context: Context
