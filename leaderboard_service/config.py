@@ -39,6 +39,10 @@ class ConsumerSettings:
     max_deliveries: int = 5
     # How often the ranking is compared with PostgreSQL (cheap checks; 0 disables).
     check_seconds: float = 60.0
+    # Events committed this recently may still be on their way to Redis: the check compares
+    # versions only for users whose score changed before now minus this (and never repairs
+    # anything newer). Above the consumer's usual lag and Redis's replication lag.
+    check_grace_seconds: float = 5.0
     # How often entries every group has acknowledged are trimmed from the stream (0: never).
     trim_seconds: float = 60.0
 
@@ -81,6 +85,7 @@ class Settings:
                 claim_idle_ms=env.integer("CONSUMER_CLAIM_IDLE_MS", 30_000, minimum=100),
                 max_deliveries=env.integer("CONSUMER_MAX_DELIVERIES", 5, minimum=1),
                 check_seconds=env.number("RANKING_CHECK_SECONDS", 60.0, minimum=0.0),
+                check_grace_seconds=env.number("RANKING_CHECK_GRACE_SECONDS", 5.0, minimum=0.0),
                 trim_seconds=env.number("CONSUMER_TRIM_SECONDS", 60.0, minimum=0.0),
             ),
             boards=tuple(dict.fromkeys(boards)),

@@ -5,7 +5,10 @@ delivered again; the version check makes the repeat harmless).
 After a start or an error it first re-reads its own pending entries. Pending entries of a dead
 consumer are claimed with XAUTOCLAIM. An entry that is not a usable event goes to the
 dead-letter stream at once; one that keeps failing goes there once it has been delivered more
-than max_deliveries times, and stops blocking the others.
+than max_deliveries times, and stops blocking the others. The user a dead letter names is
+repaired from PostgreSQL at once (its current state, applied with the version guard), so the
+ranking does not wait for the user's next action; a dead letter whose user cannot be read is
+counted and logged, and left to the periodic check.
 
 Every trim_seconds it trims what every group has read and acknowledged, and nothing else: the
 stream is a queue (the ledger is the record), and an entry no group has finished with is never
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,8 +29,9 @@ from redis.exceptions import ResponseError
 from common.lifecycle import raise_if_cancelling
 from common.redis_keys import BoardKeys
 from leaderboard_service.config import ApplyHook, ConsumerSettings
-from leaderboard_service.events import parse, script_args
+from leaderboard_service.events import canonical_user_id, parse, script_args
 from leaderboard_service.scripts import Scripts, text
+from scoreboard.events.v1 import events_pb2
 
 log = logging.getLogger("scoreboard.consumer")
 
@@ -38,11 +42,19 @@ DEAD_LETTERS = Counter(
     "Events moved to the dead-letter stream, by reason (malformed, exhausted).",
     ["reason"],
 )
+UNREPAIRED = Counter(
+    "scoreboard_dead_letters_unrepaired_total",
+    "Dead letters whose user was not repaired at once, by reason (unreadable: no user id in the"
+    " payload; failed: the repair failed); the periodic check is left to find them.",
+    ["reason"],
+)
 FAILED = Counter("scoreboard_event_failures_total", "Event applications that failed (retried).")
 PUBLISHED = Counter("scoreboard_top10_published_total", "Top-10 changes published.")
 CLAIMED = Counter("scoreboard_events_claimed_total", "Pending entries claimed from others.")
 
 Entry = tuple[str, dict[bytes, bytes] | None]
+# Replaces the named users' ranking entries by their PostgreSQL state (version-guarded).
+Repair = Callable[[Collection[str]], Awaitable[int]]
 DEAD_LETTER_MAX_LENGTH = 100_000
 # Consumers with nothing pending and idle this many claim intervals are removed from the group.
 FORGET_AFTER_CLAIM_INTERVALS = 20
@@ -51,6 +63,15 @@ FORGET_AFTER_CLAIM_INTERVALS = 20
 def _stream_id(value: str) -> tuple[int, int]:
     milliseconds, _, sequence = value.partition("-")
     return int(milliseconds), int(sequence or 0)
+
+
+def _named_user(payload: bytes) -> str | None:
+    """The user id a dead-lettered payload still names, if any."""
+    try:
+        user = events_pb2.ScoreUpdated.FromString(payload).user_id
+    except Exception:  # protobuf raises DecodeError, or others from upb
+        return None
+    return user if canonical_user_id(user) else None
 
 
 def _stream_lost(exc: ResponseError) -> bool:
@@ -69,6 +90,7 @@ class EventConsumer:
         *,
         on_not_ready: Callable[[], None],
         fault: ApplyHook | None = None,
+        repair: Repair | None = None,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
@@ -76,6 +98,7 @@ class EventConsumer:
         self._settings = settings
         self._on_not_ready = on_not_ready
         self._fault = fault
+        self._repair = repair
         self._last_claim = 0.0
         self._last_trim = time.monotonic()
 
@@ -225,7 +248,8 @@ class EventConsumer:
             for row in reply
         }
 
-    async def _dead_letter(self, entry_id: str, fields: dict[bytes, bytes], why: str) -> None:
+    async def _dead_letter(self, entry_id: str, fields: dict[bytes, bytes], why: str) -> str | None:
+        """Move the entry to the dead letters; return the user it names (None: unreadable)."""
         reason = "malformed" if why.startswith("malformed") else "exhausted"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(
@@ -245,6 +269,35 @@ class EventConsumer:
             "event moved to dead letters",
             extra={"entry": entry_id, "why": why, "stream": self._keys.dead_letters},
         )
+        user = _named_user(fields.get(b"e", b""))
+        if user is None:
+            UNREPAIRED.labels("unreadable").inc()
+            log.error(
+                "dead letter names no readable user; left to the periodic check",
+                extra={"entry": entry_id, "stream": self._keys.dead_letters},
+            )
+        return user
+
+    async def _repair_dead(self, users: set[str]) -> None:
+        """Repair the users of this batch's dead letters from PostgreSQL. A failure is logged
+        and counted, never retried here: the entries are already acknowledged."""
+        if not users or self._repair is None:
+            return
+        try:
+            repaired = await self._repair(users)
+        except Exception as exc:
+            raise_if_cancelling()
+            UNREPAIRED.labels("failed").inc(len(users))
+            log.error(
+                "repairing dead-lettered users failed; left to the periodic check",
+                extra={"users": sorted(users), "error": str(exc)},
+            )
+            return
+        if repaired:
+            log.warning(
+                "dead-lettered users repaired from PostgreSQL",
+                extra={"users": sorted(users), "repaired": repaired},
+            )
 
     async def _process(self, entries: list[Entry], *, check_deliveries: bool) -> None:
         if not entries:
@@ -259,18 +312,24 @@ class EventConsumer:
         present = [(i, f) for i, f in entries if f is not None]
         deliveries = await self._deliveries([i for i, _ in present]) if check_deliveries else {}
         valid: list[tuple[str, list[str]]] = []
+        dead_users: set[str] = set()
         for entry_id, fields in present:
             times = deliveries.get(entry_id, 0)
+            user: str | None = None
             if times > self._settings.max_deliveries:
-                await self._dead_letter(
+                user = await self._dead_letter(
                     entry_id, fields, f"exhausted: failed {times - 1} deliveries"
                 )
-                continue
-            event, why = parse(fields.get(b"e", b""), self._keys.board)
-            if event is None:
-                await self._dead_letter(entry_id, fields, f"malformed: {why}")
             else:
-                valid.append((entry_id, script_args(event)))
+                event, why = parse(fields.get(b"e", b""), self._keys.board)
+                if event is None:
+                    user = await self._dead_letter(entry_id, fields, f"malformed: {why}")
+                else:
+                    valid.append((entry_id, script_args(event)))
+            if user is not None:
+                dead_users.add(user)
+        # Before the batch: acknowledged already, the dead letters' users must not wait on it.
+        await self._repair_dead(dead_users)
         if valid:
             await self._apply_all(valid)
 

@@ -5,7 +5,13 @@ The periodic check is cheap enough for a million users and tolerant of events in
 - Redis is counted before PostgreSQL, so more ranked users in Redis than in PostgreSQL is drift;
 - fewer ranked users in Redis than PostgreSQL had one whole check earlier is drift (users only
   join the ranking; a healthy consumer catches up within seconds);
-- a user among PostgreSQL's top 100 with the same version in Redis but another state is drift.
+- a user among PostgreSQL's top 100 with the same version in Redis but another state is drift;
+- a user whose score changed since the previous check (up to a grace period ago, the events in
+  flight) but whose Redis version is older lost an event after it was committed (a dead letter,
+  an acknowledged write lost in a Redis failover while `ready` survived): that user alone is
+  repaired from PostgreSQL, with the version guard, so a newer event always wins.
+Each check's window starts a grace period before the previous one ended (a commit may become
+visible a little after its updated_at), and ends a grace period before PostgreSQL's clock.
 """
 
 from __future__ import annotations
@@ -13,15 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection
+from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
+from redis.exceptions import ResponseError
 
 from common.db import Pool
 from common.lifecycle import raise_if_cancelling
 from common.redis_keys import Keys
-from leaderboard_service.rebuild import rebuild_when_free
-from leaderboard_service.reconcile import count_check, sample_check
+from leaderboard_service.rebuild import apply_states, rebuild_when_free, repair_users
+from leaderboard_service.reconcile import count_check, database_clock, sample_check, version_check
 from leaderboard_service.scripts import Scripts
 
 log = logging.getLogger("scoreboard.keeper")
@@ -30,6 +39,11 @@ DRIFT = Gauge(
 )
 REPAIRS = Counter(
     "scoreboard_ranking_drift_repairs_total", "Rebuilds started by the periodic check.", ["board"]
+)
+BEHIND = Counter(
+    "scoreboard_ranking_users_behind_total",
+    "Users the periodic check found behind PostgreSQL's version beyond the grace window.",
+    ["board"],
 )
 
 
@@ -53,6 +67,7 @@ class RankingKeeper:
         boards: tuple[str, ...],
         *,
         check_seconds: float,
+        grace_seconds: float = 5.0,
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -60,12 +75,21 @@ class RankingKeeper:
         self._keys = keys
         self._boards = boards
         self._check_seconds = check_seconds
+        self._grace = timedelta(seconds=grace_seconds)
         self._wake = asyncio.Event()
         # PostgreSQL's count at the previous check, per board.
         self._previous: dict[str, int] = {}
+        # Where the next version check's window starts (PostgreSQL's clock), per board.
+        self._since: dict[str, datetime] = {}
 
     def request_check(self) -> None:
         self._wake.set()
+
+    async def repair_users(self, board: str, users: Collection[str]) -> int:
+        """Replace these users' ranking entries by their PostgreSQL state where Redis is behind
+        (a dead-lettered event). Returns the users repaired."""
+        keys = self._keys.board(board)
+        return await repair_users(self._pool, self._scripts, keys, users, cause="dead_letter")
 
     async def ensure_ready(self) -> None:
         for board in self._boards:
@@ -112,6 +136,8 @@ class RankingKeeper:
                 if wrong:
                     why = f"{wrong} of the top users differ at the same version"
             if not why:
+                why = await self._repair_behind(board)
+            if not why:
                 continue
             log.warning(
                 "ranking drift; rebuilding",
@@ -122,3 +148,25 @@ class RankingKeeper:
             await rebuild_when_free(self._pool, self._redis, self._scripts, keys)
             repaired.append(board)
         return repaired
+
+    async def _repair_behind(self, board: str) -> str:
+        """Repair the users of the current window whose Redis version is behind PostgreSQL's;
+        "" when done, or why a rebuild is needed instead."""
+        keys = self._keys.board(board)
+        until = await database_clock(self._pool, self._grace.total_seconds())
+        since = self._since.get(board)
+        if since is None:
+            since = until - timedelta(seconds=self._check_seconds) - self._grace
+        found = await version_check(self._pool, self._redis, keys, since, until)
+        if found.behind:
+            BEHIND.labels(board).inc(len(found.behind))
+            log.warning(
+                "users behind PostgreSQL beyond the grace window; repairing them",
+                extra={"board": board, "users": len(found.behind), "checked": found.checked},
+            )
+            try:
+                await apply_states(self._scripts, keys, found.behind, cause="check")
+            except ResponseError as exc:
+                return f"a user behind PostgreSQL cannot be repaired in place: {exc}"
+        self._since[board] = until - self._grace
+        return ""

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -23,7 +23,9 @@ from prometheus_client import Counter, Histogram
 from common.db import Pool
 from common.redis_keys import BoardKeys
 from common.redis_values import encode_user_state, ranking_member, ranking_score
+from leaderboard_service.events import script_args
 from leaderboard_service.scripts import Scripts
+from scoreboard.events.v1 import events_pb2
 
 log = logging.getLogger("scoreboard.rebuild")
 REBUILDS = Counter("scoreboard_ranking_rebuilds_total", "Rankings rebuilt from PostgreSQL.")
@@ -31,6 +33,12 @@ REBUILD_SECONDS = Histogram(
     "scoreboard_ranking_rebuild_seconds",
     "How long a rebuild took.",
     buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 40, 80, 160),
+)
+USER_REPAIRS = Counter(
+    "scoreboard_ranking_user_repairs_total",
+    "Users whose ranking entry was behind PostgreSQL and was replaced by their current state,"
+    " by cause (dead_letter, check).",
+    ["board", "cause"],
 )
 
 LOCK_MS = 60_000
@@ -49,6 +57,90 @@ SnapshotRow = tuple[str, int, int, int, bool, str]
 def snapshot_rows(rows: Sequence[object]) -> list[SnapshotRow]:
     """Rows of SNAPSHOT_SQL, typed (psycopg returns the columns' Python types)."""
     return cast("list[SnapshotRow]", rows)
+
+
+# Users' current states for a repair: SNAPSHOT_SQL's columns, then updated_at in µs (the commit
+# time the repair publishes with). Callers add their own conditions.
+STATES_SQL = (
+    "SELECT s.user_id::text, s.total, s.version,"
+    " (extract(epoch FROM s.reached_at) * 1000000)::bigint, u.banned, u.display_name,"
+    " (extract(epoch FROM s.updated_at) * 1000000)::bigint"
+    " FROM user_scores s JOIN users u ON u.id = s.user_id"
+    " WHERE s.board_id = %s AND s.version > 0"
+)
+USERS_SQL = STATES_SQL + " AND s.user_id = ANY(%s::uuid[])"
+# user id, total, version, reached µs, banned, display name, updated µs
+StateRow = tuple[str, int, int, int, bool, str, int]
+REPAIR_BATCH = 500
+
+
+def state_rows(rows: Sequence[object]) -> list[StateRow]:
+    """Rows of STATES_SQL, typed."""
+    return cast("list[StateRow]", rows)
+
+
+def _event(board: str, row: StateRow) -> events_pb2.ScoreUpdated:
+    """The ScoreUpdated event that would carry this state (absolute, like every event)."""
+    user, total, version, reached_us, banned, name, updated_us = row
+    event = events_pb2.ScoreUpdated(
+        board_id=board,
+        user_id=user,
+        display_name=name,
+        total=total,
+        version=version,
+        excluded=banned,
+    )
+    event.reached_time.FromMicroseconds(reached_us)
+    event.commit_time.FromMicroseconds(updated_us)
+    return event
+
+
+async def apply_states(
+    scripts: Scripts, keys: BoardKeys, rows: Sequence[StateRow], *, cause: str
+) -> int:
+    """Apply users' PostgreSQL states with the consumer's apply script: absolute state, written
+    only over an older stored version, so an event applied meanwhile always wins and nothing
+    goes backwards. Returns the users whose entry changed (a refused script raises
+    ResponseError, e.g. for a stored state somebody wrote by hand: a rebuild's job)."""
+    changed = 0
+    for start in range(0, len(rows), REPAIR_BATCH):
+        chunk = rows[start : start + REPAIR_BATCH]
+        # No stream entries to acknowledge: the group argument is not used.
+        args: list[str | int] = [keys.channel, str(time.time_ns() // 1000), "", len(chunk)]
+        for row in chunk:
+            args.extend(script_args(_event(keys.board, row)))
+        applied, _seq, _ready = await scripts.apply(
+            keys=[
+                keys.ranking,
+                keys.users,
+                keys.top,
+                keys.meta,
+                keys.ready,
+                keys.rebuild_lock,
+                keys.touched,
+                keys.events,
+            ],
+            args=args,
+        )
+        changed += int(applied)
+    if changed:
+        USER_REPAIRS.labels(keys.board, cause).inc(changed)
+    return changed
+
+
+async def repair_users(
+    pool: Pool, scripts: Scripts, keys: BoardKeys, users: Collection[str], *, cause: str
+) -> int:
+    """Read these users' current state from PostgreSQL and apply it (see apply_states); users
+    PostgreSQL does not rank on this board are left alone. Returns the users repaired."""
+    if not users:
+        return 0
+    async with pool.connection() as conn:
+        cur = await conn.execute(USERS_SQL, (keys.board, sorted(users)))
+        rows = state_rows(await cur.fetchall())
+    if not rows:
+        return 0
+    return await apply_states(scripts, keys, rows, cause=cause)
 
 
 # Test hook: awaited after the rebuilt keys are written, just before the swap.

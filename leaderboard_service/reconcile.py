@@ -6,13 +6,17 @@ for a quiet moment or to be repeated (a real drift stays).
 
 The periodic checks are cheap and report only certain drift, so they can run under load:
 `count_check` counts ranked users on both sides (Redis first: every user it ranks is already in
-PostgreSQL), and `sample_check` compares PostgreSQL's top users with Redis where both hold the
-same version (so the same state).
+PostgreSQL), `sample_check` compares PostgreSQL's top users with Redis where both hold the
+same version (so the same state), and `version_check` compares the versions of the users whose
+score changed in a window that ends a grace period ago: one that Redis holds an older version
+of (or none) by then lost an event after it was committed (dead-lettered, or an acknowledged
+write lost in a Redis failover).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -27,7 +31,13 @@ from common.redis_values import (
     reached_key,
     state_head,
 )
-from leaderboard_service.rebuild import SNAPSHOT_SQL, snapshot_rows
+from leaderboard_service.rebuild import (
+    SNAPSHOT_SQL,
+    STATES_SQL,
+    StateRow,
+    snapshot_rows,
+    state_rows,
+)
 from leaderboard_service.scripts import Scripts
 
 CHUNK = 2_000
@@ -42,6 +52,9 @@ TOP_SQL = (
     " WHERE s.board_id = %s AND s.version > 0 AND NOT u.banned"
     " ORDER BY s.total DESC, s.reached_at, s.user_id LIMIT %s"
 )
+# Users whose score changed in [since, until): a range scan on user_scores_updated.
+CHANGED_SQL = STATES_SQL + " AND s.updated_at >= %s AND s.updated_at < %s"
+CLOCK_SQL = "SELECT clock_timestamp() - make_interval(secs => %s)"
 
 
 @dataclass(frozen=True)
@@ -127,3 +140,54 @@ async def sample_check(pool: Pool, redis: aioredis.Redis, keys: BoardKeys, size:
         if state.reached_us != reached_us or state.excluded or score != float(ranking_score(total)):
             wrong += 1
     return wrong
+
+
+async def database_clock(pool: Pool, minus_seconds: float = 0.0) -> datetime:
+    """PostgreSQL's clock (the one updated_at is written with), minus `minus_seconds`."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(CLOCK_SQL, (minus_seconds,))
+        row = await cur.fetchone()
+    moment = row[0] if row else None
+    if not isinstance(moment, datetime):
+        raise TypeError(f"expected a timestamp from PostgreSQL, got {moment!r}")
+    return moment
+
+
+@dataclass(frozen=True)
+class VersionCheck:
+    checked: int  # users whose score changed in the window
+    # PostgreSQL's state of those Redis holds an older version of, or no (readable) state for.
+    behind: list[StateRow]
+
+
+def _behind(stored: bytes | str | None, version: int) -> bool:
+    if stored is None:
+        return True
+    try:
+        return parse_user_state(stored).version < version
+    except MalformedValue:
+        return True  # written by hand; applying over it is refused, so a rebuild repairs it
+
+
+async def version_check(
+    pool: Pool, redis: aioredis.Redis, keys: BoardKeys, since: datetime, until: datetime
+) -> VersionCheck:
+    """Compare the Redis version of every user whose score changed in [since, until) with
+    PostgreSQL's. PostgreSQL is read first, so Redis can only be newer than what was read: a
+    user found behind lost an event (when `until` lies beyond the events in flight)."""
+    checked = 0
+    behind: list[StateRow] = []
+    async with pool.connection() as conn:
+        async with conn.cursor(name="version_check") as cur:
+            await cur.execute(CHANGED_SQL, (keys.board, since, until))
+            while rows := await cur.fetchmany(CHUNK):
+                changed = state_rows(rows)
+                checked += len(changed)
+                stored: list[bytes | str | None] = await redis.hmget(
+                    keys.users, [row[0] for row in changed]
+                )
+                behind += [
+                    row for row, raw in zip(changed, stored, strict=True) if _behind(raw, row[2])
+                ]
+        await conn.rollback()
+    return VersionCheck(checked, behind)

@@ -32,6 +32,7 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         keys,
         settings.boards,
         check_seconds=settings.consumer.check_seconds,
+        grace_seconds=settings.consumer.check_grace_seconds,
     )
     running = await start_server(
         settings.grpc,
@@ -57,6 +58,7 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
                 settings.consumer,
                 on_not_ready=keeper.request_check,
                 fault=settings.before_apply,
+                repair=partial(keeper.repair_users, board),
             )
             running.tasks.append(asyncio.create_task(consumer.run()))
     for board in settings.boards:
