@@ -57,6 +57,9 @@ class Settings:
     # Boards this service ranks; the first is the one a request without board_id means.
     boards: tuple[str, ...] = (DEFAULT_BOARD,)
     log_level: str = "INFO"
+    # A user's percentile ("top x %") is given only on boards with at least this many ranked
+    # users (0: always).
+    percentile_min_players: int = 100
     # Test hook, never read from the environment.
     before_apply: ApplyHook | None = field(default=None, repr=False, compare=False)
 
@@ -90,4 +93,5 @@ class Settings:
             ),
             boards=tuple(dict.fromkeys(boards)),
             log_level=env.text("LOG_LEVEL", "INFO"),
+            percentile_min_players=env.integer("PERCENTILE_MIN_PLAYERS", 100, minimum=0),
         )

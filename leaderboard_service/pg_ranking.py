@@ -11,11 +11,12 @@ a good fraction of a second: fine for the minute a rebuild takes, not as the mai
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from common.db import Pool
 from common.redis_values import Entry
-from leaderboard_service.ranking import TopPage, UserRank
+from leaderboard_service.ranking import TopPage, UserRank, UsersRanks
 
 _RANKED = (
     " FROM user_scores s JOIN users u ON u.id = s.user_id"
@@ -66,6 +67,24 @@ POSITION_SQL = (
     + " OFFSET 9 LIMIT 1)"
 )
 
+USERS_SQL = (
+    f"SELECT s.user_id::text, u.display_name, s.total, {_REACHED_US}"
+    + _RANKED
+    + " AND s.user_id = ANY(%(users)s::uuid[])"
+)
+# Ranked users above each of several totals in one scan: `bounds` holds each total + 1,
+# ascending, so width_bucket(total, bounds) is how many of the totals lie strictly below it.
+# Rows from the users_banned side count negatively (see _count).
+BUCKETS_SQL = (
+    "SELECT b, sum(n)::bigint FROM ("
+    "SELECT width_bucket(s.total, %(bounds)s::bigint[]) AS b, count(*) AS n FROM user_scores s"
+    " WHERE s.board_id = %(board)s AND s.version > 0 AND s.total > %(low)s GROUP BY 1"
+    " UNION ALL SELECT width_bucket(s.total, %(bounds)s::bigint[]), -count(*)"
+    " FROM users u JOIN user_scores s ON s.user_id = u.id AND s.board_id = %(board)s"
+    " WHERE u.banned AND s.version > 0 AND s.total > %(low)s GROUP BY 1"
+    ") t GROUP BY b"
+)
+
 
 def _int(value: object) -> int:
     if isinstance(value, int):
@@ -84,6 +103,17 @@ def _ranked(rows: list[Any], first: int, higher: int) -> list[Entry]:
             previous = total
         entries.append(Entry(rank, str(user), str(name), _int(total), _int(reached_us)))
     return entries
+
+
+def _higher(totals: list[int], buckets: dict[int, int]) -> dict[int, int]:
+    """Users above each of `totals` (distinct, ascending) from the counts per bucket of
+    BUCKETS_SQL: above totals[j] are the users of buckets j + 1 and beyond."""
+    result: dict[int, int] = {}
+    above = 0
+    for index in range(len(totals), 0, -1):
+        above += buckets.get(index, 0)
+        result[totals[index - 1]] = above
+    return result
 
 
 class PgRanking:
@@ -126,6 +156,30 @@ class PgRanking:
             await conn.rollback()
         update_us = _int(update[0]) if update and update[0] is not None else 0
         return TopPage(entries, users, update_us, from_fallback=True)
+
+    async def for_users(self, board: str, user_ids: Sequence[str]) -> UsersRanks:
+        """The ranked ones among `user_ids` (distinct), with their global ranks: one scan over
+        the users above the lowest of them, whatever their number."""
+        async with self._pool.connection() as conn:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur = await conn.execute(USERS_SQL, {"board": board, "users": list(user_ids)})
+            rows = await cur.fetchall()
+            higher: dict[int, int] = {}
+            if rows:
+                totals = sorted({_int(row[2]) for row in rows})
+                cur = await conn.execute(
+                    BUCKETS_SQL,
+                    {"board": board, "bounds": [t + 1 for t in totals], "low": totals[0]},
+                )
+                buckets = {_int(b): _int(n) for b, n in await cur.fetchall()}
+                higher = _higher(totals, buckets)
+            users = await self._ranked_users(conn, board)
+            await conn.rollback()
+        entries = [
+            Entry(higher[_int(total)] + 1, str(user), str(name), _int(total), _int(reached_us))
+            for user, name, total, reached_us in rows
+        ]
+        return UsersRanks(entries, users, from_fallback=True)
 
     async def user_rank(self, board: str, user_id: str, around: int) -> UserRank | None:
         async with self._pool.connection() as conn:

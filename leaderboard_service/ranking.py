@@ -3,6 +3,7 @@ not ready (cold start, after a wipe)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from common.redis_keys import BoardKeys
@@ -45,6 +46,52 @@ class UserRank:
         return self.tenth_score - self.entry.score + 1
 
 
+@dataclass(frozen=True)
+class Listed:
+    """One user of a chosen list: `entry` (with its global rank) when ranked, else None."""
+
+    user_id: str
+    entry: Entry | None = None
+    # Rank within the list (standard competition ranking over the ranked users); 0 unranked.
+    list_rank: int = 0
+
+
+@dataclass(frozen=True)
+class UsersRanks:
+    """The ranked users of a chosen list, as found, and the board's ranked users."""
+
+    entries: list[Entry]
+    total_users: int
+    from_fallback: bool = False
+
+
+def _order(entry: Entry) -> tuple[int, int, str]:
+    """The board's order (DESIGN decision 5): score desc, reached time asc, user id asc."""
+    return (-entry.score, entry.reached_us, entry.user_id)
+
+
+def listed(user_ids: Sequence[str], found: Sequence[Entry]) -> list[Listed]:
+    """The chosen users, each once: the ranked ones in the board's order with their rank within
+    the list (ties share it: 1, 2, 2, 4), then the unranked ones in the order asked."""
+    ranked = sorted(found, key=_order)
+    result: list[Listed] = []
+    for index, entry in enumerate(ranked):
+        tied = index > 0 and ranked[index - 1].score == entry.score
+        result.append(Listed(entry.user_id, entry, result[-1].list_rank if tied else index + 1))
+    seen = {e.user_id for e in ranked}
+    result += [Listed(user) for user in dict.fromkeys(user_ids) if user not in seen]
+    return result
+
+
+def percentile(rank: int, total_users: int, min_players: int) -> float | None:
+    """Top x %: the share of ranked users at or above this rank, rounded up to a tenth
+    (ceil(1000 * rank / total) / 10), so the best get 0.1 and the last 100.0; users tied share
+    it. None below `min_players` ranked users (too few for a percentage to mean much)."""
+    if total_users <= 0 or total_users < min_players or not 0 < rank <= total_users:
+        return None
+    return -(-1000 * rank // total_users) / 10
+
+
 class RankingNotReady(Exception):
     """The Redis ranking is missing or being rebuilt; ask PostgreSQL."""
 
@@ -79,3 +126,12 @@ class RedisRanking:
             tenth_score=int(tenth_text) if tenth_text else None,
             nearby=decode_entries(nearby),
         )
+
+    async def for_users(self, keys: BoardKeys, user_ids: Sequence[str]) -> UsersRanks:
+        """The ranked ones among `user_ids` (distinct), with their global ranks."""
+        reply = await self._scripts.for_users(
+            keys=[keys.ranking, keys.users, keys.ready], args=list(user_ids)
+        )
+        if not int(reply[0]):
+            raise RankingNotReady(keys.board)
+        return UsersRanks(decode_entries(reply[2]), int(reply[1]))

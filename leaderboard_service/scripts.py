@@ -22,6 +22,7 @@ class Scripts:
         self.swap: AsyncScript = redis.register_script(_source("swap"))
         self.top: AsyncScript = redis.register_script(_source("top"))
         self.user_rank: AsyncScript = redis.register_script(_source("user_rank"))
+        self.for_users: AsyncScript = redis.register_script(_source("for_users"))
         self.compare: AsyncScript = redis.register_script(_source("compare"))
 
 

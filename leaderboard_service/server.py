@@ -24,7 +24,14 @@ SERVICE_NAME = leaderboard_service_pb2.DESCRIPTOR.services_by_name["LeaderboardS
 async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
     scripts = Scripts(deps.redis)
-    servicer = LeaderboardServicer(deps.db, deps.redis, scripts, keys, settings.boards)
+    servicer = LeaderboardServicer(
+        deps.db,
+        deps.redis,
+        scripts,
+        keys,
+        settings.boards,
+        percentile_min_players=settings.percentile_min_players,
+    )
     keeper = RankingKeeper(
         deps.db,
         deps.redis,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -21,7 +22,16 @@ from common.logs import request_id_var
 from common.redis_keys import BoardKeys, Keys
 from common.redis_values import Entry
 from leaderboard_service.pg_ranking import PgRanking
-from leaderboard_service.ranking import RankingNotReady, RedisRanking, TopPage, UserRank
+from leaderboard_service.ranking import (
+    Listed,
+    RankingNotReady,
+    RedisRanking,
+    TopPage,
+    UserRank,
+    UsersRanks,
+    listed,
+    percentile,
+)
 from leaderboard_service.rebuild import rebuild_when_free
 from leaderboard_service.reconcile import compare
 from leaderboard_service.scripts import Scripts
@@ -37,6 +47,7 @@ MAX_OFFSET = 100_000
 MAX_TOKEN = 200
 DEFAULT_AROUND = 5
 MAX_AROUND = 50
+MAX_LISTED = 100
 
 
 def _reader(principal: Principal) -> None:
@@ -87,6 +98,40 @@ def _user_id(value: str) -> str:
         raise invalid("user_id must be a user id (UUID)") from None
 
 
+def _listed_ids(principal: Principal, user_ids: Sequence[str]) -> list[str]:
+    """The distinct users a list asks for, in the order asked, then the signed-in caller (not
+    counted in the limit)."""
+    if len(user_ids) > MAX_LISTED:
+        raise invalid(f"user_ids holds {len(user_ids)} ids; at most {MAX_LISTED} are allowed")
+    ids: dict[str, None] = {}
+    for index, value in enumerate(user_ids):
+        try:
+            ids[str(uuid.UUID(value))] = None
+        except ValueError:
+            raise invalid(f"user_ids[{index}] is not a user id (UUID): {value[:40]!r}") from None
+    own = principal.user_id
+    # An external issuer's subject that is not a UUID is none of our users: it ranks nowhere.
+    if own is not None:
+        with contextlib.suppress(ValueError):
+            ids.setdefault(str(uuid.UUID(own)))
+    return list(ids)
+
+
+def _listed_pb(item: Listed) -> leaderboard_pb2.UserListEntry:
+    if item.entry is None:
+        return leaderboard_pb2.UserListEntry(user_id=item.user_id, ranked=False)
+    e = item.entry
+    return leaderboard_pb2.UserListEntry(
+        user_id=e.user_id,
+        ranked=True,
+        rank=e.rank,
+        list_rank=item.list_rank,
+        username=e.username,
+        score=e.score,
+        reached_time=_timestamp(e.reached_us),
+    )
+
+
 class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceServicer):
     def __init__(
         self,
@@ -95,12 +140,15 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         scripts: Scripts,
         keys: Keys,
         boards: tuple[str, ...],
+        *,
+        percentile_min_players: int = 100,
     ) -> None:
         self._pool = pool
         self._redis = redis
         self._scripts = scripts
         self._keys = keys
         self._boards = boards
+        self._percentile_min_players = percentile_min_players
         self._redis_ranking = RedisRanking(scripts)
         self._pg_ranking = PgRanking(pool)
 
@@ -130,6 +178,15 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         if result is None:
             raise not_found(Reason.USER_NOT_FOUND, "this user has no score on the board")
         return result
+
+    async def _for_users(self, keys: BoardKeys, user_ids: list[str]) -> UsersRanks:
+        try:
+            return await self._redis_ranking.for_users(keys, user_ids)
+        except RankingNotReady:
+            pass
+        except (OSError, aioredis.RedisError) as exc:
+            log.warning("ranking unreachable; answering from PostgreSQL: %s", exc)
+        return await self._pg_ranking.for_users(keys.board, user_ids)
 
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: Context
@@ -162,6 +219,23 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
             in_top10=result.in_top10,
             distance_from_top10=result.distance_from_top10,
             total_users=result.total_users,
+            percentile=percentile(
+                result.entry.rank, result.total_users, self._percentile_min_players
+            ),
+        )
+
+    async def ListEntriesForUsers(
+        self, request: pb.ListEntriesForUsersRequest, context: Context
+    ) -> pb.ListEntriesForUsersResponse:
+        principal = current_principal()
+        _reader(principal)
+        keys = self._board(request.board_id)
+        user_ids = _listed_ids(principal, request.user_ids)
+        found = await self._for_users(keys, user_ids)
+        return pb.ListEntriesForUsersResponse(
+            entries=[_listed_pb(item) for item in listed(user_ids, found.entries)],
+            total_users=found.total_users,
+            from_fallback=found.from_fallback,
         )
 
     async def ListEntriesAround(

@@ -58,6 +58,54 @@ class LeaderboardEntry(_message.Message):
 Global___LeaderboardEntry: _TypeAlias = LeaderboardEntry  # noqa: Y015
 
 @_typing.final
+class UserListEntry(_message.Message):
+    """One user of a chosen list (ListEntriesForUsers), ranked or not."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    RANKED_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    LIST_RANK_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    REACHED_TIME_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    ranked: _builtins.bool
+    """False when the user has no score on the board (never scored, excluded, or not a user);
+    every other field but user_id is then unset.
+    """
+    rank: _builtins.int
+    """Rank on the whole board (standard competition rank, as in LeaderboardEntry)."""
+    list_rank: _builtins.int
+    """Rank within the list: 1 + listed users with a higher score (ties share it, 1, 2, 2, 4)."""
+    username: _builtins.str
+    """Public display name."""
+    score: _builtins.int
+    @_builtins.property
+    def reached_time(self) -> _timestamp_pb2.Timestamp:
+        """When the user reached this score."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        ranked: _builtins.bool = ...,
+        rank: _builtins.int = ...,
+        list_rank: _builtins.int = ...,
+        username: _builtins.str = ...,
+        score: _builtins.int = ...,
+        reached_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reached_time", b"reached_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_rank", b"list_rank", "rank", b"rank", "ranked", b"ranked", "reached_time", b"reached_time", "score", b"score", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserListEntry: _TypeAlias = UserListEntry  # noqa: Y015
+
+@_typing.final
 class Top10Snapshot(_message.Message):
     """A full top-10 snapshot with its sequence number."""
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from scoreboard.leaderboard.v1 import leaderboard_pb2 as scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3scoreboard/leaderboard/v1/leaderboard_service.proto\x12\x19scoreboard.leaderboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a+scoreboard/leaderboard/v1/leaderboard.proto\"M\n\x12ListEntriesRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xc9\x01\n\x13ListEntriesResponse\x12<\n\x07\x65ntries\x18\x01 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_users\x18\x03 \x01(\x03\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfrom_fallback\x18\x05 \x01(\x08\"7\n\x12GetUserRankRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x95\x01\n\x13GetUserRankResponse\x12:\n\x05\x65ntry\x18\x01 \x01(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12\x10\n\x08in_top10\x18\x02 \x01(\x08\x12\x1b\n\x13\x64istance_from_top10\x18\x03 \x01(\x03\x12\x13\n\x0btotal_users\x18\x04 \x01(\x03\"L\n\x18ListEntriesAroundRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"Y\n\x19ListEntriesAroundResponse\x12<\n\x07\x65ntries\x18\x01 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\")\n\x15RebuildRankingRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\"\'\n\x16RebuildRankingResponse\x12\r\n\x05users\x18\x01 \x01(\x03\";\n\x17ReconcileRankingRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06repair\x18\x02 \x01(\x08\"u\n\x18ReconcileRankingResponse\x12\x19\n\x11users_in_database\x18\x01 \x01(\x03\x12\x18\n\x10users_in_ranking\x18\x02 \x01(\x03\x12\x12\n\nmismatched\x18\x03 \x01(\x03\x12\x10\n\x08repaired\x18\x04 \x01(\x08\x32\xe4\x04\n\x12LeaderboardService\x12l\n\x0bListEntries\x12-.scoreboard.leaderboard.v1.ListEntriesRequest\x1a..scoreboard.leaderboard.v1.ListEntriesResponse\x12l\n\x0bGetUserRank\x12-.scoreboard.leaderboard.v1.GetUserRankRequest\x1a..scoreboard.leaderboard.v1.GetUserRankResponse\x12~\n\x11ListEntriesAround\x12\x33.scoreboard.leaderboard.v1.ListEntriesAroundRequest\x1a\x34.scoreboard.leaderboard.v1.ListEntriesAroundResponse\x12u\n\x0eRebuildRanking\x12\x30.scoreboard.leaderboard.v1.RebuildRankingRequest\x1a\x31.scoreboard.leaderboard.v1.RebuildRankingResponse\x12{\n\x10ReconcileRanking\x12\x32.scoreboard.leaderboard.v1.ReconcileRankingRequest\x1a\x33.scoreboard.leaderboard.v1.ReconcileRankingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3scoreboard/leaderboard/v1/leaderboard_service.proto\x12\x19scoreboard.leaderboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a+scoreboard/leaderboard/v1/leaderboard.proto\"M\n\x12ListEntriesRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xc9\x01\n\x13ListEntriesResponse\x12<\n\x07\x65ntries\x18\x01 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_users\x18\x03 \x01(\x03\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfrom_fallback\x18\x05 \x01(\x08\"7\n\x12GetUserRankRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\xbd\x01\n\x13GetUserRankResponse\x12:\n\x05\x65ntry\x18\x01 \x01(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12\x10\n\x08in_top10\x18\x02 \x01(\x08\x12\x1b\n\x13\x64istance_from_top10\x18\x03 \x01(\x03\x12\x13\n\x0btotal_users\x18\x04 \x01(\x03\x12\x17\n\npercentile\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\r\n\x0b_percentile\"L\n\x18ListEntriesAroundRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"Y\n\x19ListEntriesAroundResponse\x12<\n\x07\x65ntries\x18\x01 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\"@\n\x1aListEntriesForUsersRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\"\x84\x01\n\x1bListEntriesForUsersResponse\x12\x39\n\x07\x65ntries\x18\x01 \x03(\x0b\x32(.scoreboard.leaderboard.v1.UserListEntry\x12\x13\n\x0btotal_users\x18\x02 \x01(\x03\x12\x15\n\rfrom_fallback\x18\x03 \x01(\x08\")\n\x15RebuildRankingRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\"\'\n\x16RebuildRankingResponse\x12\r\n\x05users\x18\x01 \x01(\x03\";\n\x17ReconcileRankingRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06repair\x18\x02 \x01(\x08\"u\n\x18ReconcileRankingResponse\x12\x19\n\x11users_in_database\x18\x01 \x01(\x03\x12\x18\n\x10users_in_ranking\x18\x02 \x01(\x03\x12\x12\n\nmismatched\x18\x03 \x01(\x03\x12\x10\n\x08repaired\x18\x04 \x01(\x08\x32\xeb\x05\n\x12LeaderboardService\x12l\n\x0bListEntries\x12-.scoreboard.leaderboard.v1.ListEntriesRequest\x1a..scoreboard.leaderboard.v1.ListEntriesResponse\x12l\n\x0bGetUserRank\x12-.scoreboard.leaderboard.v1.GetUserRankRequest\x1a..scoreboard.leaderboard.v1.GetUserRankResponse\x12~\n\x11ListEntriesAround\x12\x33.scoreboard.leaderboard.v1.ListEntriesAroundRequest\x1a\x34.scoreboard.leaderboard.v1.ListEntriesAroundResponse\x12\x84\x01\n\x13ListEntriesForUsers\x12\x35.scoreboard.leaderboard.v1.ListEntriesForUsersRequest\x1a\x36.scoreboard.leaderboard.v1.ListEntriesForUsersResponse\x12u\n\x0eRebuildRanking\x12\x30.scoreboard.leaderboard.v1.RebuildRankingRequest\x1a\x31.scoreboard.leaderboard.v1.RebuildRankingResponse\x12{\n\x10ReconcileRanking\x12\x32.scoreboard.leaderboard.v1.ReconcileRankingRequest\x1a\x33.scoreboard.leaderboard.v1.ReconcileRankingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,19 +40,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERRANKREQUEST']._serialized_start=443
   _globals['_GETUSERRANKREQUEST']._serialized_end=498
   _globals['_GETUSERRANKRESPONSE']._serialized_start=501
-  _globals['_GETUSERRANKRESPONSE']._serialized_end=650
-  _globals['_LISTENTRIESAROUNDREQUEST']._serialized_start=652
-  _globals['_LISTENTRIESAROUNDREQUEST']._serialized_end=728
-  _globals['_LISTENTRIESAROUNDRESPONSE']._serialized_start=730
-  _globals['_LISTENTRIESAROUNDRESPONSE']._serialized_end=819
-  _globals['_REBUILDRANKINGREQUEST']._serialized_start=821
-  _globals['_REBUILDRANKINGREQUEST']._serialized_end=862
-  _globals['_REBUILDRANKINGRESPONSE']._serialized_start=864
-  _globals['_REBUILDRANKINGRESPONSE']._serialized_end=903
-  _globals['_RECONCILERANKINGREQUEST']._serialized_start=905
-  _globals['_RECONCILERANKINGREQUEST']._serialized_end=964
-  _globals['_RECONCILERANKINGRESPONSE']._serialized_start=966
-  _globals['_RECONCILERANKINGRESPONSE']._serialized_end=1083
-  _globals['_LEADERBOARDSERVICE']._serialized_start=1086
-  _globals['_LEADERBOARDSERVICE']._serialized_end=1698
+  _globals['_GETUSERRANKRESPONSE']._serialized_end=690
+  _globals['_LISTENTRIESAROUNDREQUEST']._serialized_start=692
+  _globals['_LISTENTRIESAROUNDREQUEST']._serialized_end=768
+  _globals['_LISTENTRIESAROUNDRESPONSE']._serialized_start=770
+  _globals['_LISTENTRIESAROUNDRESPONSE']._serialized_end=859
+  _globals['_LISTENTRIESFORUSERSREQUEST']._serialized_start=861
+  _globals['_LISTENTRIESFORUSERSREQUEST']._serialized_end=925
+  _globals['_LISTENTRIESFORUSERSRESPONSE']._serialized_start=928
+  _globals['_LISTENTRIESFORUSERSRESPONSE']._serialized_end=1060
+  _globals['_REBUILDRANKINGREQUEST']._serialized_start=1062
+  _globals['_REBUILDRANKINGREQUEST']._serialized_end=1103
+  _globals['_REBUILDRANKINGRESPONSE']._serialized_start=1105
+  _globals['_REBUILDRANKINGRESPONSE']._serialized_end=1144
+  _globals['_RECONCILERANKINGREQUEST']._serialized_start=1146
+  _globals['_RECONCILERANKINGREQUEST']._serialized_end=1205
+  _globals['_RECONCILERANKINGRESPONSE']._serialized_start=1207
+  _globals['_RECONCILERANKINGRESPONSE']._serialized_end=1324
+  _globals['_LEADERBOARDSERVICE']._serialized_start=1327
+  _globals['_LEADERBOARDSERVICE']._serialized_end=2074
 # @@protoc_insertion_point(module_scope)

@@ -114,10 +114,15 @@ class GetUserRankResponse(_message.Message):
     IN_TOP10_FIELD_NUMBER: _builtins.int
     DISTANCE_FROM_TOP10_FIELD_NUMBER: _builtins.int
     TOTAL_USERS_FIELD_NUMBER: _builtins.int
+    PERCENTILE_FIELD_NUMBER: _builtins.int
     in_top10: _builtins.bool
     distance_from_top10: _builtins.int
     """Points needed to enter the top 10; 0 when already in it."""
     total_users: _builtins.int
+    percentile: _builtins.float
+    """"Top x %": ceil(1000 * rank / total_users) / 10, so between 0.1 (best) and 100. Unset while
+    the board has fewer ranked users than the service's minimum (PERCENTILE_MIN_PLAYERS).
+    """
     @_builtins.property
     def entry(self) -> _leaderboard_pb2.LeaderboardEntry: ...
     def __init__(
@@ -127,12 +132,15 @@ class GetUserRankResponse(_message.Message):
         in_top10: _builtins.bool = ...,
         distance_from_top10: _builtins.int = ...,
         total_users: _builtins.int = ...,
+        percentile: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_percentile", b"_percentile", "entry", b"entry", "percentile", b"percentile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_from_top10", b"distance_from_top10", "entry", b"entry", "in_top10", b"in_top10", "total_users", b"total_users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_percentile", b"_percentile", "distance_from_top10", b"distance_from_top10", "entry", b"entry", "in_top10", b"in_top10", "percentile", b"percentile", "total_users", b"total_users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__percentile: _TypeAlias = _typing.Literal["percentile"]  # noqa: Y015
+    _WhichOneofArgType__percentile: _TypeAlias = _typing.Literal["_percentile", b"_percentile"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__percentile) -> _WhichOneofReturnType__percentile | None: ...
 
 Global___GetUserRankResponse: _TypeAlias = GetUserRankResponse  # noqa: Y015
 
@@ -181,6 +189,63 @@ class ListEntriesAroundResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListEntriesAroundResponse: _TypeAlias = ListEntriesAroundResponse  # noqa: Y015
+
+@_typing.final
+class ListEntriesForUsersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    USER_IDS_FIELD_NUMBER: _builtins.int
+    board_id: _builtins.str
+    @_builtins.property
+    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """User ids (UUIDs), at most 100; duplicates count once in the answer. A signed-in user is
+        always added (beyond the 100), so a friends list needs no own id.
+        """
+
+    def __init__(
+        self,
+        *,
+        board_id: _builtins.str = ...,
+        user_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "user_ids", b"user_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEntriesForUsersRequest: _TypeAlias = ListEntriesForUsersRequest  # noqa: Y015
+
+@_typing.final
+class ListEntriesForUsersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    TOTAL_USERS_FIELD_NUMBER: _builtins.int
+    FROM_FALLBACK_FIELD_NUMBER: _builtins.int
+    total_users: _builtins.int
+    """Ranked users on the whole board."""
+    from_fallback: _builtins.bool
+    """True when the answer came from PostgreSQL because the ranking is being rebuilt."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_leaderboard_pb2.UserListEntry]:
+        """The ranked users in the board's order, then the unranked ones in the order asked."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_leaderboard_pb2.UserListEntry] | None = ...,
+        total_users: _builtins.int = ...,
+        from_fallback: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "from_fallback", b"from_fallback", "total_users", b"total_users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEntriesForUsersResponse: _TypeAlias = ListEntriesForUsersResponse  # noqa: Y015
 
 @_typing.final
 class RebuildRankingRequest(_message.Message):

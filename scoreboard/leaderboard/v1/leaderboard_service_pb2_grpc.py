@@ -51,6 +51,11 @@ class LeaderboardServiceStub:
                 request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesAroundRequest.SerializeToString,
                 response_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesAroundResponse.FromString,
                 _registered_method=True)
+        self.ListEntriesForUsers = channel.unary_unary(
+                '/scoreboard.leaderboard.v1.LeaderboardService/ListEntriesForUsers',
+                request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesForUsersRequest.SerializeToString,
+                response_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesForUsersResponse.FromString,
+                _registered_method=True)
         self.RebuildRanking = channel.unary_unary(
                 '/scoreboard.leaderboard.v1.LeaderboardService/RebuildRanking',
                 request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.RebuildRankingRequest.SerializeToString,
@@ -89,6 +94,14 @@ class LeaderboardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEntriesForUsers(self, request, context):
+        """Chosen users (a friends list, a group, a region: the caller supplies the ids), each with
+        its global rank and its rank within the list; users without a score are listed as such.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RebuildRanking(self, request, context):
         """Rebuilds the ranking from PostgreSQL into a temporary key and swaps it in (admin).
         """
@@ -120,6 +133,11 @@ def add_LeaderboardServiceServicer_to_server(servicer, server):
                     servicer.ListEntriesAround,
                     request_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesAroundRequest.FromString,
                     response_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesAroundResponse.SerializeToString,
+            ),
+            'ListEntriesForUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEntriesForUsers,
+                    request_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesForUsersRequest.FromString,
+                    response_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesForUsersResponse.SerializeToString,
             ),
             'RebuildRanking': grpc.unary_unary_rpc_method_handler(
                     servicer.RebuildRanking,
@@ -215,6 +233,33 @@ class LeaderboardService:
             '/scoreboard.leaderboard.v1.LeaderboardService/ListEntriesAround',
             scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesAroundRequest.SerializeToString,
             scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesAroundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEntriesForUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoreboard.leaderboard.v1.LeaderboardService/ListEntriesForUsers',
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesForUsersRequest.SerializeToString,
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListEntriesForUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class LeaderboardServiceStub:
     """One user's rank, score and distance from the top 10."""
     ListEntriesAround: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ListEntriesAroundRequest, _leaderboard_service_pb2.ListEntriesAroundResponse]
     """The entries just above and below one user."""
+    ListEntriesForUsers: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ListEntriesForUsersRequest, _leaderboard_service_pb2.ListEntriesForUsersResponse]
+    """Chosen users (a friends list, a group, a region: the caller supplies the ids), each with
+    its global rank and its rank within the list; users without a score are listed as such.
+    """
     RebuildRanking: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.RebuildRankingRequest, _leaderboard_service_pb2.RebuildRankingResponse]
     """Rebuilds the ranking from PostgreSQL into a temporary key and swaps it in (admin)."""
     ReconcileRanking: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ReconcileRankingRequest, _leaderboard_service_pb2.ReconcileRankingResponse]
@@ -59,6 +63,10 @@ class LeaderboardServiceAsyncStub(LeaderboardServiceStub):
     """One user's rank, score and distance from the top 10."""
     ListEntriesAround: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ListEntriesAroundRequest, _leaderboard_service_pb2.ListEntriesAroundResponse]  # type: ignore[assignment]
     """The entries just above and below one user."""
+    ListEntriesForUsers: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ListEntriesForUsersRequest, _leaderboard_service_pb2.ListEntriesForUsersResponse]  # type: ignore[assignment]
+    """Chosen users (a friends list, a group, a region: the caller supplies the ids), each with
+    its global rank and its rank within the list; users without a score are listed as such.
+    """
     RebuildRanking: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.RebuildRankingRequest, _leaderboard_service_pb2.RebuildRankingResponse]  # type: ignore[assignment]
     """Rebuilds the ranking from PostgreSQL into a temporary key and swaps it in (admin)."""
     ReconcileRanking: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ReconcileRankingRequest, _leaderboard_service_pb2.ReconcileRankingResponse]  # type: ignore[assignment]
@@ -92,6 +100,16 @@ class LeaderboardServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_leaderboard_service_pb2.ListEntriesAroundResponse, _abc.Awaitable[_leaderboard_service_pb2.ListEntriesAroundResponse]]:
         """The entries just above and below one user."""
+
+    @_abc_1.abstractmethod
+    def ListEntriesForUsers(
+        self,
+        request: _leaderboard_service_pb2.ListEntriesForUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leaderboard_service_pb2.ListEntriesForUsersResponse, _abc.Awaitable[_leaderboard_service_pb2.ListEntriesForUsersResponse]]:
+        """Chosen users (a friends list, a group, a region: the caller supplies the ids), each with
+        its global rank and its rank within the list; users without a score are listed as such.
+        """
 
     @_abc_1.abstractmethod
     def RebuildRanking(
