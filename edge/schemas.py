@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 ACTION_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+BOARD_ID = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
 class _Body(BaseModel):
@@ -45,6 +46,17 @@ class RefreshBody(_Body):
 
 class LogoutBody(_Body):
     refreshToken: str | None = Field(default=None, max_length=256)
+
+
+class UsersRanksBody(_Body):
+    userIds: list[str] = Field(
+        max_length=100,
+        description="User ids (UUIDs), at most 100; duplicates count once. The caller is "
+        "always added.",
+    )
+    board: str | None = Field(
+        default=None, pattern=BOARD_ID, description="The board; omit for the default one."
+    )
 
 
 class Envelope(BaseModel, Generic[T]):
@@ -102,6 +114,28 @@ class UserRank(BaseModel):
     inTop10: bool
     distanceFromTop10: int
     totalUsers: int
+    percentile: float | None = Field(
+        description="Top x % (rank / totalUsers, rounded up to a tenth: 0.1 is the best); "
+        "null on a board with too few ranked users."
+    )
+
+
+class ListedUser(BaseModel):
+    userId: str
+    ranked: bool = Field(description="False when the user has no score on the board.")
+    rank: int | None = Field(description="Rank on the whole board; null when not ranked.")
+    listRank: int | None = Field(
+        description="Rank within this list (ties share it); null when not ranked."
+    )
+    username: str | None = Field(description="Public display name; null when not ranked.")
+    score: int | None = Field(description="Null when not ranked.")
+
+
+class UsersRanks(BaseModel):
+    entries: list[ListedUser] = Field(
+        description="The ranked users best first, then the unranked ones in the order asked."
+    )
+    totalUsers: int = Field(description="Ranked users on the whole board.")
 
 
 class Action(BaseModel):

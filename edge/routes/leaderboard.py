@@ -11,8 +11,17 @@ from starlette.responses import Response
 
 from common.errors import invalid
 from edge.api import ApiRoute, Param
+from edge.bodies import read_json
 from edge.responses import JSON, iso, ok
-from edge.schemas import EntriesAround, EntryPage, Envelope, Leaderboard, UserRank
+from edge.schemas import (
+    EntriesAround,
+    EntryPage,
+    Envelope,
+    Leaderboard,
+    UserRank,
+    UsersRanks,
+    UsersRanksBody,
+)
 from edge.state import edge_state, optional_principal, require_principal
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
@@ -86,8 +95,52 @@ async def user_rank(request: Request) -> Response:
             "inTop10": reply.in_top10,
             "distanceFromTop10": reply.distance_from_top10,
             "totalUsers": reply.total_users,
+            "percentile": reply.percentile if reply.HasField("percentile") else None,
         }
     )
+
+
+def _listed(e: leaderboard_pb2.UserListEntry) -> dict[str, object]:
+    if not e.ranked:
+        return {
+            "userId": e.user_id,
+            "ranked": False,
+            "rank": None,
+            "listRank": None,
+            "username": None,
+            "score": None,
+        }
+    return {
+        "userId": e.user_id,
+        "ranked": True,
+        "rank": e.rank,
+        "listRank": e.list_rank,
+        "username": e.username,
+        "score": e.score,
+    }
+
+
+def _user_ids(values: list[str]) -> list[str]:
+    ids: list[str] = []
+    for index, value in enumerate(values):
+        try:
+            ids.append(str(uuid.UUID(value)))
+        except ValueError:
+            raise invalid(f"userIds[{index}] must be a user id (UUID)") from None
+    return ids
+
+
+async def users_ranks(request: Request) -> Response:
+    principal = await require_principal(request)
+    state = edge_state(request)
+    body = await read_json(request, UsersRanksBody)
+    # LeaderboardService adds the caller to the list.
+    reply = await state.upstream.call(
+        state.upstream.leaderboard.ListEntriesForUsers,
+        pb.ListEntriesForUsersRequest(board_id=body.board or "", user_ids=_user_ids(body.userIds)),
+        token=principal.token,
+    )
+    return ok({"entries": [_listed(e) for e in reply.entries], "totalUsers": reply.total_users})
 
 
 def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -185,6 +238,19 @@ ROUTES = [
         response=Envelope[UserRank],
         errors=(400, 401, 404),
         params=(_USER,),
+    ),
+    ApiRoute(
+        "POST",
+        "/api/leaderboard/users",
+        users_ranks,
+        "Chosen users' ranks (friends, a group)",
+        "leaderboard",
+        auth="required",
+        body=UsersRanksBody,
+        response=Envelope[UsersRanks],
+        errors=(400, 401, 404),
+        description="Each user with its rank on the board and within the list; the caller is "
+        "added, users without a score are listed unranked.",
     ),
     ApiRoute(
         "GET",

@@ -76,6 +76,7 @@ async def test_register_login_complete_and_watch(shared_stack: Stack, api: Api) 
         "inTop10",
         "distanceFromTop10",
         "totalUsers",
+        "percentile",
     }
 
 

@@ -5,10 +5,12 @@ PostgreSQL fallback answering exactly like Redis."""
 from __future__ import annotations
 
 import base64
+import math
 import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import grpc
@@ -227,6 +229,8 @@ async def test_the_edge_serves_the_same_answers(data: Dataset) -> None:
             "inTop10": expected["in_top10"],
             "distanceFromTop10": expected["distance"],
             "totalUsers": expected["total"],
+            # Above the default minimum population (100 ranked users): rank / total, rounded up.
+            "percentile": math.ceil(Fraction(1000 * expected["rank"], expected["total"])) / 10,
         }
         missing = await api.http.get(f"/api/leaderboard/user/{uuid.uuid4()}", headers=auth)
         assert missing.status_code == 404
