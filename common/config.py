@@ -109,6 +109,12 @@ class RedisSettings:
     # Refuse to start (auth_service) when Redis's maxmemory-policy could evict keys (so
     # revocations could be lost); off: only warn. For production.
     require_noeviction: bool = False
+    # The time budget of one Redis reply (a blocking read gets its block time on top), of
+    # opening a connection, and of waiting for a free pooled connection: a paused or
+    # unreachable Redis fails a call within it instead of hanging it.
+    timeout_seconds: float = 1.0
+    connect_timeout_seconds: float = 1.0
+    pool_timeout_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: Env) -> RedisSettings:
@@ -116,6 +122,9 @@ class RedisSettings:
             url=env.required("REDIS_URL"),
             key_prefix=env.text("KEY_PREFIX", "sb:"),
             require_noeviction=env.flag("REQUIRE_NOEVICTION", False),
+            timeout_seconds=env.number("REDIS_TIMEOUT_SECONDS", 1.0, minimum=0.01),
+            connect_timeout_seconds=env.number("REDIS_CONNECT_TIMEOUT_SECONDS", 1.0, minimum=0.01),
+            pool_timeout_seconds=env.number("REDIS_POOL_TIMEOUT_SECONDS", 2.0, minimum=0.0),
         )
 
 
@@ -192,6 +201,9 @@ class GrpcServerSettings:
     keepalive_seconds: float = 60.0
     keepalive_timeout_seconds: float = 20.0
     min_client_ping_seconds: float = 10.0
+    # The deadline of a call whose caller set none (not for long-lived streams such as
+    # WatchTop10): it then ends with DEADLINE_EXCEEDED instead of waiting without a limit.
+    default_deadline_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Env, *, default_port: int) -> GrpcServerSettings:
@@ -214,6 +226,7 @@ class GrpcServerSettings:
                 "GRPC_KEEPALIVE_TIMEOUT_SECONDS", 20.0, minimum=1.0
             ),
             min_client_ping_seconds=env.number("GRPC_MIN_CLIENT_PING_SECONDS", 10.0, minimum=0.1),
+            default_deadline_seconds=env.number("GRPC_DEFAULT_DEADLINE_SECONDS", 10.0, minimum=0.1),
         )
 
 
