@@ -13,6 +13,10 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 DOMAIN = "scoreboard"
+# What a refusal for a passing fault (UNAVAILABLE, DEADLINE_EXCEEDED) tells the caller to wait,
+# in seconds, as ErrorInfo metadata "retry_after" (the edge's Retry-After).
+RETRY_AFTER_SECONDS = 1
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class Reason(StrEnum):
@@ -55,6 +59,7 @@ class Reason(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     INTERNAL = "INTERNAL"
 
 
@@ -102,8 +107,23 @@ def conflict(reason: Reason, message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.ALREADY_EXISTS, reason, message)
 
 
-def unavailable(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.UNAVAILABLE, Reason.UNAVAILABLE, message)
+def unavailable(message: str, retry_after: int = RETRY_AFTER_SECONDS) -> ServiceError:
+    """A dependency (Redis, PostgreSQL, another service) cannot serve the call right now."""
+    return ServiceError(
+        grpc.StatusCode.UNAVAILABLE,
+        Reason.UNAVAILABLE,
+        message,
+        {"retry_after": str(max(1, retry_after))},
+    )
+
+
+def deadline_exceeded(message: str, retry_after: int = RETRY_AFTER_SECONDS) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        Reason.DEADLINE_EXCEEDED,
+        message,
+        {"retry_after": str(max(1, retry_after))},
+    )
 
 
 def to_status(error: ServiceError) -> grpc.Status:
@@ -118,7 +138,9 @@ def to_status(error: ServiceError) -> grpc.Status:
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> ServiceError:
-    """The ServiceError a call failed with; reason defaults to the code's name."""
+    """The ServiceError a call failed with; reason defaults to the code's name. UNAVAILABLE and
+    DEADLINE_EXCEEDED always carry a retry_after (one made by the channel itself, a refused
+    connection or the caller's own deadline, has no ErrorInfo)."""
     code = error.code()
     message = error.details() or code.name
     reason: str = code.name
@@ -131,6 +153,8 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ServiceError:
                 detail.Unpack(info)
                 reason = info.reason
                 metadata = dict(info.metadata)
+    if code in _RETRYABLE:
+        metadata.setdefault("retry_after", str(RETRY_AFTER_SECONDS))
     return ServiceError(code, reason, message, metadata)
 
 

@@ -1,8 +1,10 @@
-"""Server interceptors, one concern each, in one explicit order (see grpc_server.INTERCEPTORS):
-request id -> metrics -> errors -> auth. Each handles unary and server-streaming calls."""
+"""Server interceptors, one concern each, in one explicit order (see grpc_server.start_server):
+request id -> metrics -> errors -> deadline -> auth. Each handles unary and server-streaming
+calls."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -10,11 +12,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import grpc
+import redis.asyncio as aioredis
 from prometheus_client import Counter, Histogram
 
 from common.auth.principal import current_principal_var
 from common.auth.tokens import TokenVerifier
-from common.errors import Reason, ServiceError, to_status, unauthenticated
+from common.errors import (
+    Reason,
+    ServiceError,
+    deadline_exceeded,
+    to_status,
+    unauthenticated,
+    unavailable,
+)
 from common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 
 log = logging.getLogger("scoreboard.grpc")
@@ -155,7 +165,8 @@ def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 class ErrorInterceptor(_Wrapping):
-    """ServiceError -> status with ErrorInfo; anything unexpected -> INTERNAL, logged once."""
+    """ServiceError -> status with ErrorInfo; Redis unreachable or out of its time budget ->
+    UNAVAILABLE with a retry_after; anything unexpected -> INTERNAL, logged once."""
 
     def wrap_unary(self, method: str, behavior: Unary) -> Unary:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -163,6 +174,8 @@ class ErrorInterceptor(_Wrapping):
                 return await behavior(request, context)
             except ServiceError as error:
                 await context.abort_with_status(to_status(error))
+            except aioredis.RedisError as exc:
+                await _redis_unavailable(method, context, exc)
             except Exception as exc:
                 await _internal(method, context, exc)
 
@@ -177,10 +190,24 @@ class ErrorInterceptor(_Wrapping):
                     yield item
             except ServiceError as error:
                 await context.abort_with_status(to_status(error))
+            except aioredis.RedisError as exc:
+                await _redis_unavailable(method, context, exc)
             except Exception as exc:
                 await _internal(method, context, exc)
 
         return call
+
+
+async def _redis_unavailable(
+    method: str, context: grpc.aio.ServicerContext[Any, Any], exc: aioredis.RedisError
+) -> None:
+    """A Redis error that reached the handler's edge: timeouts and lost connections are a
+    passing fault (UNAVAILABLE, try again); any other Redis error is a bug (INTERNAL)."""
+    if not isinstance(exc, (aioredis.ConnectionError, aioredis.TimeoutError)):
+        await _internal(method, context, exc)
+        return
+    log.warning("redis unavailable in %s: %r", method, exc)
+    await context.abort_with_status(to_status(unavailable("a dependency is unavailable")))
 
 
 async def _internal(
@@ -192,6 +219,77 @@ async def _internal(
     await context.abort_with_status(
         to_status(ServiceError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "internal error"))
     )
+
+
+class DeadlineInterceptor(_Wrapping):
+    """A call whose caller set no deadline gets `default_seconds`, so no call waits without a
+    limit (DESIGN decision 13); when it passes, the call ends with DEADLINE_EXCEEDED. A caller's
+    own deadline is left to gRPC. Long-lived streams (WatchTop10) are never limited."""
+
+    def __init__(self, default_seconds: float, long_lived: frozenset[str]) -> None:
+        self._default = default_seconds
+        self._long_lived = long_lived
+
+    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
+        if _open_method(method) or method in self._long_lived:
+            return behavior
+        default = self._default
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if context.time_remaining() is not None:
+                return await behavior(request, context)
+            limit = asyncio.timeout(default)
+            try:
+                async with limit:
+                    return await behavior(request, context)
+            except TimeoutError:
+                if limit.expired():
+                    raise _default_deadline(method, default) from None
+                raise
+
+        return call
+
+    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
+        if _open_method(method) or method in self._long_lived:
+            return behavior
+        default = self._default
+
+        async def call(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            if context.time_remaining() is not None:
+                async for item in behavior(request, context):
+                    yield item
+                return
+            # The limit is on the whole stream (the time spent producing its items).
+            end = asyncio.get_running_loop().time() + default
+            items = behavior(request, context)
+            try:
+                while True:
+                    limit = asyncio.timeout_at(end)
+                    try:
+                        async with limit:
+                            item = await anext(items)
+                    except StopAsyncIteration:
+                        return
+                    except TimeoutError:
+                        if limit.expired():
+                            raise _default_deadline(method, default) from None
+                        raise
+                    yield item
+            finally:
+                await items.aclose()  # type: ignore[attr-defined]
+
+        return call
+
+
+def _default_deadline(method: str, seconds: float) -> ServiceError:
+    log.warning("call exceeded the default deadline", extra={"method": method, "s": seconds})
+    return deadline_exceeded(f"the call did not finish within {seconds:g} seconds")
+
+
+def _open_method(method: str) -> bool:
+    return method.startswith(("/grpc.health.v1.Health/", "/grpc.reflection."))
 
 
 class AuthInterceptor(_Wrapping):

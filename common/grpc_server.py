@@ -21,6 +21,7 @@ from common.auth.tokens import TokenVerifier
 from common.config import GrpcServerSettings
 from common.grpc_interceptors import (
     AuthInterceptor,
+    DeadlineInterceptor,
     ErrorInterceptor,
     MetricsInterceptor,
     RequestIdInterceptor,
@@ -28,6 +29,9 @@ from common.grpc_interceptors import (
 from common.lifecycle import cancel_and_wait, wait_for_shutdown
 
 log = logging.getLogger("scoreboard.grpc")
+
+# Streams meant to stay open for hours: never given the default deadline.
+LONG_LIVED_METHODS = frozenset({"/scoreboard.stream.v1.StreamService/WatchTop10"})
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,15 @@ async def start_server(
     verifier: TokenVerifier,
     *,
     public_methods: frozenset[str] = frozenset(),
+    long_lived_methods: frozenset[str] = LONG_LIVED_METHODS,
 ) -> RunningServer:
+    # Outermost first: the deadline sits inside the error interceptor (its DEADLINE_EXCEEDED
+    # becomes a status with ErrorInfo) and outside auth (a token check counts against it).
     interceptors: list[grpc.aio.ServerInterceptor] = [
         RequestIdInterceptor(),
         MetricsInterceptor(),
         ErrorInterceptor(),
+        DeadlineInterceptor(settings.default_deadline_seconds, long_lived_methods),
         AuthInterceptor(verifier, public_methods),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
