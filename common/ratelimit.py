@@ -3,11 +3,13 @@ replica (the window is the log of the requests counted in the last window, timed
 server's clock). A counted request can be taken back (a login that succeeded is no failure).
 
 LocalWindowLimiter is the same window in this process's memory: the fallback of a route whose
-policy, when Redis is unreachable, is to keep limiting each replica on its own.
+policy, when Redis is unreachable (or out of its time budget), is to keep limiting each replica
+on its own (stand_in: counted in scoreboard_rate_limit_fallbacks_total, and logged).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -15,8 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 
 from common.redis_keys import Keys
+
+log = logging.getLogger("scoreboard.ratelimit")
+
+FALLBACKS = Counter(
+    "scoreboard_rate_limit_fallbacks_total",
+    "Requests limited in this process alone because the shared limiter (Redis) could not "
+    "answer, by limit.",
+    ["limit"],
+)
 
 _SCRIPT = """
 local key = KEYS[1]
@@ -101,11 +113,34 @@ class LocalWindowLimiter:
     subjects (least recently used ones are forgotten)."""
 
     def __init__(
-        self, *, max_subjects: int = 100_000, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        max_subjects: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        warn_seconds: float = 30.0,
     ) -> None:
         self._max_subjects = max_subjects
         self._clock = clock
         self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+        # A fallback is logged at most once per warn_seconds (an outage is one line, not one
+        # per request); the metric counts every one.
+        self._warn_seconds = warn_seconds
+        self._warned_at: float | None = None
+
+    def stand_in(
+        self, name: str, subject: str, *, limit: int, window_seconds: float, error: BaseException
+    ) -> Decision:
+        """hit() for the shared limit `name` whose Redis call failed with `error`."""
+        FALLBACKS.labels(name).inc()
+        now = self._clock()
+        if self._warned_at is None or now - self._warned_at >= self._warn_seconds:
+            self._warned_at = now
+            log.warning(
+                "shared rate limiter unreachable; limiting in this process only: %r",
+                error,
+                extra={"limit": name},
+            )
+        return self.hit(f"{name}\0{subject}", limit=limit, window_seconds=window_seconds)
 
     def hit(self, subject: str, *, limit: int, window_seconds: float) -> Decision:
         now = self._clock()

@@ -28,7 +28,7 @@ from edge.bodies import HttpError
 from edge.config import Settings
 from edge.fanout import FanOut
 from edge.live import LiveBoard
-from edge.middleware import BodyLimit, Cors, RequestContext
+from edge.middleware import BodyLimit, Cors, RedisUnavailable, RequestContext
 from edge.openapi import build_openapi
 from edge.responses import error, from_service_error
 from edge.routes import actions, auth, leaderboard, meta
@@ -84,7 +84,9 @@ def create_app(settings: Settings) -> Starlette:
         keys = Keys(settings.redis.key_prefix)
         redis = open_redis(settings.redis, name="edge", max_connections=256)
         verifier = await open_verifier(settings.verifier, redis, keys)
-        upstream = Upstream.connect(settings.endpoints, settings.credentials)
+        upstream = Upstream.connect(
+            settings.endpoints, settings.credentials, timeout=settings.upstream_timeout_seconds
+        )
         fanout = FanOut(settings.websocket)
         live = LiveBoard(upstream, lambda board: fanout.publish(board.frame))
         state = EdgeState(
@@ -143,6 +145,7 @@ def create_app(settings: Settings) -> Starlette:
             )
         )
     middleware.append(Middleware(BodyLimit, max_bytes=settings.max_body_bytes))
+    middleware.append(Middleware(RedisUnavailable))
     app = Starlette(
         routes=routes,
         middleware=middleware,

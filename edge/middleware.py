@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware: request id and access log, body size limit, security headers, CORS."""
+"""Pure-ASGI middleware: request id and access log, body size limit, security headers, CORS,
+and 503 + Retry-After for a Redis out of its time budget."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import time
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 from prometheus_client import Histogram
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.errors import RETRY_AFTER_SECONDS
 from common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 
 log = logging.getLogger("scoreboard.edge.http")
@@ -169,6 +172,58 @@ async def _too_large(send: Send, limit: int) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RedisUnavailable:
+    """A Redis call of the edge's own (a route that has no policy of its own for it) that failed
+    or ran out of its time budget answers 503 SERVICE_UNAVAILABLE with Retry-After, in the
+    error envelope, instead of a 500. Routes with a policy (the completion limit falls back per
+    replica; tickets) handle it first."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+            if started:
+                raise
+            log.warning("redis unavailable: %r", exc, extra={"path": scope["path"]})
+            await _unavailable(send)
+
+
+async def _unavailable(send: Send) -> None:
+    body: Any = orjson.dumps(
+        {
+            "success": False,
+            "error": "A service is temporarily unavailable. Try again shortly.",
+            "code": "UNAVAILABLE",
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
             ],
         }
     )

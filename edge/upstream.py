@@ -1,5 +1,6 @@
 """The edge's gRPC clients: one channel per service, typed stubs, the edge's own service token,
-and one way to call that maps failures to the error contract."""
+and one way to call that maps failures to the error contract and gives every call a deadline
+(Settings.upstream_timeout_seconds; only the live WatchTop10 stream, in edge.live, has none)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,17 @@ class Upstream:
     leaderboard: LeaderboardServiceAsyncStub
     stream: StreamServiceAsyncStub
     service_token: ServiceTokenSource
+    # The deadline of every call that names none, in seconds.
+    timeout: float = DEFAULT_TIMEOUT
 
     @classmethod
-    def connect(cls, endpoints: Endpoints, credentials: ClientCredentials) -> Upstream:
+    def connect(
+        cls,
+        endpoints: Endpoints,
+        credentials: ClientCredentials,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Upstream:
         auth_ch = open_channel(endpoints.auth)
         score_ch = open_channel(endpoints.score)
         board_ch = open_channel(endpoints.leaderboard)
@@ -54,6 +63,7 @@ class Upstream:
             service_token=ServiceTokenSource(
                 auth, credentials, scopes=(SCOPE_LEADERBOARD_READ, SCOPE_STREAM_WATCH)
             ),
+            timeout=timeout,
         )
 
     async def close(self) -> None:
@@ -67,11 +77,13 @@ class Upstream:
         *,
         token: str | None,
         extra: tuple[tuple[str, str], ...] = (),
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
     ) -> Resp:
-        """Call with the caller's token (or none); errors become ServiceError."""
+        """Call with the caller's token (or none) and a deadline; errors become ServiceError
+        (a passed deadline: DEADLINE_EXCEEDED, with a retry_after)."""
+        budget = self.timeout if timeout is None else timeout
         try:
-            return await method(request, metadata=call_metadata(token) + extra, timeout=timeout)
+            return await method(request, metadata=call_metadata(token) + extra, timeout=budget)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -80,7 +92,7 @@ class Upstream:
         method: Callable[..., Awaitable[Resp]],
         request: Any,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
     ) -> Resp:
         """Call with the edge's own service identity (for anonymous visitors)."""
         return await self.call(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 
 import redis.asyncio as aioredis
@@ -27,7 +26,6 @@ from edge.schemas import (
 from edge.state import EdgeState, edge_state, optional_principal, require_principal
 from scoreboard.score.v1 import score_service_pb2 as pb
 
-log = logging.getLogger("scoreboard.edge.actions")
 _KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 RATE_LIMIT_NAME = "actions"
 WINDOW_SECONDS = 60
@@ -79,17 +77,18 @@ def _rate_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, str]:
 
 async def _rate_limit(state: EdgeState, subject: str) -> Decision:
     """The per-user limit, shared by every edge replica through Redis. Policy when Redis is
-    unreachable: keep limiting, per replica, in memory (each replica then allows up to the
-    limit; scoring stays protected by the daily limits, cooldowns and tickets enforced in
-    PostgreSQL), rather than refusing every player while Redis restarts."""
+    unreachable or out of its time budget: keep limiting, per replica, in memory (each replica
+    then allows up to the limit; scoring stays protected by the daily limits, cooldowns and
+    tickets enforced in PostgreSQL), rather than refusing every player while Redis restarts."""
     limit = state.settings.actions_per_minute
     try:
         return await state.limiter.hit(
             RATE_LIMIT_NAME, subject, limit=limit, window_seconds=WINDOW_SECONDS
         )
-    except (OSError, aioredis.RedisError):
-        log.warning("rate limiter unreachable; limiting in this process only")
-        return state.local_limiter.hit(subject, limit=limit, window_seconds=WINDOW_SECONDS)
+    except (OSError, aioredis.RedisError) as exc:
+        return state.local_limiter.stand_in(
+            RATE_LIMIT_NAME, subject, limit=limit, window_seconds=WINDOW_SECONDS, error=exc
+        )
 
 
 async def complete_action(request: Request) -> Response:
