@@ -76,6 +76,14 @@ class BoardKeys:
         """Pub/sub channel of top-10 snapshots: JSON {"seq", "ts", "entries"}."""
         return f"{self.prefix}lb:{self.board}:top10"
 
+    @property
+    def rank_channel(self) -> str:
+        """Pub/sub channel of rank moves (JSON, see redis_values.decode_moves): what each
+        applied batch changed for the users it moved, and the few users each one passed. Inside
+        the board's hash tag: the apply script declares it as a key so it may PUBLISH on it on
+        Redis Cluster too."""
+        return self._key("ranks")
+
 
 @dataclass(frozen=True)
 class Keys:

@@ -13,6 +13,9 @@ scripts and decodes what they wrote with these functions.
   cjson keeps every digit; the meta HASH holds its `seq` and `ts` (commit µs of the newest change).
 - Pub/sub message: `{"seq": N, "ts": N, "entries": <the same entries JSON>}`.
 - Pages and nearby entries of the query scripts: rows with a fifth item, the reached time.
+- Rank moves (the board's rank channel, published by apply.lua for each applied batch):
+  `{"n": ranked users, "moves": [[user, name, old rank, new rank, score, nearest better score
+  or "", commit µs, [passed user ids]], ...]}`; a rank of 0 means not ranked.
 Lua's cjson writes an empty array as `{}`; the decoders read it as no entries.
 """
 
@@ -200,3 +203,87 @@ def stored_top10(
         return Top10(int(seq), int(ts or 0), entries)
     except ValueError as exc:
         raise MalformedValue(f"stored snapshot meta: {exc}") from exc
+
+
+# Rank moves (the board's rank channel)
+
+
+@dataclass(frozen=True)
+class Move:
+    """What one applied event did to its user's rank. Ranks are competition ranks, 0 when not
+    ranked (before: a new or excluded user; after: excluded)."""
+
+    user_id: str
+    name: str
+    old_rank: int
+    new_rank: int
+    score: int
+    # The nearest better total than the user's (None at rank 1 or when not ranked).
+    next_score: int | None
+    commit_us: int
+    # Users it passed, right below its new position, nearest first (at most the apply
+    # script's MAX_PASSED).
+    passed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Moves:
+    ranked: int
+    moves: list[Move]
+
+
+def _move(row: Any) -> Move:
+    if not isinstance(row, list) or len(row) != 8:
+        raise MalformedValue(f"not a rank move: {row!r}")
+    user, name, old, new, score, nxt, commit, passed = row
+    if passed == {}:
+        passed = []
+    if not isinstance(passed, list):
+        raise MalformedValue(f"not a list of users: {passed!r}")
+    return Move(
+        str(user),
+        str(name),
+        int(old),
+        int(new),
+        int(score),
+        int(nxt) if nxt not in ("", None) else None,
+        int(commit),
+        tuple(str(p) for p in passed),
+    )
+
+
+def decode_moves(payload: bytes | str) -> Moves:
+    data = _json(payload)
+    if not isinstance(data, dict):
+        raise MalformedValue(f"not rank moves: {data!r}")
+    rows = data.get("moves")
+    if rows == {}:
+        rows = []
+    if not isinstance(rows, list):
+        raise MalformedValue(f"not rank moves: {data!r}")
+    try:
+        return Moves(int(data["n"]), [_move(row) for row in rows])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedValue(f"rank moves: {exc}") from exc
+
+
+def encode_moves(moves: Moves) -> bytes:
+    """The JSON apply.lua publishes (for test publishers)."""
+    return orjson.dumps(
+        {
+            "n": moves.ranked,
+            "moves": [
+                [
+                    m.user_id,
+                    m.name,
+                    m.old_rank,
+                    m.new_rank,
+                    str(m.score),
+                    "" if m.next_score is None else str(m.next_score),
+                    str(m.commit_us),
+                    list(m.passed),
+                ]
+                for m in moves.moves
+            ],
+        }
+    )

@@ -60,6 +60,8 @@ class Settings:
     # A user's percentile ("top x %") is given only on boards with at least this many ranked
     # users (0: always).
     percentile_min_players: int = 100
+    # How many of the users a mover passed its rank move names (they get "overtaken").
+    rank_max_passed: int = 5
     # Test hook, never read from the environment.
     before_apply: ApplyHook | None = field(default=None, repr=False, compare=False)
 
@@ -94,4 +96,5 @@ class Settings:
             boards=tuple(dict.fromkeys(boards)),
             log_level=env.text("LOG_LEVEL", "INFO"),
             percentile_min_players=env.integer("PERCENTILE_MIN_PLAYERS", 100, minimum=0),
+            rank_max_passed=env.integer("RANK_MAX_PASSED", 5, minimum=0),
         )

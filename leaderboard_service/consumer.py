@@ -383,6 +383,8 @@ class EventConsumer:
                 keys.rebuild_lock,
                 keys.touched,
                 keys.events,
+                # Rank moves are published on it (DESIGN decision 12).
+                keys.rank_channel,
             ],
             args=args,
         )

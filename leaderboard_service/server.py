@@ -23,7 +23,7 @@ SERVICE_NAME = leaderboard_service_pb2.DESCRIPTOR.services_by_name["LeaderboardS
 
 async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
-    scripts = Scripts(deps.redis)
+    scripts = Scripts(deps.redis, max_passed=settings.rank_max_passed)
     servicer = LeaderboardServicer(
         deps.db,
         deps.redis,

@@ -99,3 +99,17 @@ local function publish_if_changed(ranking, users, top, meta, channel, now_us, ts
     '{"seq":' .. seq .. ',"ts":' .. ts .. ',"entries":' .. body .. '}')
   return seq
 end
+
+-- Standard competition rank of a ZSET score (ties share a rank): what GetUserRank reports.
+local function competition_rank(ranking, neg)
+  return redis.call('ZCOUNT', ranking, '-inf', '(' .. neg) + 1
+end
+
+-- The total of the nearest better score than a user of competition rank `rank` holds: the
+-- member at position rank - 2 is the last of those ranked above. '' at rank 1.
+local function next_better_score(ranking, rank)
+  if rank <= 1 then return '' end
+  local row = redis.call('ZRANGE', ranking, rank - 2, rank - 2, 'WITHSCORES')
+  if row[2] then return score_of(row[2]) end
+  return ''
+end
