@@ -59,6 +59,10 @@ class Settings:
     signing_key_file: Path
     access_token_seconds: int = 900
     refresh_token_seconds: int = 30 * 86400
+    # A refresh token presented again this soon after its rotation, while its successor is
+    # unused, is a client retrying a lost response: it gets a new pair instead of ending the
+    # session (0: every reuse ends it). See AuthStore._retry_within_grace.
+    refresh_reuse_grace_seconds: float = 10.0
     service_token_seconds: int = 3600
     # A rotated signing key signs only after it was published this long: at least the
     # verifiers' JWKS refresh interval (SCOREBOARD_JWKS_REFRESH_SECONDS, 60 s by default).
@@ -85,6 +89,9 @@ class Settings:
             signing_key_file=key_file,
             access_token_seconds=env.integer("ACCESS_TOKEN_SECONDS", 900, minimum=30),
             refresh_token_seconds=env.integer("REFRESH_TOKEN_SECONDS", 30 * 86400, minimum=60),
+            refresh_reuse_grace_seconds=env.number(
+                "REFRESH_REUSE_GRACE_SECONDS", 10.0, minimum=0.0
+            ),
             service_token_seconds=env.integer("SERVICE_TOKEN_SECONDS", 3600, minimum=60),
             key_activation_seconds=env.number("KEY_ACTIVATION_SECONDS", 90.0, minimum=0.0),
             passwords=PasswordSettings.from_env(env),

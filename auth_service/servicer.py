@@ -173,6 +173,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             new_hash,
             self._refresh_expiry(),
             session_expires,
+            reuse_grace_seconds=self._settings.refresh_reuse_grace_seconds,
         )
         if outcome.reused:
             assert outcome.family_id is not None
@@ -188,6 +189,11 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             )
         if outcome.user is None or outcome.family_id is None or outcome.user.banned:
             raise unauthenticated(Reason.REFRESH_TOKEN_INVALID, "the refresh token is invalid")
+        if outcome.retried:
+            log.info(
+                "refresh retried within the reuse grace; the unreceived successor is retired",
+                extra={"family": outcome.family_id},
+            )
         return pb.RefreshTokenResponse(
             tokens=self._token_pair(outcome.user, outcome.family_id, token)
         )

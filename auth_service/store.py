@@ -34,11 +34,13 @@ class ServiceAccountRow:
 @dataclass(frozen=True)
 class RefreshOutcome:
     """Result of presenting a refresh token: the user and family when it was valid; reused=True
-    when it had been used before (the family is then revoked)."""
+    when it had been used before (the family is then revoked); retried=True when it had, within
+    the reuse grace, and its lost successor was replaced instead."""
 
     user: UserRow | None
     family_id: str | None
     reused: bool = False
+    retried: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,14 +117,23 @@ class AuthStore:
             )
 
     async def use_refresh_token(
-        self, token_hash: bytes, new_hash: bytes, expires_at: datetime, session_expires: datetime
+        self,
+        token_hash: bytes,
+        new_hash: bytes,
+        expires_at: datetime,
+        session_expires: datetime,
+        *,
+        reuse_grace_seconds: float = 0.0,
     ) -> RefreshOutcome:
         """Rotate: mark the presented token used and store its successor, atomically. A token
         used before revokes its whole family and the session's access tokens (RFC 9700 reuse
-        detection); a revoked or expired one is just invalid."""
+        detection), unless it is a retry within the grace (_retry_within_grace); a revoked or
+        expired one is just invalid."""
         async with self._pool.connection() as conn, conn.transaction():
+            # clock_timestamp(), not now() (the transaction's start): the reuse grace orders a
+            # token's use and its successor's issue across concurrent transactions.
             cur = await conn.execute(
-                "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = %s"
+                "UPDATE refresh_tokens SET used_at = clock_timestamp() WHERE token_hash = %s"
                 " AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()"
                 " RETURNING family_id::text, user_id::text",
                 (token_hash,),
@@ -136,18 +147,80 @@ class AuthStore:
                 )
                 seen = await cur.fetchone()
                 if seen is not None and seen[1]:
-                    await self._revoke_family(conn, str(seen[0]), session_expires)
-                    return RefreshOutcome(None, str(seen[0]), reused=True)
+                    family_id = str(seen[0])
+                    if reuse_grace_seconds > 0:
+                        retried = await self._retry_within_grace(
+                            conn, family_id, token_hash, new_hash, expires_at, reuse_grace_seconds
+                        )
+                        if retried is not None:
+                            return retried
+                    await self._revoke_family(conn, family_id, session_expires)
+                    return RefreshOutcome(None, family_id, reused=True)
                 return RefreshOutcome(None, None)
             family_id, user_id = str(row[0]), str(row[1])
             cur = await conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (user_id,))
             user = _user(await cur.fetchone())
             await conn.execute(
-                "INSERT INTO refresh_tokens (family_id, user_id, token_hash, expires_at)"
-                " VALUES (%s, %s, %s, %s)",
+                "INSERT INTO refresh_tokens (family_id, user_id, token_hash, expires_at, issued_at)"
+                " VALUES (%s, %s, %s, %s, clock_timestamp())",
                 (family_id, user_id, new_hash, expires_at),
             )
             return RefreshOutcome(user, family_id)
+
+    @staticmethod
+    async def _retry_within_grace(
+        conn: Conn,
+        family_id: str,
+        token_hash: bytes,
+        new_hash: bytes,
+        expires_at: datetime,
+        grace_seconds: float,
+    ) -> RefreshOutcome | None:
+        """A client whose refresh response was lost presents the same token again. Within the
+        grace after its rotation, and only while nobody has used what came after it, the
+        successor it never received is retired (used and revoked, so whoever presents it later
+        revokes the session, as any reuse does) and a new successor is stored: at most one
+        refresh token of the session stays valid. A successor that was used means the response
+        did arrive: that is a reuse (None here)."""
+        # Locked: concurrent retries of one token queue here, and the statements below (each
+        # with a fresh snapshot) see what the one before them committed.
+        cur = await conn.execute(
+            "SELECT user_id::text, used_at FROM refresh_tokens WHERE token_hash = %s"
+            " AND revoked_at IS NULL AND expires_at > now()"
+            " AND used_at > now() - make_interval(secs => %s) FOR UPDATE",
+            (token_hash, grace_seconds),
+        )
+        presented = await cur.fetchone()
+        if presented is None:
+            return None
+        user_id, rotated_at = str(presented[0]), presented[1]
+        # What came after it: its successor and any that replaced it since, newest first.
+        cur = await conn.execute(
+            "SELECT id, used_at IS NULL AND revoked_at IS NULL AND expires_at > now(),"
+            " used_at IS NOT NULL AND revoked_at IS NOT NULL"
+            " FROM refresh_tokens WHERE family_id = %s AND issued_at >= %s"
+            " ORDER BY issued_at DESC",
+            (family_id, rotated_at),
+        )
+        later = await cur.fetchall()
+        if not later or not later[0][1] or not all(retired for _, _, retired in later[1:]):
+            return None
+        # Unless a refresh with it has just won the race: then the client had it, a reuse.
+        cur = await conn.execute(
+            "UPDATE refresh_tokens SET used_at = clock_timestamp(), revoked_at = clock_timestamp()"
+            " WHERE id = %s AND used_at IS NULL AND revoked_at IS NULL RETURNING id",
+            (later[0][0],),
+        )
+        if await cur.fetchone() is None:
+            return None
+        cur = await conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (user_id,))
+        user = _user(await cur.fetchone())
+        await conn.execute(
+            "INSERT INTO refresh_tokens (family_id, user_id, token_hash, expires_at, issued_at)"
+            " VALUES (%s, %s, %s, %s, clock_timestamp())",
+            (family_id, user_id, new_hash, expires_at),
+        )
+        return RefreshOutcome(user, family_id, retried=True)
 
     async def family_of(self, token_hash: bytes) -> tuple[str, str] | None:
         """The family and user of a refresh token."""
