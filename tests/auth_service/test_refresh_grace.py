@@ -46,8 +46,8 @@ async def _live_tokens(stack: Stack, family: str) -> int:
             (family,),
         )
         row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+    assert row is not None and isinstance(row[0], int)
+    return row[0]
 
 
 @pytest.fixture(scope="module")
