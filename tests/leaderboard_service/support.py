@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from common.db import Pool
 from common.errors import ServiceError, from_rpc_error
 from common.redis_keys import BoardKeys
+from common.redis_values import parse_member, total_of
 from scoreboard.events.v1 import events_pb2
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
@@ -186,8 +187,8 @@ async def redis_order(redis: aioredis.Redis, keys: BoardKeys) -> list[Row]:
     members: Any = await redis.zrange(keys.ranking, 0, -1, withscores=True)
     rows: list[Row] = []
     for member, score in members:
-        reached, user = text(member).split(":", 1)
-        rows.append((user, int(-score), int(reached)))
+        parsed = parse_member(member)
+        rows.append((parsed.user_id, total_of(score), parsed.reached_us))
     return rows
 
 

@@ -9,11 +9,17 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from common.redis_values import reached_key
+from common.redis_values import (
+    SEQ_FIELD,
+    Top10,
+    UserState,
+    decode_top10,
+    encode_entries,
+    parse_user_state,
+)
 from leaderboard_service.config import ConsumerSettings
 from tests.conftest import StackFactory
 from tests.leaderboard_service.support import (
@@ -94,23 +100,23 @@ async def test_duplicated_and_shuffled_events_give_the_in_order_ranking(
         final = {c.user_id: c for c in changes}
         users: Any = await stack.redis.hgetall(keys.users)
         assert {text(k): text(v) for k, v in users.items()} == {
-            u: f"{s.version}|{reached_key(micros(s.reached))}|{int(s.banned)}|{s.display_name}"
+            u: UserState(s.version, micros(s.reached), s.banned, s.display_name).encode()
             for u, s in final.items()
         }
 
 
 @contextlib.asynccontextmanager
-async def subscribed(redis_url: str, channel: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+async def subscribed(redis_url: str, channel: str) -> AsyncIterator[asyncio.Queue[Top10]]:
     """Every snapshot published on the channel, in order."""
     client = aioredis.Redis.from_url(redis_url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(channel)
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    queue: asyncio.Queue[Top10] = asyncio.Queue()
 
     async def listen() -> None:
         async for message in pubsub.listen():
             if message["type"] == "message":
-                queue.put_nowait(orjson.loads(message["data"]))
+                queue.put_nowait(decode_top10(message["data"]))
 
     task = asyncio.create_task(listen())
     try:
@@ -123,12 +129,12 @@ async def subscribed(redis_url: str, channel: str) -> AsyncIterator[asyncio.Queu
         await client.aclose()
 
 
-async def next_snapshot(queue: asyncio.Queue[dict[str, Any]]) -> dict[str, Any]:
+async def next_snapshot(queue: asyncio.Queue[Top10]) -> Top10:
     return await asyncio.wait_for(queue.get(), 10)
 
 
-def leaders(snapshot_: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(row[1], int(row[3])) for row in snapshot_["entries"]]
+def leaders(snapshot_: Top10) -> list[tuple[str, int]]:
+    return [(e.user_id, e.score) for e in snapshot_.entries]
 
 
 async def test_a_top10_change_publishes_exactly_once_and_others_nothing(
@@ -142,12 +148,12 @@ async def test_a_top10_change_publishes_exactly_once_and_others_nothing(
             await publish(stack.redis, keys, [event(p) for p in players])
             first = await next_snapshot(snapshots)
             assert leaders(first) == [(p.user_id, p.total) for p in players[:10]]
-            assert [row[0] for row in first["entries"]] == list(range(1, 11))
-            assert await stack.redis.get(keys.top) == orjson.dumps(first["entries"])
+            assert [e.rank for e in first.entries] == list(range(1, 11))
+            assert await stack.redis.get(keys.top) == encode_entries(first.entries)
 
             async def applied(row: Seeded) -> bool:
                 state = await stack.redis.hget(keys.users, row.user_id)
-                return state is not None and text(state).startswith(f"{row.version}|")
+                return state is not None and parse_user_state(state).version == row.version
 
             # Outside the top 10: the 14th gains points but stays 11th at best.
             outside = Seeded(905, at(100), 2, user_id=players[13].user_id)
@@ -158,7 +164,7 @@ async def test_a_top10_change_publishes_exactly_once_and_others_nothing(
             leader = Seeded(2000, at(101), 2, user_id=players[12].user_id)
             await publish(stack.redis, keys, [event(leader)])
             second = await next_snapshot(snapshots)
-            assert second["seq"] == first["seq"] + 1
+            assert second.seq == first.seq + 1
             assert leaders(second)[0] == (leader.user_id, 2000)
             assert leaders(second)[1:] == leaders(first)[:9]
 
@@ -173,7 +179,7 @@ async def test_a_top10_change_publishes_exactly_once_and_others_nothing(
             ]
             await publish(stack.redis, keys, [event(b) for b in batch])
             third = await next_snapshot(snapshots)
-            assert third["seq"] == second["seq"] + 1
+            assert third.seq == second.seq + 1
             assert leaders(third)[:3] == [
                 (players[14].user_id, 3000),
                 (players[11].user_id, 2500),
@@ -182,7 +188,7 @@ async def test_a_top10_change_publishes_exactly_once_and_others_nothing(
             assert players[0].user_id not in dict(leaders(third))
             await wait_drained(stack.redis, keys)
             assert snapshots.empty()
-            assert await stack.redis.hget(keys.meta, "seq") == str(third["seq"]).encode()
+            assert await stack.redis.hget(keys.meta, SEQ_FIELD) == str(third.seq).encode()
 
 
 @pytest.mark.parametrize("batch_size", [1, 500])
@@ -201,9 +207,9 @@ async def test_ties_share_a_rank_and_the_earlier_achiever_comes_first(
         async with subscribed(redis_url, keys.channel) as snapshots:
             await publish(stack.redis, keys, [event(r) for r in (late, early, top, last)])
             latest = await next_snapshot(snapshots)
-            while len(latest["entries"]) < 4:
+            while len(latest.entries) < 4:
                 latest = await next_snapshot(snapshots)
-        assert [(row[0], row[1], int(row[3])) for row in latest["entries"]] == [
+        assert [(e.rank, e.user_id, e.score) for e in latest.entries] == [
             (1, top.user_id, 70),
             (2, early.user_id, 50),
             (2, late.user_id, 50),

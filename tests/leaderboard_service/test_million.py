@@ -11,10 +11,11 @@ import grpc
 import pytest
 
 from bench.seeding import BoardSpec, seed_postgres
+from common.redis_values import parse_member, total_of
 from leaderboard_service.config import ConsumerSettings
 from leaderboard_service.servicer import encode_page_token
 from tests.conftest import StackFactory
-from tests.leaderboard_service.support import Board, competition_ranks, refused, text
+from tests.leaderboard_service.support import Board, competition_ranks, refused
 from tests.support.redis_process import redis_process
 
 USERS = 1_000_000
@@ -42,10 +43,10 @@ async def test_rank_queries_at_a_million_users(stack_factory: StackFactory) -> N
                 members: Any = await stack.redis.zrange(
                     keys.ranking, start, start + 99_999, withscores=True
                 )
-                assert [
-                    (text(m).split(":", 1)[1], int(-s), int(text(m).split(":", 1)[0]))
-                    for m, s in members
-                ] == [(u, t, r) for _, u, t, r in expected[start : start + 100_000]]
+                decoded = [(parse_member(m), total_of(s)) for m, s in members]
+                assert [(m.user_id, t, m.reached_us) for m, t in decoded] == [
+                    (u, t, r) for _, u, t, r in expected[start : start + 100_000]
+                ]
 
             # Memory per user (sorted set plus user states), from Redis itself.
             per_user = 0

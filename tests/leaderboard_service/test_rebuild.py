@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 
+from common.redis_values import SEQ_FIELD
 from leaderboard_service.config import ConsumerSettings
 from leaderboard_service.rebuild import rebuild
 from leaderboard_service.reconcile import compare
@@ -134,18 +135,18 @@ async def test_the_sequence_keeps_growing_across_a_wipe(stack_factory: StackFact
                 for user in users:
                     await game.complete(user)
                 await wait_settled(stack)
-                before = int(await stack.redis.hget(keys.meta, "seq") or 0)
+                before = int(await stack.redis.hget(keys.meta, SEQ_FIELD) or 0)
                 top_before = await stack.redis.get(keys.top)
                 await viewer.wait(lambda m: _update_with(m, before))
 
                 await stack.redis.flushall()
                 await wait_settled(stack)
-                after_wipe = int(await stack.redis.hget(keys.meta, "seq") or 0)
+                after_wipe = int(await stack.redis.hget(keys.meta, SEQ_FIELD) or 0)
                 assert after_wipe > before
                 assert await stack.redis.get(keys.top) == top_before
                 await game.complete(users[2])
                 await wait_settled(stack)
-                latest = int(await stack.redis.hget(keys.meta, "seq") or 0)
+                latest = int(await stack.redis.hget(keys.meta, SEQ_FIELD) or 0)
                 assert latest == after_wipe + 1
                 await viewer.wait(lambda m: _update_with(m, latest))
             sequences = [u["sequence"] for u in viewer.updates()]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from common.redis_values import reached_key
+from common.redis_values import UserState, ranking_member
 from leaderboard_service.config import ConsumerSettings
 from leaderboard_service.keeper import count_drift
 from tests.conftest import StackFactory
@@ -59,12 +59,12 @@ async def make_drift(stack: Stack, rows: list[Seeded]) -> int:
     keys = stack.keys.board("default")
 
     def member(row: Seeded) -> str:
-        return f"{reached_key(micros(row.reached))}:{row.user_id}"
+        return ranking_member(row.user_id, micros(row.reached))
 
     await stack.redis.zrem(keys.ranking, member(rows[0]))  # a user missing from the ranking
     await stack.redis.zincrby(keys.ranking, -5, member(rows[1]))  # a wrong total
-    await stack.redis.zadd(keys.ranking, {f"{reached_key(1)}:not-a-user": -1})  # an extra
-    state = f"9|{reached_key(micros(rows[2].reached))}|0|{rows[2].display_name}"
+    await stack.redis.zadd(keys.ranking, {ranking_member("not-a-user", 1): -1})  # an extra
+    state = UserState(9, micros(rows[2].reached), False, rows[2].display_name).encode()
     await stack.redis.hset(keys.users, rows[2].user_id, state)  # a version PostgreSQL never had
     await stack.redis.hdel(keys.users, rows[3].user_id)  # a state lost
     return 5
@@ -149,12 +149,12 @@ async def test_the_periodic_check_finds_and_repairs_drift(stack_factory: StackFa
         assert metric("scoreboard_ranking_drift_repairs_total", board="default") > repairs
 
         # A member PostgreSQL does not have.
-        await stack.redis.zadd(keys.ranking, {f"{reached_key(1)}:intruder": -1000})
+        await stack.redis.zadd(keys.ranking, {ranking_member("intruder", 1): -1000})
         await wait_for(exact, timeout=30)
 
         # A top user's total changed by hand at the same version.
         top = max(rows, key=lambda r: (r.total, -micros(r.reached)))
-        member = f"{reached_key(micros(top.reached))}:{top.user_id}"
+        member = ranking_member(top.user_id, micros(top.reached))
         await stack.redis.zincrby(keys.ranking, -3, member)
         await wait_for(exact, timeout=30)
         assert metric("scoreboard_ranking_drift_users", board="default") == 0

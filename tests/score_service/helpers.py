@@ -16,6 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 from common.db import Pool
 from common.errors import ServiceError, from_rpc_error
 from common.redis_keys import Keys
+from common.redis_values import parse_user_state
 from scoreboard.events.v1 import events_pb2
 from scoreboard.score.v1 import score_service_pb2 as pb
 from scoreboard.score.v1 import score_service_pb2_grpc
@@ -267,7 +268,7 @@ async def assert_stream_covers_ledger(pool: Pool, events: list[events_pb2.ScoreU
 async def ranking_versions(redis: aioredis.Redis, keys: Keys) -> dict[str, int]:
     """user id -> the version the Redis ranking has applied."""
     raw = cast("dict[bytes, bytes]", await redis.hgetall(keys.board("default").users))
-    return {k.decode(): int(v.decode().split("|", 1)[0]) for k, v in raw.items()}
+    return {k.decode(): parse_user_state(v).version for k, v in raw.items()}
 
 
 async def database_versions(pool: Pool) -> dict[str, int]:

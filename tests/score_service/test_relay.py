@@ -13,6 +13,7 @@ from typing import Any
 
 from common.config import DatabaseSettings, VerifierSettings
 from common.db import Pool, open_pool
+from common.redis_values import SEQ_FIELD
 from score_service.config import RelaySettings
 from score_service.relay import FaultHook, OutboxRelay
 from tests.conftest import StackFactory
@@ -83,6 +84,18 @@ async def commit_completions(stack: Stack, users: int, per_user: int) -> None:
                 await game.complete(action.action_id, user_id=user)
 
 
+@asynccontextmanager
+async def _running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
+    """The relay's loop in a task, cancelled on the way out."""
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def kill_relay_at(stack: Stack, stage: str) -> None:
     """Run one relay pass that dies at `stage` with its rows claimed."""
     reached = asyncio.Event()
@@ -145,7 +158,7 @@ async def test_relay_killed_between_publish_and_delete_duplicates_harmlessly(
         assert len(await stream_events(stack.redis, stack.keys)) == 6
         await wait_for(lambda: consumer_idle(stack), timeout=BOUND)
         meta = stack.keys.board("default").meta
-        sequence = await stack.redis.hget(meta, "seq")
+        sequence = await stack.redis.hget(meta, SEQ_FIELD)
         totals = await stack.redis.zrange(
             stack.keys.board("default").ranking, 0, -1, withscores=True
         )
@@ -161,7 +174,7 @@ async def test_relay_killed_between_publish_and_delete_duplicates_harmlessly(
         await wait_for(lambda: consumer_idle(stack), timeout=BOUND)
         # Applied again, the duplicates changed nothing: same ranking, no new top-10 message.
         await wait_ranking_caught_up(stack)
-        assert await stack.redis.hget(meta, "seq") == sequence
+        assert await stack.redis.hget(meta, SEQ_FIELD) == sequence
         ranking = stack.keys.board("default").ranking
         assert await stack.redis.zrange(ranking, 0, -1, withscores=True) == totals
         assert await outbox_count(stack.pool) == 0
@@ -237,15 +250,10 @@ async def test_without_notifications_the_sweep_delivers(stack_factory: StackFact
     """A relay that cannot LISTEN (every notification lost) still moves everything."""
     async with stack_factory(score=NO_RELAY) as stack, relay_pool(stack, "relay-deaf") as pool:
         relay = new_relay(stack, pool, listen=False, sweep_seconds=0.3)
-        task = asyncio.create_task(relay.run())
-        try:
+        async with _running(relay):
             await commit_completions(stack, users=2, per_user=3)
             await wait_for(lambda: _outbox_empty(stack), timeout=BOUND)
             assert not relay.listening.is_set()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await assert_stream_covers_ledger(stack.pool, await stream_events(stack.redis, stack.keys))
 
 
@@ -257,18 +265,13 @@ async def test_a_lost_notification_only_delays(stack_factory: StackFactory) -> N
             cur = await conn.execute("DELETE FROM outbox RETURNING board_id, payload")
             [(board, payload)] = await cur.fetchall()
         relay = new_relay(stack, pool, sweep_seconds=0.3)
-        task = asyncio.create_task(relay.run())
-        try:
+        async with _running(relay):
             await asyncio.wait_for(relay.listening.wait(), BOUND)
             async with stack.pool.connection() as conn:
                 await conn.execute(
                     "INSERT INTO outbox (board_id, payload) VALUES (%s, %s)", (board, payload)
                 )
             await wait_for(lambda: _outbox_empty(stack), timeout=BOUND)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await assert_stream_covers_ledger(stack.pool, await stream_events(stack.redis, stack.keys))
 
 
@@ -276,15 +279,10 @@ async def test_notifications_wake_the_relay(stack_factory: StackFactory) -> None
     """With an hour between sweeps, only NOTIFY can deliver within the test."""
     async with stack_factory(score=NO_RELAY) as stack, relay_pool(stack, "relay-n") as pool:
         relay = new_relay(stack, pool, sweep_seconds=3600)
-        task = asyncio.create_task(relay.run())
-        try:
+        async with _running(relay):
             await asyncio.wait_for(relay.listening.wait(), BOUND)
             await commit_completions(stack, users=2, per_user=2)
             await wait_for(lambda: _outbox_empty(stack), timeout=BOUND)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await assert_stream_covers_ledger(stack.pool, await stream_events(stack.redis, stack.keys))
 
 

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from common.errors import Reason, ServiceError
+from common.redis_values import parse_member, total_of
 from scoreboard.score.v1 import score_service_pb2 as pb
 from tests.conftest import StackFactory
 from tests.score_service.helpers import (
@@ -46,7 +47,7 @@ async def _ranking_totals(stack: Stack) -> dict[str, int]:
         "list[tuple[bytes, float]]",
         await stack.redis.zrange(stack.keys.board("default").ranking, 0, -1, withscores=True),
     )
-    return {member.decode().split(":", 1)[1]: int(-score) for member, score in raw}
+    return {parse_member(member).user_id: total_of(score) for member, score in raw}
 
 
 async def _database_totals(stack: Stack) -> dict[str, int]:

@@ -4,15 +4,16 @@ path (stream_service's WatchTop10 and the edge's /ws) that drive the snapshots t
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
 
-import orjson
 import redis.asyncio as aioredis
 
+from common.redis_values import SEQ_FIELD, Entry, encode_entries
 from tests.support.servers import wait_for
 from tests.support.stack import Stack
 
-# What leaderboard_service's Lua does when the top 10 changed: next sequence, store, publish.
+# What leaderboard_service's Lua does when the top 10 changed: next sequence, store, publish
+# (the formats are common/redis_values.py's).
 _PUBLISH = """
 local seq
 if redis.call('HEXISTS', KEYS[2], 'seq') == 1 then
@@ -31,16 +32,16 @@ return seq
 """
 
 
-def entries(*scores: int, name_size: int = 8) -> list[list[Any]]:
+def entries(*scores: int, name_size: int = 8) -> list[Entry]:
     """A top 10 of made-up users with these scores (descending order is the caller's)."""
     return [
-        [rank, f"00000000-0000-4000-8000-{rank:012d}", f"p{rank}".ljust(name_size, "x"), score]
+        Entry(rank, f"00000000-0000-4000-8000-{rank:012d}", f"p{rank}".ljust(name_size, "x"), score)
         for rank, score in enumerate(scores, start=1)
     ]
 
 
 async def publish(
-    redis: aioredis.Redis, stack: Stack, rows: list[list[Any]], *, announce: bool = True
+    redis: aioredis.Redis, stack: Stack, rows: Sequence[Entry], *, announce: bool = True
 ) -> int:
     """Store and publish a top 10 exactly as leaderboard_service does (a wiped counter restarts
     at the current time in µs); returns its sequence. announce=False stores it without the PUBLISH,
@@ -51,7 +52,7 @@ async def publish(
         2,
         board.top,
         board.meta,
-        orjson.dumps(rows),
+        encode_entries(rows),
         str(int(time.time() * 1_000_000)),
         board.channel,
         "1" if announce else "0",
@@ -66,7 +67,7 @@ async def settled(stack: Stack) -> None:
 
     async def ready() -> bool:
         return bool(await stack.redis.exists(board.ready)) and bool(
-            await stack.redis.hexists(board.meta, "seq")
+            await stack.redis.hexists(board.meta, SEQ_FIELD)
         )
 
     await wait_for(ready, timeout=30)

@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 import grpc
-import orjson
 
 from common.config import GrpcServerSettings
+from common.redis_values import SEQ_FIELD, decode_top10
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 from tests.conftest import StackFactory
 from tests.edge.ws.raw_socket import RawSocket, close_code
@@ -75,7 +75,7 @@ async def _edge_has(stack: Stack, sequence: int) -> None:
 
 
 async def _stored_sequence(stack: Stack) -> int:
-    seq = await stack.redis.hget(stack.keys.board("default").meta, "seq")
+    seq = await stack.redis.hget(stack.keys.board("default").meta, SEQ_FIELD)
     assert seq is not None
     return int(seq)
 
@@ -93,10 +93,10 @@ async def test_200_viewers_each_get_every_committed_change_in_order(
 
         async def record() -> None:
             async for message in pubsub.listen():
-                data = orjson.loads(message["data"])
-                published[int(data["seq"])] = [
-                    {"rank": int(r), "userId": u, "username": n, "score": int(s)}
-                    for r, u, n, s in data["entries"]
+                snapshot = decode_top10(message["data"])
+                published[snapshot.seq] = [
+                    {"rank": e.rank, "userId": e.user_id, "username": e.username, "score": e.score}
+                    for e in snapshot.entries
                 ]
 
         recorder = asyncio.create_task(record())

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from common.errors import from_rpc_error
-from leaderboard_service.scripts import text
+from common.redis_values import parse_member, parse_user_state
 from tests.support.clients import Api, Player, admin_stub
 from tests.support.ledger import assert_ledger_invariant, audit_count, score_row
 from tests.support.servers import wait_for
@@ -45,12 +45,12 @@ async def completed(api: Api, player: Player, action_id: str) -> dict[str, Any]:
 async def ranked_ids(stack: Stack) -> list[str]:
     """User ids of the Redis ranking, best first."""
     members: list[Any] = await stack.redis.zrange(stack.keys.board("default").ranking, 0, -1)
-    return [text(m).split(":", 1)[1] for m in members]
+    return [parse_member(m).user_id for m in members]
 
 
 async def applied_version_of(stack: Stack, user_id: str) -> int:
     state: Any = await stack.redis.hget(stack.keys.board("default").users, user_id)
-    return int(text(state).split("|", 1)[0]) if state else 0
+    return parse_user_state(state).version if state else 0
 
 
 async def wait_applied(stack: Stack, user_id: str) -> None:
