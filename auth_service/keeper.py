@@ -98,7 +98,8 @@ class DenylistKeeper:
         try:
             # A large list takes a while to write: a longer bound than single calls get.
             await asyncio.wait_for(
-                self._denylist.reload(revocations.tokens, revocations.sessions), _RELOAD_TIMEOUT
+                self._denylist.reload(revocations.tokens, revocations.sessions, revocations.users),
+                _RELOAD_TIMEOUT,
             )
         except BaseException:
             self._dirty = True
@@ -115,7 +116,7 @@ class DenylistKeeper:
         revocations = await self._store.revocations(since)
         try:
             added = await self._bounded(
-                self._denylist.add(revocations.tokens, revocations.sessions)
+                self._denylist.add(revocations.tokens, revocations.sessions, revocations.users)
             )
         except BaseException:
             self._dirty = True

@@ -331,9 +331,10 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     async def _session(self, user: UserRow) -> pb.TokenPair:
         family = new_family_id()
         token, token_hash = new_refresh_token()
-        await self._store.add_refresh_token(
+        if not await self._store.add_refresh_token(
             user.user_id, family, token_hash, self._refresh_expiry()
-        )
+        ):
+            raise unauthenticated(Reason.INVALID_CREDENTIALS, _BAD_LOGIN)
         return self._token_pair(user, family, token)
 
     def _token_pair(self, user: UserRow, family: str, refresh_token: str) -> pb.TokenPair:

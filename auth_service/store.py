@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -48,6 +48,8 @@ class Revocations:
     tokens: list[tuple[str, datetime]]
     sessions: list[tuple[str, datetime]]
     read_at: datetime
+    # (user id, every token issued before this time is refused): bans.
+    users: list[tuple[str, datetime]] = field(default_factory=list)
 
 
 _USER_COLUMNS = "id::text, username, display_name, password_hash, role, banned, created_at"
@@ -108,13 +110,17 @@ class AuthStore:
 
     async def add_refresh_token(
         self, user_id: str, family_id: str, token_hash: bytes, expires_at: datetime
-    ) -> None:
+    ) -> bool:
+        """Start a session; False when the user is banned by now. The user's row is share-locked:
+        a ban committing meanwhile is waited for (then seen), and a ban that comes after sees
+        this session and revokes it, so no session outlives a racing ban."""
         async with self._pool.connection() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 "INSERT INTO refresh_tokens (family_id, user_id, token_hash, expires_at)"
-                " VALUES (%s, %s, %s, %s)",
-                (family_id, user_id, token_hash, expires_at),
+                " SELECT %s, id, %s, %s FROM users WHERE id = %s AND NOT banned FOR SHARE",
+                (family_id, token_hash, expires_at, user_id),
             )
+            return cur.rowcount == 1
 
     async def use_refresh_token(
         self,
@@ -275,15 +281,22 @@ class AuthStore:
                 {"since": since},
             )
             sessions = [(str(r[0]), r[1]) for r in await cur.fetchall()]
+            cur = await conn.execute(
+                "SELECT user_id::text, revoked_before FROM revoked_users"
+                " WHERE expires_at > now()" + recent,
+                {"since": since},
+            )
+            users = [(str(r[0]), r[1]) for r in await cur.fetchall()]
             cur = await conn.execute("SELECT now()")
             now = await cur.fetchone()
         assert now is not None
-        return Revocations(tokens, sessions, now[0])  # type: ignore[arg-type]
+        return Revocations(tokens, sessions, now[0], users)  # type: ignore[arg-type]
 
     async def purge_expired(self) -> None:
         async with self._pool.connection() as conn:
             await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < now()")
             await conn.execute("DELETE FROM revoked_sessions WHERE expires_at < now()")
+            await conn.execute("DELETE FROM revoked_users WHERE expires_at < now()")
             await conn.execute(
                 "DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'"
             )

@@ -88,6 +88,9 @@ def create_app(settings: Settings) -> Starlette:
             settings.endpoints, settings.credentials, timeout=settings.upstream_timeout_seconds
         )
         fanout = FanOut(settings.websocket)
+        if verifier.revocations is not None:
+            # A logout or a ban closes the sockets its tokens opened, at once.
+            verifier.revocations.subscribe(fanout.revoke)
         live = LiveBoard(upstream, lambda board: fanout.publish(board.frame))
         state = EdgeState(
             settings=settings,

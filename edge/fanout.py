@@ -10,6 +10,9 @@ own buffer, so a viewer costs at most the limit plus one frame however slow it i
 
 Admission is counted when it is decided (`reserve`), not when the socket is registered, so
 concurrent handshakes cannot overshoot the per-user or per-process limits.
+
+Viewers are indexed by the token that admitted them (its jti, login session and subject), so a
+revocation (logout, ban) closes the sockets it covers at once (`revoke`, 4401 TOKEN_REVOKED).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from common.auth.revocation_mirror import Revoked
 from edge.config import WebSocketSettings
-from edge.ws_messages import TOKEN_EXPIRED_FRAME
+from edge.ws_messages import TOKEN_EXPIRED_FRAME, TOKEN_REVOKED_FRAME
 from edge.ws_protocol import FrameSocket
 
 VIEWERS = Gauge("scoreboard_ws_connections", "Open WebSocket viewers on this edge process.")
@@ -34,6 +38,9 @@ SKIPPED = Counter(
 )
 SLOW_CLOSED = Counter("scoreboard_ws_slow_closed_total", "Viewers closed for staying stuck.")
 EXPIRED = Counter("scoreboard_ws_expired_total", "Viewers closed because their token expired.")
+REVOKED = Counter(
+    "scoreboard_ws_revoked_total", "Viewers closed because their token was revoked (logout, ban)."
+)
 TICKS = Counter("scoreboard_ws_broadcast_ticks_total", "Broadcast ticks run.")
 BROADCAST = Histogram(
     "scoreboard_broadcast_propagation_seconds",
@@ -43,6 +50,17 @@ BROADCAST = Histogram(
 
 CLOSE_TOO_SLOW = 4409
 CLOSE_TOKEN_EXPIRED = 4440
+CLOSE_TOKEN_REVOKED = 4401
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The token a viewer was admitted with, as far as revocations can name it."""
+
+    token_id: str = ""
+    session: str = ""
+    subject: str = ""
+    issued_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -57,12 +75,20 @@ class Viewer:
     """One socket as the fan-out sees it. `key` is what the per-user limit counts (None for
     anonymous viewers, which only the per-process limit counts)."""
 
-    __slots__ = ("expires_at", "key", "last_sequence", "socket", "stuck_since")
+    __slots__ = ("expires_at", "grant", "key", "last_sequence", "socket", "stuck_since")
 
-    def __init__(self, socket: FrameSocket, *, key: str | None, expires_at: float | None) -> None:
+    def __init__(
+        self,
+        socket: FrameSocket,
+        *,
+        key: str | None,
+        expires_at: float | None,
+        grant: Grant | None = None,
+    ) -> None:
         self.socket = socket
         self.key = key
         self.expires_at = expires_at
+        self.grant = grant
         self.last_sequence = -1
         self.stuck_since: float | None = None
 
@@ -81,6 +107,8 @@ class FanOut:
         self._admitted = 0
         self._per_key: dict[str, int] = {}
         self._expiries: list[tuple[float, int, Viewer]] = []
+        # Revocation index: jti, session and subject -> the viewers admitted with them.
+        self._by_name: dict[str, set[Viewer]] = {}
         self._order = itertools.count()
         self._latest: Frame | None = None
         self._last_sent = -1e18
@@ -127,6 +155,8 @@ class FanOut:
         """Register a reserved viewer and send it the current snapshot at once."""
         self._viewers.add(viewer)
         VIEWERS.set(len(self._viewers))
+        for name in _index_names(viewer.grant):
+            self._by_name.setdefault(name, set()).add(viewer)
         if viewer.expires_at is not None:
             heapq.heappush(self._expiries, (viewer.expires_at, next(self._order), viewer))
         latest = self._latest
@@ -139,6 +169,12 @@ class FanOut:
             return
         self._viewers.discard(viewer)
         VIEWERS.set(len(self._viewers))
+        for name in _index_names(viewer.grant):
+            held = self._by_name.get(name)
+            if held is not None:
+                held.discard(viewer)
+                if not held:
+                    del self._by_name[name]
         self.release(viewer.key)
 
     # ---- broadcasting
@@ -229,7 +265,45 @@ class FanOut:
             heapq.heapify(self._expiries)
         return closed
 
+    def revoke(self, revoked: Revoked) -> int:
+        """Close the viewers a revocation covers (the mirror calls this as it learns of one):
+        those admitted with the token or the session, or with a token of the subject issued
+        before the ban."""
+        if revoked.token_id:
+            found = self._by_name.get("t:" + revoked.token_id, ())
+        elif revoked.session:
+            found = self._by_name.get("s:" + revoked.session, ())
+        else:
+            found = {
+                v
+                for v in self._by_name.get("u:" + revoked.subject, ())
+                if v.grant is not None and v.grant.issued_at < revoked.issued_before
+            }
+        closing = tuple(found)
+        for viewer in closing:
+            self.close_revoked(viewer)
+        return len(closing)
+
+    def close_revoked(self, viewer: Viewer) -> None:
+        self.remove(viewer)
+        viewer.socket.write_frame(TOKEN_REVOKED_FRAME)
+        viewer.socket.close(CLOSE_TOKEN_REVOKED, "TOKEN_REVOKED")
+        REVOKED.inc()
+
     def close_all(self, code: int, reason: str) -> None:
         for viewer in tuple(self._viewers):
             self.remove(viewer)
             viewer.socket.close(code, reason)
+
+
+def _index_names(grant: Grant | None) -> tuple[str, ...]:
+    if grant is None:
+        return ()
+    names = []
+    if grant.token_id:
+        names.append("t:" + grant.token_id)
+    if grant.session:
+        names.append("s:" + grant.session)
+    if grant.subject:
+        names.append("u:" + grant.subject)
+    return tuple(names)

@@ -3,7 +3,8 @@
 Authentication, in order: ?ticket=<single-use ticket from POST /api/ws-ticket>, a bearer token
 offered as the subprotocol "bearer.<token>" next to "scoreboard.v1", or ?token=<JWT> (the
 specification's form); anonymous viewers only when configured. Refusals send an ERROR message,
-then close with a 44xx code (1012 while the server shuts down).
+then close with a 44xx code (1012 while the server shuts down). A connection whose token is
+revoked later (logout, ban) is closed at once: ERROR TOKEN_REVOKED, then 4401.
 
 After the CONNECTION_ACK the connection is parked (see edge.ws_protocol): the fan-out writes
 snapshots to it, and the few messages a client may send (PING) are answered synchronously.
@@ -26,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from common.auth.principal import Principal
 from common.errors import Reason, ServiceError, unauthenticated
 from edge import ws_messages
-from edge.fanout import FanOut, Viewer
+from edge.fanout import FanOut, Grant, Viewer
 from edge.responses import iso
 from edge.state import EdgeState, edge_state
 from edge.ws_protocol import EXTENSION, FrameSocket
@@ -49,6 +50,8 @@ class Identity:
     # What the per-user limit counts: the user, or the service account; None when anonymous.
     key: str | None
     expires_at: float | None
+    # What a revocation of the admitting token would name (None when anonymous).
+    grant: Grant | None = None
 
 
 def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
@@ -71,6 +74,7 @@ async def issue_ticket(state: EdgeState, principal: Principal) -> str:
             # Checked again when the ticket is used: a logout in between revokes it too.
             "jti": principal.token_id,
             "sid": principal.session,
+            "iat": principal.issued_at,
         }
     )
     await state.redis.set(
@@ -99,13 +103,25 @@ async def _identify(websocket: WebSocket, state: EdgeState) -> Identity:
         if raw is None:
             raise unauthenticated(Reason.TOKEN_INVALID, "the ticket is invalid, expired or used")
         data = orjson.loads(raw)
-        await state.verifier.ensure_not_revoked(data.get("jti", ""), data.get("sid", ""))
-        identity = Identity(data.get("user"), data["sub"], float(data["exp"]))
+        grant = Grant(
+            data.get("jti", ""), data.get("sid", ""), data["sub"], float(data.get("iat", 0.0))
+        )
+        await state.verifier.ensure_not_revoked(
+            grant.token_id, grant.session, grant.subject, grant.issued_at
+        )
+        identity = Identity(data.get("user"), data["sub"], float(data["exp"]), grant)
     else:
         token = _bearer(websocket) or websocket.query_params.get("token")
         if token:
             principal = await state.verifier.verify(token)
-            identity = Identity(principal.user_id, principal.subject, principal.expires_at)
+            identity = Identity(
+                principal.user_id,
+                principal.subject,
+                principal.expires_at,
+                Grant(
+                    principal.token_id, principal.session, principal.subject, principal.issued_at
+                ),
+            )
         elif state.settings.websocket.allow_anonymous:
             return Identity(None, None, None)
         else:
@@ -135,9 +151,15 @@ class WsViewer(Viewer):
     __slots__ = ("_allowance", "_checked", "_fanout")
 
     def __init__(
-        self, socket: FrameSocket, fanout: FanOut, *, key: str | None, expires_at: float | None
+        self,
+        socket: FrameSocket,
+        fanout: FanOut,
+        *,
+        key: str | None,
+        expires_at: float | None,
+        grant: Grant | None = None,
     ) -> None:
-        super().__init__(socket, key=key, expires_at=expires_at)
+        super().__init__(socket, key=key, expires_at=expires_at, grant=grant)
         self._fanout = fanout
         self._allowance = _burst(fanout.settings.messages_per_second)
         self._checked = time.monotonic()
@@ -204,9 +226,27 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, OSError, RuntimeError):
         state.fanout.release(identity.key)
         return
-    viewer = WsViewer(socket, state.fanout, key=identity.key, expires_at=identity.expires_at)
+    viewer = WsViewer(
+        socket,
+        state.fanout,
+        key=identity.key,
+        expires_at=identity.expires_at,
+        grant=identity.grant,
+    )
     state.fanout.add(viewer)
     socket.park(viewer, settings.slow_viewer_bytes, settings.send_buffer_bytes)
+    if _revoked_meanwhile(state, identity.grant):
+        # Revoked after the check at the handshake, before the viewer was indexed.
+        state.fanout.close_revoked(viewer)
+
+
+def _revoked_meanwhile(state: EdgeState, grant: Grant | None) -> bool:
+    mirror = state.verifier.revocations
+    return (
+        grant is not None
+        and mirror is not None
+        and mirror.revoked(grant.token_id, grant.session, grant.subject, grant.issued_at)
+    )
 
 
 def iso_now() -> str:

@@ -47,3 +47,6 @@ RATE_LIMITED_FRAME = text_frame(error("RATE_LIMITED", "too many messages"))
 TOKEN_EXPIRED_FRAME = text_frame(
     error("TOKEN_EXPIRED", "the token has expired; reconnect with a fresh one")
 )
+TOKEN_REVOKED_FRAME = text_frame(
+    error("TOKEN_REVOKED", "the token has been revoked (signed out or banned); sign in again")
+)

@@ -3,25 +3,32 @@ it looks at the request, so a non-admin learns nothing from it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import uuid
 from typing import Any
 
 import grpc
 import orjson
+import redis.asyncio as aioredis
 from prometheus_client import Counter
 
+from common.auth.denylist import Denylist
 from common.auth.principal import current_principal
 from common.config import DEFAULT_BOARD
 from common.errors import Reason, invalid, not_found
 from common.logs import request_id_var
 from score_service.admin_queries import AdminQueries
-from score_service.admin_store import MAX_ADJUST, Act, AdminStore, timestamp
+from score_service.admin_store import MAX_ADJUST, Act, AdminStore, UserRevocation, timestamp
 from score_service.anomaly_store import AnomalyRecord, AnomalyStore
 from scoreboard.admin.v1 import admin_service_pb2 as pb
 from scoreboard.admin.v1 import admin_service_pb2_grpc
 
+log = logging.getLogger("scoreboard.score.admin")
 Context = grpc.aio.ServicerContext[Any, Any]
+# A ban waits this long at most for Redis to take its revocations.
+_ANNOUNCE_SECONDS = 1.0
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 MAX_REASON = 500
@@ -109,26 +116,55 @@ def _anomaly(record: AnomalyRecord) -> pb.Anomaly:
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: AdminStore, queries: AdminQueries, anomalies: AnomalyStore) -> None:
+    def __init__(
+        self,
+        store: AdminStore,
+        queries: AdminQueries,
+        anomalies: AnomalyStore,
+        revocations: Denylist | None = None,
+    ) -> None:
         self._store = store
         self._queries = queries
         self._anomalies = anomalies
+        self._revocations = revocations
 
     async def BanUser(self, request: pb.BanUserRequest, context: Context) -> pb.BanUserResponse:
         act = _admin_act(request.reason)
         user_id = _user_id(request.user_id)
-        scores, audit_id = await self._store.set_banned(DEFAULT_BOARD, user_id, True, act)
+        change = await self._store.set_banned(DEFAULT_BOARD, user_id, True, act)
         ADMIN_ACTS.labels("ban").inc()
-        return pb.BanUserResponse(user_id=user_id, scores=scores, audit_id=audit_id)
+        if change.revocation is not None:
+            await self._announce(change.revocation)
+        return pb.BanUserResponse(user_id=user_id, scores=change.states, audit_id=change.audit_id)
 
     async def UnbanUser(
         self, request: pb.UnbanUserRequest, context: Context
     ) -> pb.UnbanUserResponse:
         act = _admin_act(request.reason)
         user_id = _user_id(request.user_id)
-        scores, audit_id = await self._store.set_banned(DEFAULT_BOARD, user_id, False, act)
+        change = await self._store.set_banned(DEFAULT_BOARD, user_id, False, act)
         ADMIN_ACTS.labels("unban").inc()
-        return pb.UnbanUserResponse(user_id=user_id, scores=scores, audit_id=audit_id)
+        return pb.UnbanUserResponse(user_id=user_id, scores=change.states, audit_id=change.audit_id)
+
+    async def _announce(self, revocation: UserRevocation) -> None:
+        """Tell every verifier of a ban's revocations at once (they close the user's sockets and
+        refuse its tokens). Redis not answering: auth_service's keeper copies them from
+        PostgreSQL, where they are durable, once it answers; the ban still succeeds."""
+        if self._revocations is None:
+            return
+        try:
+            await asyncio.wait_for(
+                self._revocations.add(
+                    (), revocation.sessions, [(revocation.user_id, revocation.before)]
+                ),
+                _ANNOUNCE_SECONDS,
+            )
+        except (OSError, aioredis.RedisError, TimeoutError) as exc:
+            log.warning(
+                "ban's revocations not in Redis yet (auth_service copies them): %r",
+                exc,
+                extra={"user_id": revocation.user_id},
+            )
 
     async def VoidLedgerEntry(
         self, request: pb.VoidLedgerEntryRequest, context: Context

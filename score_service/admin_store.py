@@ -1,6 +1,8 @@
 """Admin changes to scores: ban, unban, void and adjust, each in one PostgreSQL transaction that
 writes the ledger entry (never a delete), the new total and version, the outbox event and the
-audit row (DESIGN decisions 1-3).
+audit row (DESIGN decisions 1-3). A ban's transaction also revokes the user's sessions and
+every access token issued before it (auth's revocation tables share the database); the caller
+announces them to every verifier once it has committed.
 
 Locks are taken in the order CompleteAction takes them: the user's user_scores rows first
 (FOR UPDATE), then the users row. A completion that waits behind a ban therefore sees the ban
@@ -9,13 +11,14 @@ when it gets its locks, and the two can never deadlock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg import errors
 
 from common.audit import write_audit
+from common.auth.denylist import USER_REVOCATION_SECONDS
 from common.db import Conn, Pool
 from common.errors import Reason, not_found, precondition
 from score_service import outbox
@@ -45,6 +48,24 @@ class Act:
     actor: str
     reason: str
     request_id: str
+
+
+@dataclass(frozen=True)
+class UserRevocation:
+    """What a ban revoked, to announce after the commit: every token of the user issued before
+    `before`, and the user's login sessions (each with the expiry of its newest token)."""
+
+    user_id: str
+    before: datetime
+    sessions: list[tuple[str, datetime]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BanChange:
+    states: list[pb.ScoreState]
+    audit_id: int
+    # Set by a ban (None for an unban: tokens revoked by the ban stay revoked).
+    revocation: UserRevocation | None = None
 
 
 def as_int(value: object) -> int:
@@ -84,10 +105,9 @@ class AdminStore:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
-    async def set_banned(
-        self, board: str, user_id: str, banned: bool, act: Act
-    ) -> tuple[list[pb.ScoreState], int]:
-        """Ban or unban; every board with a score gets a 0-point entry and an event."""
+    async def set_banned(self, board: str, user_id: str, banned: bool, act: Act) -> BanChange:
+        """Ban or unban; every board with a score gets a 0-point entry and an event. A ban also
+        revokes the user's sessions and tokens (_revoke_user), in the same transaction."""
         async with self._pool.connection() as conn, conn.transaction():
             # The default board's row exists before anything is locked, so a first completion
             # racing the ban cannot create it behind the ban's back.
@@ -113,6 +133,7 @@ class AdminStore:
                     raise precondition(Reason.USER_BANNED, "this user is already banned")
                 raise precondition(Reason.USER_NOT_BANNED, "this user is not banned")
             await conn.execute("UPDATE users SET banned = %s WHERE id = %s", (banned, user_id))
+            revocation = await _revoke_user(conn, user_id) if banned else None
             kind = "ban" if banned else "unban"
             states = []
             for board_id, version in boards:
@@ -129,7 +150,7 @@ class AdminStore:
                 user_id,
                 {"reason": act.reason, "boards": [s.board_id for s in states]},
             )
-        return states, audit_id
+        return BanChange(states, audit_id, revocation)
 
     async def void(self, entry_id: int, act: Act) -> tuple[pb.LedgerEntry, pb.ScoreState, int]:
         async with self._pool.connection() as conn, conn.transaction():
@@ -207,6 +228,39 @@ class AdminStore:
             )
             entry = await _entry(conn, new_id)
         return entry, state, audit_id
+
+
+async def _revoke_user(conn: Conn, user_id: str) -> UserRevocation:
+    """Revoke every refresh token of the user and each of its sessions, and refuse every access
+    token issued before now, for longer than any of them lives. A login or refresh racing the
+    ban either waits for it (and is refused) or wrote its token before this statement, which
+    then revokes that session too."""
+    cur = await conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL"
+        " RETURNING family_id::text",
+        (user_id,),
+    )
+    rows = await cur.fetchall()
+    cur = await conn.execute("SELECT clock_timestamp()")
+    now = await cur.fetchone()
+    assert now is not None and isinstance(now[0], datetime)
+    before: datetime = now[0]
+    expires = before + timedelta(seconds=USER_REVOCATION_SECONDS)
+    sessions = sorted({str(r[0]) for r in rows})
+    for family in sessions:
+        await conn.execute(
+            "INSERT INTO revoked_sessions (family_id, expires_at) VALUES (%s, %s)"
+            " ON CONFLICT (family_id) DO UPDATE SET expires_at ="
+            " greatest(revoked_sessions.expires_at, EXCLUDED.expires_at)",
+            (family, expires),
+        )
+    await conn.execute(
+        "INSERT INTO revoked_users (user_id, revoked_before, expires_at) VALUES (%s, %s, %s)"
+        " ON CONFLICT (user_id) DO UPDATE SET revoked_before = EXCLUDED.revoked_before,"
+        " expires_at = EXCLUDED.expires_at, revoked_at = now()",
+        (user_id, before, expires),
+    )
+    return UserRevocation(user_id, before, [(f, expires) for f in sessions])
 
 
 async def _lock_user(conn: Conn, board: str, user_id: str) -> tuple[int, int, bool, str]:

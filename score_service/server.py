@@ -6,6 +6,7 @@ import asyncio
 from functools import partial
 
 from common import service
+from common.auth.denylist import Denylist
 from common.grpc_server import RunningServer, ServiceBinding, start_server
 from common.redis_keys import Keys
 from common.service import Deps, ProcessSettings
@@ -46,7 +47,12 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         settings.group_commit,
     )
     servicer = ScoreServicer(settings, ledger, TicketIssuer(deps.db, signer), CatalogStore(deps.db))
-    admin = AdminServicer(AdminStore(deps.db), AdminQueries(deps.db), AnomalyStore(deps.db))
+    admin = AdminServicer(
+        AdminStore(deps.db),
+        AdminQueries(deps.db),
+        AnomalyStore(deps.db),
+        Denylist(deps.redis, keys),
+    )
     running = await start_server(
         settings.grpc,
         [

@@ -1,5 +1,6 @@
-"""The revocation list in Redis: revoked access tokens (by jti) and revoked login sessions (by
-sid, the refresh-token family: every access token of the session at once).
+"""The revocation list in Redis: revoked access tokens (by jti), revoked login sessions (by
+sid, the refresh-token family: every access token of the session at once) and revoked users
+(every token of a subject issued before a time: a ban).
 
 PostgreSQL holds it durably (auth_service). Redis holds a copy every verifier can read whole:
 a HASH of field -> expiry, a STREAM announcing each change, and a marker saying the HASH holds
@@ -23,6 +24,11 @@ from common.redis_keys import Keys
 
 TOKEN_FIELD = "t:"
 SESSION_FIELD = "s:"
+# "u:<subject>:<ms>": every token of the subject issued (iat) before that time, epoch ms. The
+# time is part of the name, so a later revocation of the same subject is a field of its own.
+USER_FIELD = "u:"
+# A user revocation is kept this long: longer than any access token issued before it lives.
+USER_REVOCATION_SECONDS = 86400.0
 # Present in a loaded hash, so a hash lost on its own (evicted, deleted) is noticed.
 SENTINEL_FIELD = "_"
 # Entries outlive the token by this much (clock skew, verifier leeway).
@@ -81,6 +87,8 @@ return removed
 """
 
 Entries = Iterable[tuple[str, datetime]]
+# (subject, tokens issued before this time are refused)
+UserEntries = Iterable[tuple[str, datetime]]
 
 
 def _text(value: bytes | str) -> str:
@@ -95,14 +103,31 @@ def session_field(sid: str) -> str:
     return SESSION_FIELD + sid
 
 
+def user_field(subject: str, before: datetime) -> str:
+    return f"{USER_FIELD}{subject}:{int(before.timestamp() * 1000)}"
+
+
+def parse_user_field(field: str) -> tuple[str, float] | None:
+    """(subject, issued-before time in epoch seconds) of a user field; None if malformed."""
+    subject, _, before = field.removeprefix(USER_FIELD).rpartition(":")
+    if not subject or not before.isdigit():
+        return None
+    return subject, int(before) / 1000
+
+
 def _expiry_ms(expires: datetime) -> int:
     return int((expires.timestamp() + EXPIRY_MARGIN_SECONDS) * 1000)
 
 
-def _fields(tokens: Entries, sessions: Entries) -> list[tuple[str, int]]:
-    return [(token_field(jti), _expiry_ms(exp)) for jti, exp in tokens] + [
-        (session_field(sid), _expiry_ms(exp)) for sid, exp in sessions
-    ]
+def _fields(tokens: Entries, sessions: Entries, users: UserEntries = ()) -> list[tuple[str, int]]:
+    return (
+        [(token_field(jti), _expiry_ms(exp)) for jti, exp in tokens]
+        + [(session_field(sid), _expiry_ms(exp)) for sid, exp in sessions]
+        + [
+            (user_field(sub, before), int((before.timestamp() + USER_REVOCATION_SECONDS) * 1000))
+            for sub, before in users
+        ]
+    )
 
 
 class Denylist:
@@ -115,10 +140,10 @@ class Denylist:
         self._swap = redis.register_script(_SWAP)
         self._prune = redis.register_script(_PRUNE)
 
-    async def add(self, tokens: Entries, sessions: Entries = ()) -> int:
+    async def add(self, tokens: Entries, sessions: Entries = (), users: UserEntries = ()) -> int:
         """Copy committed revocations (each with the expiry of the newest token it covers);
         returns how many were new to Redis."""
-        fields = _fields(tokens, sessions)
+        fields = _fields(tokens, sessions, users)
         if not fields:
             return 0
         args: list[str | int] = [FEED_MAXLEN]
@@ -128,10 +153,10 @@ class Denylist:
         await self._add_legacy(fields)
         return int(added)
 
-    async def reload(self, tokens: Entries, sessions: Entries) -> None:
+    async def reload(self, tokens: Entries, sessions: Entries, users: UserEntries = ()) -> None:
         """Replace the copy with these revocations (all of PostgreSQL's) and set the marker,
         atomically; entries written meanwhile are kept."""
-        fields = _fields(tokens, sessions)
+        fields = _fields(tokens, sessions, users)
         staging = self._keys.revoked_staging
         await self._redis.delete(staging)
         for start in range(0, len(fields), _RELOAD_CHUNK):
@@ -181,7 +206,9 @@ class Denylist:
         return int(await self._prune(keys=[self._keys.revoked], args=[now_ms, *fields]))
 
     async def _add_legacy(self, fields: list[tuple[str, int]]) -> None:
-        """One key per revocation with a TTL, for verifiers of the previous release."""
+        """One key per revocation with a TTL, for verifiers of the previous release (which know
+        no user revocations)."""
+        fields = [(f, x) for f, x in fields if not f.startswith(USER_FIELD)]
         if not fields:
             return
         now_ms = int(time.time() * 1000)

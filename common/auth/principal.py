@@ -33,6 +33,8 @@ class Principal:
     name: str = ""
     # Login session (the refresh-token family) the token belongs to, when it has one.
     session: str = ""
+    # When the token was issued (iat, epoch seconds): a ban refuses every token issued before it.
+    issued_at: float = 0.0
     # The raw token, to forward on calls made on this caller's behalf. Never logged.
     token: str = field(default="", repr=False)
 

@@ -17,6 +17,10 @@ auth_service writing it (well under the documented bound of 1 second).
   dropped once it expired); the mirror polls until auth_service has reloaded the list, then
   resyncs.
 - A full resync also runs every `resync_seconds`, in case the feed was trimmed or lost.
+
+Besides answering checks, the mirror tells subscribers (`subscribe`) of each revocation it
+learns, as it learns it, so a process can end what a revoked token opened (the edge closes
+its WebSockets).
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from common.auth.denylist import SESSION_FIELD, TOKEN_FIELD
+from common.auth.denylist import SESSION_FIELD, TOKEN_FIELD, USER_FIELD, parse_user_field
 from common.errors import unavailable
 from common.lifecycle import cancel_and_wait
 from common.redis_keys import Keys
@@ -43,6 +48,29 @@ _BATCH = 1000
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """A revocation newly in force: a token (`token_id`), a login session (`session`), or every
+    token of a subject issued before `issued_before` (epoch seconds). One field is set."""
+
+    token_id: str = ""
+    session: str = ""
+    subject: str = ""
+    issued_before: float = 0.0
+
+
+Subscriber = Callable[[Revoked], object]
+
+
+def _revoked(field: str) -> Revoked | None:
+    if field.startswith(TOKEN_FIELD):
+        return Revoked(token_id=field.removeprefix(TOKEN_FIELD))
+    if field.startswith(SESSION_FIELD):
+        return Revoked(session=field.removeprefix(SESSION_FIELD))
+    user = parse_user_field(field)
+    return None if user is None else Revoked(subject=user[0], issued_before=user[1])
 
 
 class RevocationMirror:
@@ -66,8 +94,11 @@ class RevocationMirror:
         self._timeout_seconds = timeout_seconds
         self._resync_seconds = resync_seconds
         self._wait_seconds = wait_seconds
-        # Field ('t:<jti>' / 's:<sid>') -> expiry, epoch seconds.
+        # Field ('t:<jti>' / 's:<sid>' / 'u:<sub>:<ms>') -> expiry, epoch seconds.
         self._revoked: dict[str, float] = {}
+        # Subject -> (tokens issued before this are refused, until this expiry), the latest.
+        self._users: dict[str, tuple[float, float]] = {}
+        self._subscribers: list[Subscriber] = []
         self._ready = asyncio.Event()
         # The marker was present at the last resync (False after a wipe, until the reload).
         self._loaded = False
@@ -97,13 +128,32 @@ class RevocationMirror:
             await cancel_and_wait(self._task)
             self._task = None
 
-    async def is_revoked(self, jti: str, session: str = "") -> bool:
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call `subscriber` (on the event loop, synchronously: keep it short) with each
+        revocation as it comes into force here; returns the function that unsubscribes."""
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber)
+
+    async def is_revoked(
+        self, jti: str, session: str = "", subject: str = "", issued_at: float | None = None
+    ) -> bool:
+        """The token `jti`, its login session, or (given its subject and iat) every token its
+        subject got before a ban, has been revoked."""
         if not self._ready.is_set():
             await self._wait_until_ready()
+        return self.revoked(jti, session, subject, issued_at)
+
+    def revoked(
+        self, jti: str, session: str = "", subject: str = "", issued_at: float | None = None
+    ) -> bool:
+        """is_revoked from what is in memory now, without waiting for a first load."""
         now = time.time()
         if self._revoked.get(TOKEN_FIELD + jti, 0.0) > now:
             return True
-        return bool(session) and self._revoked.get(SESSION_FIELD + session, 0.0) > now
+        if session and self._revoked.get(SESSION_FIELD + session, 0.0) > now:
+            return True
+        user = self._users.get(subject) if subject and issued_at is not None else None
+        return user is not None and user[1] > now and issued_at is not None and issued_at < user[0]
 
     async def _wait_until_ready(self) -> None:
         if self._failing:
@@ -162,7 +212,7 @@ class RevocationMirror:
         loaded, last, fields = replies
         for field, expiry in fields.items():
             name = _text(field)
-            if name.startswith((TOKEN_FIELD, SESSION_FIELD)):
+            if name.startswith((TOKEN_FIELD, SESSION_FIELD, USER_FIELD)):
                 self._merge(name, int(expiry) / 1000)
         self._prune()
         if self._failing:
@@ -177,13 +227,35 @@ class RevocationMirror:
         return last_id
 
     def _merge(self, field: str, expiry: float) -> None:
-        if expiry > self._revoked.get(field, 0.0):
-            self._revoked[field] = expiry
+        known = self._revoked.get(field, 0.0)
+        if expiry <= known:
+            return
+        self._revoked[field] = expiry
+        now = time.time()
+        if known > now or expiry <= now:
+            return  # already in force, or no longer
+        revoked = _revoked(field)
+        if revoked is None:
+            return
+        if revoked.subject:
+            latest = self._users.get(revoked.subject)
+            if latest is None or latest[1] <= now or latest[0] < revoked.issued_before:
+                self._users[revoked.subject] = (revoked.issued_before, expiry)
+        self._notify(revoked)
+
+    def _notify(self, revoked: Revoked) -> None:
+        for subscriber in tuple(self._subscribers):
+            try:
+                subscriber(revoked)
+            except Exception:
+                log.exception("a revocation subscriber failed", extra={"revoked": str(revoked)})
 
     def _prune(self) -> None:
         now = time.time()
         for field in [f for f, expiry in self._revoked.items() if expiry <= now]:
             del self._revoked[field]
+        for subject in [s for s, (_, expiry) in self._users.items() if expiry <= now]:
+            del self._users[subject]
 
     async def _bounded(self, call: Awaitable[T], *, extra: float = 0.0) -> T:
         """A Redis call that takes too long counts as Redis unreachable (a paused or

@@ -3,7 +3,8 @@
 Fixed algorithm allow-list (asymmetric only), required claims, exact aud and iss, small leeway,
 kid only as a lookup into known keys (jku, x5u, x5c and jwk headers are never used), typ
 checked (header and, when present, claim), unknown critical headers refused, revocations
-checked for the token (jti) and its login session (sid) in the process's in-memory mirror.
+checked for the token (jti), its login session (sid) and its subject (a ban refuses every token
+issued before it) in the process's in-memory mirror.
 Verified claims are cached per process (bounded, until they expire): a token is verified once
 per process, and checking it again costs no signature check and no Redis call.
 """
@@ -73,13 +74,20 @@ class TokenVerifier:
             if principal.expires_at + self._settings.leeway_seconds < time.time():
                 self._verified.pop(token, None)
                 raise unauthenticated(Reason.TOKEN_EXPIRED, "the token has expired")
-        await self.ensure_not_revoked(principal.token_id, principal.session)
+        await self.ensure_not_revoked(
+            principal.token_id, principal.session, principal.subject, principal.issued_at
+        )
         return principal
 
-    async def ensure_not_revoked(self, token_id: str, session: str = "") -> None:
+    async def ensure_not_revoked(
+        self, token_id: str, session: str = "", subject: str = "", issued_at: float | None = None
+    ) -> None:
         """Refuse a token (or something issued on its strength, like a WebSocket ticket) whose
-        id or login session has been revoked since."""
-        if self._revocations is not None and await self._revocations.is_revoked(token_id, session):
+        id or login session has been revoked since, or whose subject was banned after it was
+        issued."""
+        if self._revocations is not None and await self._revocations.is_revoked(
+            token_id, session, subject, issued_at
+        ):
             raise unauthenticated(Reason.TOKEN_REVOKED, "the token has been revoked")
 
     def _remember(self, token: str, principal: Principal, kid: str) -> None:
@@ -159,6 +167,9 @@ def _principal(claims: dict[str, Any], token: str) -> Principal:
         raise _invalid("only a service token may name a service subject")
     name = claims.get("name", "")
     session = claims.get("sid", "")
+    iat = claims["iat"]
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise _invalid("the token's issue time is malformed")
     return Principal(
         subject=sub,
         role=role,
@@ -167,6 +178,7 @@ def _principal(claims: dict[str, Any], token: str) -> Principal:
         expires_at=float(exp),
         name=name if isinstance(name, str) else "",
         session=session if isinstance(session, str) and len(session) <= 256 else "",
+        issued_at=float(iat),
         token=token,
     )
 

@@ -4,6 +4,7 @@ kept out (even by completions racing the ban or queued behind it); unbanning res
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import grpc
 import orjson
@@ -24,9 +25,18 @@ from tests.score_service.admin.support import (
     top_ids,
     wait_applied,
 )
-from tests.support.clients import Api, Viewer
+from tests.support.clients import Api, Player, Viewer
 from tests.support.servers import wait_for
 from tests.support.stack import Stack
+from tests.support.tokens import issuer
+
+
+async def _signed_in_again(api: Api, player: Player) -> Player:
+    reply = await api.http.post(
+        "/api/auth/login", json={"username": player.username, "password": "correct horse battery"}
+    )
+    assert reply.status_code == 200, reply.text
+    return dataclasses.replace(player, access_token=reply.json()["data"]["accessToken"])
 
 
 async def test_banned_user_leaves_the_top10_and_the_live_board_and_unban_restores(
@@ -69,10 +79,12 @@ async def test_banned_user_leaves_the_top10_and_the_live_board_and_unban_restore
             rank = await api.http.get(f"/api/leaderboard/user/{cheat.user_id}", headers=second.auth)
             assert rank.status_code == 404, rank.text
 
-            # Kept out: their completions are refused and change nothing.
+            # Kept out: their completions are refused (their tokens died with the ban; see
+            # test_a_banned_user_cannot_complete_or_start_actions for the ban itself) and
+            # change nothing.
             refused = await api.complete(cheat, "daily-login")
-            assert refused.status_code == 403, refused.text
-            assert refused.json()["code"] == "USER_BANNED"
+            assert refused.status_code == 401, refused.text
+            assert refused.json()["code"] == "TOKEN_REVOKED"
             total, version, points, count = await score_row(stack.pool, cheat.user_id)
             assert (total, points) == (60, 60)
             assert version == count == before[1] + 1  # the ban's own 0-point entry
@@ -102,6 +114,11 @@ async def test_banned_user_leaves_the_top10_and_the_live_board_and_unban_restore
                 "username": cheat.display_name,
                 "score": 60,
             }
+            # The ban revoked the cheat's tokens for good: an unbanned user signs in again.
+            stale = await api.complete(cheat, "daily-login")
+            assert (stale.status_code, stale.json()["code"]) == (401, "TOKEN_REVOKED")
+            await asyncio.sleep(1.05)  # a token of the ban's own second counts as before it
+            cheat = await _signed_in_again(api, cheat)
             again = await api.complete(cheat, "daily-login")
             assert again.status_code == 200, again.text
             assert again.json()["data"]["newScore"] == 70
@@ -146,6 +163,16 @@ async def test_a_banned_user_cannot_complete_or_start_actions(stack: Stack, api:
             metadata=await admin_metadata(stack),
         )
     before = await score_row(stack.pool, player.user_id)
+    # The ban revoked the player's tokens: refused before anything else is looked at.
+    revoked = await api.complete(player, "win-match")
+    assert (revoked.status_code, revoked.json()["code"]) == (401, "TOKEN_REVOKED")
+    # A token issued after the ban (an external issuer that knows nothing of it) still meets
+    # the ban itself.
+    await asyncio.sleep(1.05)  # iat is in seconds: a token of the ban's own second is refused
+    minted = issuer(stack).access_token(
+        subject=player.user_id, role="user", scopes=(), lifetime=300, name=player.display_name
+    )
+    player = dataclasses.replace(player, access_token=minted.token)
     for action in ("win-match", "complete-quest"):
         reply = await api.complete(player, action)
         assert (reply.status_code, reply.json()["code"]) == (403, "USER_BANNED")
