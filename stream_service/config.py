@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from common.config import DEFAULT_PORTS, Env, GrpcServerSettings, RedisSettings, VerifierSettings
+from common.config import (
+    DEFAULT_PORTS,
+    ConfigError,
+    Env,
+    GrpcServerSettings,
+    RedisSettings,
+    VerifierSettings,
+)
+
+_TOPS = ("10", "100", "1000")
+_BANDS = ("1", "5", "10", "25", "50")
+
+
+@dataclass(frozen=True)
+class RankSettings:
+    """Limits of the personal live rank (WatchRank, DESIGN decision 12)."""
+
+    # The board's ticker ranks the online rank subscribers this often (0: no ticker)...
+    tick_seconds: float = 3.0
+    # ...in chunks of this many users, one script call each, pipelined.
+    tick_chunk: int = 500
+    # At most one update per subscriber per this interval; later changes are coalesced into
+    # the latest and sent when it has passed (the first change after a quiet interval goes out
+    # at once).
+    min_interval_seconds: float = 1.0
+    # The ticker pushes a move of at least this share of the rank (0.01: 1 %), or a threshold.
+    move_share: float = 0.01
+    # Entering or leaving one of these tops is a threshold.
+    tops: tuple[int, ...] = (10, 100, 1000)
+    # Entering or leaving the top x % bands is a threshold (only with a percentile shown).
+    percentile_bands: tuple[float, ...] = (1.0, 5.0, 10.0, 25.0, 50.0)
+    # The percentile is shown only on boards with at least this many ranked users.
+    percentile_min_players: int = 100
 
 
 @dataclass(frozen=True)
@@ -16,6 +48,7 @@ class Settings:
     # A quiet subscription is probed with PING this often; no reply within as long again means
     # the connection is dead (a vanished server does not always close it).
     subscription_probe_seconds: float = 15.0
+    rank: RankSettings = field(default_factory=RankSettings)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -26,4 +59,26 @@ class Settings:
             verifier=VerifierSettings.from_env(env),
             log_level=env.text("LOG_LEVEL", "INFO"),
             subscription_probe_seconds=env.number("STREAM_PROBE_SECONDS", 15.0, minimum=0.1),
+            rank=RankSettings(
+                tick_seconds=env.number("RANK_TICK_SECONDS", 3.0, minimum=0.0),
+                tick_chunk=env.integer("RANK_TICK_CHUNK", 500, minimum=1),
+                min_interval_seconds=env.number("RANK_MIN_INTERVAL_SECONDS", 1.0, minimum=0.0),
+                move_share=env.number("RANK_MOVE_SHARE", 0.01, minimum=0.0),
+                tops=tuple(sorted({int(n) for n in _numbers(env, "RANK_TOPS", _TOPS)})),
+                percentile_bands=tuple(sorted(_numbers(env, "RANK_PERCENTILE_BANDS", _BANDS))),
+                percentile_min_players=env.integer("PERCENTILE_MIN_PLAYERS", 100, minimum=0),
+            ),
         )
+
+
+def _numbers(env: Env, name: str, default: tuple[str, ...]) -> list[float]:
+    values: list[float] = []
+    for item in env.items(name, default):
+        try:
+            value = float(item)
+        except ValueError:
+            raise ConfigError(f"SCOREBOARD_{name} must list numbers, got {item!r}") from None
+        if value <= 0:
+            raise ConfigError(f"SCOREBOARD_{name} must list positive numbers, got {item!r}")
+        values.append(value)
+    return values

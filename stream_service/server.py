@@ -12,6 +12,7 @@ from common.service import Deps, ProcessSettings
 from scoreboard.stream.v1 import stream_service_pb2, stream_service_pb2_grpc
 from stream_service.config import Settings
 from stream_service.hub import SnapshotHub
+from stream_service.rank_hub import RankHub
 from stream_service.servicer import StreamServicer
 
 SERVICE_NAME = stream_service_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name
@@ -26,7 +27,15 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
             probe_seconds=settings.subscription_probe_seconds,
         )
     }
-    servicer = StreamServicer(hubs)
+    rank_hubs = {
+        DEFAULT_BOARD: RankHub(
+            deps.redis,
+            keys.board(DEFAULT_BOARD),
+            settings.rank,
+            probe_seconds=settings.subscription_probe_seconds,
+        )
+    }
+    servicer = StreamServicer(hubs, rank_hubs)
     running = await start_server(
         settings.grpc,
         [
@@ -40,12 +49,20 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         deps.verifier,
     )
     running.parts["hubs"] = hubs
+    running.parts["rank_hubs"] = rank_hubs
     for board, hub in hubs.items():
         running.tasks.append(asyncio.create_task(hub.run(), name=f"snapshot-hub:{board}"))
+    for board, rank_hub in rank_hubs.items():
+        running.tasks.append(asyncio.create_task(rank_hub.run(), name=f"rank-hub:{board}"))
+        running.tasks.append(
+            asyncio.create_task(rank_hub.run_ticker(), name=f"rank-ticker:{board}")
+        )
 
     async def end_streams() -> None:
         for hub in hubs.values():
             hub.close()
+        for rank_hub in rank_hubs.values():
+            rank_hub.close()
 
     running.on_stop.append(end_streams)
     return running

@@ -1,4 +1,4 @@
-"""StreamService: WatchTop10 over the shared hub."""
+"""StreamService: WatchTop10 over the shared snapshot hub, WatchRank over the board's rank hub."""
 
 from __future__ import annotations
 
@@ -13,13 +13,17 @@ from common.errors import Reason, not_found, unavailable
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from scoreboard.stream.v1 import stream_service_pb2_grpc
 from stream_service.hub import WATCHERS, SnapshotHub
+from stream_service.rank_hub import RankHub
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class StreamServicer(stream_service_pb2_grpc.StreamServiceServicer):
-    def __init__(self, hubs: dict[str, SnapshotHub]) -> None:
+    def __init__(
+        self, hubs: dict[str, SnapshotHub], rank_hubs: dict[str, RankHub] | None = None
+    ) -> None:
         self._hubs = hubs
+        self._rank_hubs = rank_hubs or {}
 
     async def WatchTop10(
         self, request: pb.WatchTop10Request, context: Context
@@ -44,3 +48,26 @@ class StreamServicer(stream_service_pb2_grpc.StreamServiceServicer):
                 yield pb.WatchTop10Response(snapshot=snapshot)
         finally:
             WATCHERS.dec()
+
+    async def WatchRank(
+        self, request: pb.WatchRankRequest, context: Context
+    ) -> AsyncIterator[pb.WatchRankResponse]:
+        principal = current_principal()
+        # A user watches only itself; a service token with stream:watch may name any user.
+        user_id = principal.target_user(request.user_id, SCOPE_STREAM_WATCH)
+        if principal.is_service:
+            principal.require_scope(SCOPE_STREAM_WATCH)
+        hub = self._rank_hubs.get(request.board_id or DEFAULT_BOARD)
+        if hub is None:
+            raise not_found(Reason.NOT_FOUND, f"no board {request.board_id}")
+        if hub.closed:
+            raise unavailable("stream_service is shutting down")
+        watch = await hub.watch(user_id)
+        try:
+            while True:
+                update = await watch.next()
+                if update is None:
+                    return  # shutdown: the stream ends cleanly and the caller reconnects
+                yield pb.WatchRankResponse(update=update)
+        finally:
+            hub.unwatch(watch)

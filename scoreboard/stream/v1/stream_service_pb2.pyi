@@ -3,8 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from scoreboard.leaderboard.v1 import leaderboard_pb2 as _leaderboard_pb2
 import builtins as _builtins
 import sys
@@ -16,6 +20,44 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RankReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RankReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RankReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RANK_REASON_UNSPECIFIED: _RankReason.ValueType  # 0
+    RANK_REASON_INITIAL: _RankReason.ValueType  # 1
+    """The first update of a watch: the rank as it is."""
+    RANK_REASON_SELF: _RankReason.ValueType  # 2
+    """The user's own accepted score changed its rank or score."""
+    RANK_REASON_OVERTAKEN: _RankReason.ValueType  # 3
+    """Another player passed the user (overtaken_by names it)."""
+    RANK_REASON_THRESHOLD: _RankReason.ValueType  # 4
+    """The user entered or left a top (10, 100, 1,000 by default) or a percentile band; `crossed`
+    names them. Wins over the other reasons when the change crossed one.
+    """
+    RANK_REASON_MOVED: _RankReason.ValueType  # 5
+    """The board's ticker found a move of at least the configured share of the rank."""
+
+class RankReason(_RankReason, metaclass=_RankReasonEnumTypeWrapper):
+    """Why a rank update was sent."""
+
+RANK_REASON_UNSPECIFIED: RankReason.ValueType  # 0
+RANK_REASON_INITIAL: RankReason.ValueType  # 1
+"""The first update of a watch: the rank as it is."""
+RANK_REASON_SELF: RankReason.ValueType  # 2
+"""The user's own accepted score changed its rank or score."""
+RANK_REASON_OVERTAKEN: RankReason.ValueType  # 3
+"""Another player passed the user (overtaken_by names it)."""
+RANK_REASON_THRESHOLD: RankReason.ValueType  # 4
+"""The user entered or left a top (10, 100, 1,000 by default) or a percentile band; `crossed`
+names them. Wins over the other reasons when the change crossed one.
+"""
+RANK_REASON_MOVED: RankReason.ValueType  # 5
+"""The board's ticker found a move of at least the configured share of the rank."""
+Global___RankReason: _TypeAlias = RankReason  # noqa: Y015
 
 @_typing.final
 class WatchTop10Request(_message.Message):
@@ -56,3 +98,154 @@ class WatchTop10Response(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchTop10Response: _TypeAlias = WatchTop10Response  # noqa: Y015
+
+@_typing.final
+class WatchRankRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    board_id: _builtins.str
+    """Empty means the default board."""
+    user_id: _builtins.str
+    """The user to watch; empty means the caller (required for a service token)."""
+    def __init__(
+        self,
+        *,
+        board_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRankRequest: _TypeAlias = WatchRankRequest  # noqa: Y015
+
+@_typing.final
+class WatchRankResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def update(self) -> Global___RankUpdate: ...
+    def __init__(
+        self,
+        *,
+        update: Global___RankUpdate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRankResponse: _TypeAlias = WatchRankResponse  # noqa: Y015
+
+@_typing.final
+class RankPlayer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    username: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        username: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankPlayer: _TypeAlias = RankPlayer  # noqa: Y015
+
+@_typing.final
+class RankUpdate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    TOTAL_PLAYERS_FIELD_NUMBER: _builtins.int
+    PERCENTILE_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    DISTANCE_TO_NEXT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OVERTAKEN_BY_FIELD_NUMBER: _builtins.int
+    CROSSED_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    board_id: _builtins.str
+    period: _builtins.int
+    """The board's period. Boards have one endless period for now: 1."""
+    user_id: _builtins.str
+    rank: _builtins.int
+    """Standard competition rank (ties share it), as GetUserRank reports; 0 when not ranked."""
+    score: _builtins.int
+    total_players: _builtins.int
+    """Ranked users on the board."""
+    percentile: _builtins.float
+    """Top x % (rank / total_players * 100, rounded up to a tenth); absent below the minimum
+    population.
+    """
+    tier: _builtins.str
+    """The user's tier; absent (boards have no tiers yet)."""
+    distance_to_next: _builtins.int
+    """Points to reach the nearest better score; absent at rank 1 or when not ranked."""
+    reason: Global___RankReason.ValueType
+    @_builtins.property
+    def overtaken_by(self) -> Global___RankPlayer:
+        """With OVERTAKEN (or THRESHOLD caused by an overtake): the player who passed."""
+
+    @_builtins.property
+    def crossed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With THRESHOLD: what was entered or left, e.g. "top10", "top1%"."""
+
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """Commit time of the score change that caused the update (absent for INITIAL and ticker
+        updates).
+        """
+
+    def __init__(
+        self,
+        *,
+        board_id: _builtins.str = ...,
+        period: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        rank: _builtins.int = ...,
+        score: _builtins.int = ...,
+        total_players: _builtins.int = ...,
+        percentile: _builtins.float | None = ...,
+        tier: _builtins.str | None = ...,
+        distance_to_next: _builtins.int | None = ...,
+        reason: Global___RankReason.ValueType = ...,
+        overtaken_by: Global___RankPlayer | None = ...,
+        crossed: _abc.Iterable[_builtins.str] | None = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_distance_to_next", b"_distance_to_next", "_percentile", b"_percentile", "_tier", b"_tier", "change_time", b"change_time", "distance_to_next", b"distance_to_next", "overtaken_by", b"overtaken_by", "percentile", b"percentile", "tier", b"tier"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_distance_to_next", b"_distance_to_next", "_percentile", b"_percentile", "_tier", b"_tier", "board_id", b"board_id", "change_time", b"change_time", "crossed", b"crossed", "distance_to_next", b"distance_to_next", "overtaken_by", b"overtaken_by", "percentile", b"percentile", "period", b"period", "rank", b"rank", "reason", b"reason", "score", b"score", "tier", b"tier", "total_players", b"total_players", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__distance_to_next: _TypeAlias = _typing.Literal["distance_to_next"]  # noqa: Y015
+    _WhichOneofArgType__distance_to_next: _TypeAlias = _typing.Literal["_distance_to_next", b"_distance_to_next"]  # noqa: Y015
+    _WhichOneofReturnType__percentile: _TypeAlias = _typing.Literal["percentile"]  # noqa: Y015
+    _WhichOneofArgType__percentile: _TypeAlias = _typing.Literal["_percentile", b"_percentile"]  # noqa: Y015
+    _WhichOneofReturnType__tier: _TypeAlias = _typing.Literal["tier"]  # noqa: Y015
+    _WhichOneofArgType__tier: _TypeAlias = _typing.Literal["_tier", b"_tier"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__distance_to_next) -> _WhichOneofReturnType__distance_to_next | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__percentile) -> _WhichOneofReturnType__percentile | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tier) -> _WhichOneofReturnType__tier | None: ...
+
+Global___RankUpdate: _TypeAlias = RankUpdate  # noqa: Y015

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class StreamServiceStub:
-    """Live top-10 snapshots. One Redis subscription per process feeds every watcher.
+    """Live top-10 snapshots, and one user's live rank. One Redis subscription per process and
+    channel feeds every watcher.
     """
 
     def __init__(self, channel):
@@ -40,15 +41,32 @@ class StreamServiceStub:
                 request_serializer=scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchTop10Request.SerializeToString,
                 response_deserializer=scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchTop10Response.FromString,
                 _registered_method=True)
+        self.WatchRank = channel.unary_stream(
+                '/scoreboard.stream.v1.StreamService/WatchRank',
+                request_serializer=scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchRankRequest.SerializeToString,
+                response_deserializer=scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchRankResponse.FromString,
+                _registered_method=True)
 
 
 class StreamServiceServicer:
-    """Live top-10 snapshots. One Redis subscription per process feeds every watcher.
+    """Live top-10 snapshots, and one user's live rank. One Redis subscription per process and
+    channel feeds every watcher.
     """
 
     def WatchTop10(self, request, context):
         """The current snapshot at once, then every change in sequence order. A watcher that falls
         behind skips to the newest snapshot; it never receives an older one after a newer one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRank(self, request, context):
+        """One user's rank at once, then whenever it changes in a way worth telling: the user's own
+        accepted score (SELF), a player passing it (OVERTAKEN), a threshold crossed (THRESHOLD), or a
+        move of at least the configured share of its rank found by the board's ticker (MOVED). At
+        most one update per configured interval, coalesced to the latest. A user may watch only
+        itself; a service token with the stream:watch scope may name any user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -62,6 +80,11 @@ def add_StreamServiceServicer_to_server(servicer, server):
                     request_deserializer=scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchTop10Request.FromString,
                     response_serializer=scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchTop10Response.SerializeToString,
             ),
+            'WatchRank': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRank,
+                    request_deserializer=scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchRankRequest.FromString,
+                    response_serializer=scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchRankResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'scoreboard.stream.v1.StreamService', rpc_method_handlers)
@@ -71,7 +94,8 @@ def add_StreamServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class StreamService:
-    """Live top-10 snapshots. One Redis subscription per process feeds every watcher.
+    """Live top-10 snapshots, and one user's live rank. One Redis subscription per process and
+    channel feeds every watcher.
     """
 
     @staticmethod
@@ -91,6 +115,33 @@ class StreamService:
             '/scoreboard.stream.v1.StreamService/WatchTop10',
             scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchTop10Request.SerializeToString,
             scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchTop10Response.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/scoreboard.stream.v1.StreamService/WatchRank',
+            scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchRankRequest.SerializeToString,
+            scoreboard_dot_stream_dot_v1_dot_stream__service__pb2.WatchRankResponse.FromString,
             options,
             channel_credentials,
             insecure,

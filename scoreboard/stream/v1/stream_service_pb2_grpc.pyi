@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class StreamServiceStub:
-    """Live top-10 snapshots. One Redis subscription per process feeds every watcher."""
+    """Live top-10 snapshots, and one user's live rank. One Redis subscription per process and
+    channel feeds every watcher.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -37,19 +39,37 @@ class StreamServiceStub:
     """The current snapshot at once, then every change in sequence order. A watcher that falls
     behind skips to the newest snapshot; it never receives an older one after a newer one.
     """
+    WatchRank: _grpc.UnaryStreamMultiCallable[_stream_service_pb2.WatchRankRequest, _stream_service_pb2.WatchRankResponse]
+    """One user's rank at once, then whenever it changes in a way worth telling: the user's own
+    accepted score (SELF), a player passing it (OVERTAKEN), a threshold crossed (THRESHOLD), or a
+    move of at least the configured share of its rank found by the board's ticker (MOVED). At
+    most one update per configured interval, coalesced to the latest. A user may watch only
+    itself; a service token with the stream:watch scope may name any user.
+    """
 
 @_typing.type_check_only
 class StreamServiceAsyncStub(StreamServiceStub):
-    """Live top-10 snapshots. One Redis subscription per process feeds every watcher."""
+    """Live top-10 snapshots, and one user's live rank. One Redis subscription per process and
+    channel feeds every watcher.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     WatchTop10: _aio.UnaryStreamMultiCallable[_stream_service_pb2.WatchTop10Request, _stream_service_pb2.WatchTop10Response]  # type: ignore[assignment]
     """The current snapshot at once, then every change in sequence order. A watcher that falls
     behind skips to the newest snapshot; it never receives an older one after a newer one.
     """
+    WatchRank: _aio.UnaryStreamMultiCallable[_stream_service_pb2.WatchRankRequest, _stream_service_pb2.WatchRankResponse]  # type: ignore[assignment]
+    """One user's rank at once, then whenever it changes in a way worth telling: the user's own
+    accepted score (SELF), a player passing it (OVERTAKEN), a threshold crossed (THRESHOLD), or a
+    move of at least the configured share of its rank found by the board's ticker (MOVED). At
+    most one update per configured interval, coalesced to the latest. A user may watch only
+    itself; a service token with the stream:watch scope may name any user.
+    """
 
 class StreamServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Live top-10 snapshots. One Redis subscription per process feeds every watcher."""
+    """Live top-10 snapshots, and one user's live rank. One Redis subscription per process and
+    channel feeds every watcher.
+    """
 
     @_abc_1.abstractmethod
     def WatchTop10(
@@ -59,6 +79,19 @@ class StreamServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_stream_service_pb2.WatchTop10Response], _abc.AsyncIterator[_stream_service_pb2.WatchTop10Response]]:
         """The current snapshot at once, then every change in sequence order. A watcher that falls
         behind skips to the newest snapshot; it never receives an older one after a newer one.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchRank(
+        self,
+        request: _stream_service_pb2.WatchRankRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_stream_service_pb2.WatchRankResponse], _abc.AsyncIterator[_stream_service_pb2.WatchRankResponse]]:
+        """One user's rank at once, then whenever it changes in a way worth telling: the user's own
+        accepted score (SELF), a player passing it (OVERTAKEN), a threshold crossed (THRESHOLD), or a
+        move of at least the configured share of its rank found by the board's ticker (MOVED). At
+        most one update per configured interval, coalesced to the latest. A user may watch only
+        itself; a service token with the stream:watch scope may name any user.
         """
 
 def add_StreamServiceServicer_to_server(servicer: StreamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,372 @@
+"""Personal live rank for the online subscribers of one board (DESIGN decision 12).
+
+One Redis subscription per process to the board's rank channel, where the apply script
+publishes each applied event's rank move. The hub keeps the online subscribers (WatchRank
+streams) by user and:
+- pushes SELF to a mover's watches from the move itself (no Redis call);
+- pushes OVERTAKEN to the watches of the few users the move names as passed (at most the apply
+  script's limit), after one script call that reads only those users' ranks;
+- every tick, ranks only the users with a watch (chunks of users, one script call each,
+  pipelined) and pushes a threshold crossed or a move of at least a share of the rank.
+Nothing enumerates the players a score displaces. Each watch sends at most one update per
+interval, coalesced to the latest state (a throttle: the first change after a quiet interval
+goes out at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Gauge, Histogram
+from redis.asyncio.client import PubSub
+from redis.commands.core import AsyncScript
+
+from common.redis_keys import BoardKeys
+from common.redis_values import MalformedValue, Move, decode_moves
+from scoreboard.stream.v1 import stream_service_pb2 as pb
+from stream_service.config import RankSettings
+from stream_service.ranks import Player, RankState, build_update, crossed, significant
+
+log = logging.getLogger("scoreboard.rank_hub")
+
+RANK_WATCHERS = Gauge("scoreboard_rank_watchers", "Open WatchRank streams.")
+RANK_UPDATES = Counter(
+    "scoreboard_rank_updates_total", "RankUpdate messages sent, by reason.", ["reason"]
+)
+MOVES_RECEIVED = Counter("scoreboard_rank_moves_received_total", "Rank moves from Redis pub/sub.")
+TICKER_SECONDS = Histogram(
+    "scoreboard_rank_ticker_seconds",
+    "Wall time of one ticker pass over the online rank subscribers.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+TICKER_COMMANDS = Counter(
+    "scoreboard_rank_ticker_redis_commands_total",
+    "Redis commands the ticker's script calls ran (as counted by the script).",
+)
+RANK_READ_USERS = Counter(
+    "scoreboard_rank_users_read_total", "User ranks read from Redis, by cause.", ["cause"]
+)
+
+_REASON_NAMES = {
+    pb.RANK_REASON_INITIAL: "initial",
+    pb.RANK_REASON_SELF: "self",
+    pb.RANK_REASON_OVERTAKEN: "overtaken",
+    pb.RANK_REASON_THRESHOLD: "threshold",
+    pb.RANK_REASON_MOVED: "moved",
+}
+
+
+def _script() -> str:
+    return (resources.files("stream_service") / "lua" / "ranks.lua").read_text()
+
+
+@dataclass(frozen=True)
+class _Pending:
+    state: RankState
+    reason: pb.RankReason.ValueType
+    by: Player | None
+    change_us: int
+
+
+class RankWatch:
+    """One WatchRank stream: the state last sent, and at most one pending change (the latest)."""
+
+    def __init__(self, board: str, user_id: str, settings: RankSettings) -> None:
+        self.board = board
+        self.user_id = user_id
+        self._settings = settings
+        self.sent: RankState | None = None
+        self._sent_at = -1e18
+        self._pending: _Pending | None = None
+        self._wake = asyncio.Event()
+        self.closed = False
+
+    @property
+    def told(self) -> RankState | None:
+        """The newest state this watch has sent or will send."""
+        return self._pending.state if self._pending is not None else self.sent
+
+    def offer(
+        self,
+        state: RankState,
+        reason: pb.RankReason.ValueType,
+        *,
+        by: Player | None = None,
+        change_us: int = 0,
+    ) -> None:
+        pending = self._pending
+        if pending is not None and reason == pb.RANK_REASON_MOVED:
+            # The ticker never hides an event's reason; its state is the newer one.
+            self._pending = _Pending(state, pending.reason, pending.by, pending.change_us)
+        else:
+            self._pending = _Pending(state, reason, by, change_us)
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def next(self) -> pb.RankUpdate | None:
+        """The next update to send, once the interval since the last one has passed; None when
+        the watch is closed."""
+        while not self.closed:
+            if self._pending is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            wait = self._sent_at + self._settings.min_interval_seconds - time.monotonic()
+            if wait > 0 and self.sent is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        while not self.closed:
+                            self._wake.clear()
+                            await self._wake.wait()
+                continue
+            pending, self._pending = self._pending, None
+            update = self._build(pending)
+            if update is None:
+                continue
+            self.sent = pending.state
+            self._sent_at = time.monotonic()
+            RANK_UPDATES.labels(_REASON_NAMES.get(update.reason, "other")).inc()
+            return update
+        return None
+
+    def _build(self, pending: _Pending) -> pb.RankUpdate | None:
+        old = self.sent
+        reason = pending.reason
+        names: list[str] = []
+        if old is not None:
+            if old == pending.state and reason != pb.RANK_REASON_SELF:
+                return None  # nothing changed since the last update
+            names = crossed(old, pending.state, self._settings)
+            if names:
+                reason = pb.RANK_REASON_THRESHOLD
+        return build_update(
+            self.board,
+            self.user_id,
+            pending.state,
+            reason,
+            self._settings,
+            crossed_names=names,
+            by=pending.by,
+            change_us=pending.change_us,
+        )
+
+
+class RankHub:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: BoardKeys,
+        settings: RankSettings,
+        *,
+        probe_seconds: float = 15.0,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+        self._probe_seconds = probe_seconds
+        self._script: AsyncScript = redis.register_script(_script())
+        self._watches: dict[str, set[RankWatch]] = {}
+        self._closed = False
+        self._delay = 0.1
+        self.subscribed = asyncio.Event()
+        # Ticker passes run and Redis commands they ran (for tests and the bench).
+        self.ticks = 0
+        self.ticker_commands = 0
+
+    @property
+    def board(self) -> str:
+        return self._keys.board
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def settings(self) -> RankSettings:
+        return self._settings
+
+    def __len__(self) -> int:
+        return sum(len(w) for w in self._watches.values())
+
+    # ---- watches
+
+    async def watch(self, user_id: str) -> RankWatch:
+        """A new watch for the user, holding its current rank (sent at once)."""
+        watch = RankWatch(self._keys.board, user_id, self._settings)
+        self._watches.setdefault(user_id, set()).add(watch)
+        RANK_WATCHERS.inc()
+        try:
+            states = await self.read([user_id], cause="initial")
+        except BaseException:
+            self.unwatch(watch)
+            raise
+        state = states.get(user_id)
+        if state is not None:
+            watch.offer(state, pb.RANK_REASON_INITIAL)
+        return watch
+
+    def unwatch(self, watch: RankWatch) -> None:
+        watches = self._watches.get(watch.user_id)
+        if watches is None or watch not in watches:
+            return
+        watches.discard(watch)
+        if not watches:
+            del self._watches[watch.user_id]
+        watch.close()
+        RANK_WATCHERS.dec()
+
+    def close(self) -> None:
+        self._closed = True
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.close()
+
+    # ---- reading ranks
+
+    async def read(self, user_ids: Sequence[str], *, cause: str) -> dict[str, RankState]:
+        """The rank states of these users (chunks pipelined); empty when the ranking is not
+        ready. Users without a stored state are ranked 0."""
+        chunk = self._settings.tick_chunk
+        chunks = [list(user_ids[i : i + chunk]) for i in range(0, len(user_ids), chunk)]
+        if not chunks:
+            return {}
+        keys = [self._keys.ranking, self._keys.users, self._keys.ready]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for users in chunks:
+                await self._script(keys=keys, args=users, client=pipe)
+            replies: list[Any] = await pipe.execute()
+        RANK_READ_USERS.labels(cause).inc(len(user_ids))
+        states: dict[str, RankState] = {}
+        for users, reply in zip(chunks, replies, strict=True):
+            if not int(reply[0]):
+                return {}
+            total = int(reply[1])
+            if cause == "ticker":
+                self.ticker_commands += int(reply[2])
+                TICKER_COMMANDS.inc(int(reply[2]))
+            for index, user in enumerate(users):
+                rank, score, nxt, _name = reply[3 + 4 * index : 7 + 4 * index]
+                next_text = nxt.decode() if isinstance(nxt, bytes) else str(nxt)
+                states[user] = RankState(
+                    int(rank), int(score), total, int(next_text) if next_text else None
+                )
+        return states
+
+    # ---- moves
+
+    async def on_moves(self, ranked: int, moves: Iterable[Move]) -> None:
+        """SELF to the movers' watches (from the move), OVERTAKEN to the watches of the users
+        they passed (one read of those users only)."""
+        passers: dict[str, Move] = {}
+        for move in moves:
+            for watch in self._watches.get(move.user_id, ()):
+                state = RankState(move.new_rank, move.score, ranked, move.next_score)
+                watch.offer(state, pb.RANK_REASON_SELF, change_us=move.commit_us)
+            for passed in move.passed:
+                if passed in self._watches:
+                    passers[passed] = move  # the latest mover to pass it names it
+        if not passers:
+            return
+        states = await self.read(list(passers), cause="overtaken")
+        for user, state in states.items():
+            move = passers[user]
+            for watch in self._watches.get(user, ()):
+                watch.offer(
+                    state,
+                    pb.RANK_REASON_OVERTAKEN,
+                    by=Player(move.user_id, move.name),
+                    change_us=move.commit_us,
+                )
+
+    # ---- ticker
+
+    async def tick(self) -> int:
+        """One pass: rank the users with a watch, push what is significant. Returns the users
+        ranked."""
+        users = list(self._watches)
+        if not users:
+            return 0
+        started = time.perf_counter()
+        states = await self.read(users, cause="ticker")
+        for user, state in states.items():
+            for watch in self._watches.get(user, ()):
+                told = watch.told
+                if told is None or significant(told, state, self._settings):
+                    watch.offer(state, pb.RANK_REASON_MOVED)
+        self.ticks += 1
+        TICKER_SECONDS.observe(time.perf_counter() - started)
+        return len(users)
+
+    async def run_ticker(self) -> None:
+        period = self._settings.tick_seconds
+        if period <= 0:
+            return
+        while not self._closed:
+            await asyncio.sleep(period)
+            try:
+                await self.tick()
+            except (OSError, aioredis.RedisError) as exc:
+                log.warning("rank ticker pass failed: %s", exc)
+
+    # ---- subscription
+
+    async def run(self) -> None:
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._keys.rank_channel)
+                await self._listen(pubsub)
+            except (OSError, aioredis.RedisError) as exc:
+                self.subscribed.clear()
+                log.warning("rank subscription lost; resubscribing: %s", exc)
+                await asyncio.sleep(self._delay * (0.5 + random.random()))
+                self._delay = min(self._delay * 2, 5.0)
+            finally:
+                with contextlib.suppress(OSError, aioredis.RedisError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        quiet_since = time.monotonic()
+        probed = False
+        while True:
+            message = await pubsub.get_message(timeout=self._probe_seconds)
+            now = time.monotonic()
+            if message is None:
+                if now - quiet_since < self._probe_seconds:
+                    continue
+                if probed:
+                    raise ConnectionError("no reply from redis to a subscription PING")
+                await pubsub.ping()
+                probed = True
+                quiet_since = now
+                continue
+            quiet_since = now
+            probed = False
+            kind = message.get("type")
+            if kind == "subscribe":
+                self.subscribed.set()
+                self._delay = 0.1
+                # Moves published while the subscription was down are not replayed: the next
+                # ticker pass finds what they changed.
+            elif kind == "message":
+                if not self._watches:
+                    continue
+                try:
+                    moves = decode_moves(message["data"])
+                except MalformedValue:
+                    log.error("malformed rank moves on the channel")
+                    continue
+                MOVES_RECEIVED.inc()
+                await self.on_moves(moves.ranked, moves.moves)

@@ -1,0 +1,67 @@
+"""The pure part of the personal live rank: percentile (the same as GetUserRank's), thresholds,
+what the ticker calls significant, and coalescing with a throttle per watch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from leaderboard_service.ranking import percentile as leaderboard_percentile
+from scoreboard.stream.v1 import stream_service_pb2 as pb
+from stream_service.config import RankSettings
+from stream_service.rank_hub import RankWatch
+from stream_service.ranks import Player, RankState, crossed, percentile, significant
+
+SETTINGS = RankSettings(percentile_min_players=100)
+
+
+def test_percentile_is_get_user_rank_s() -> None:
+    for total in (0, 1, 99, 100, 101, 1000, 30_001):
+        for rank in (0, 1, 2, 7, 50, 99, 100, 101, total - 1, total, total + 1):
+            for minimum in (0, 100):
+                assert percentile(rank, total, minimum) == leaderboard_percentile(
+                    rank, total, minimum
+                )
+
+
+def test_thresholds_crossed() -> None:
+    assert crossed(RankState(11, 0, 50), RankState(9, 0, 50), SETTINGS) == ["top10"]
+    assert crossed(RankState(150, 0, 50), RankState(5, 0, 50), SETTINGS) == ["top10", "top100"]
+    assert crossed(RankState(9, 0, 50), RankState(3, 0, 50), SETTINGS) == []
+    assert crossed(RankState(5, 0, 50), RankState(0, 0, 50), SETTINGS) == [
+        "top10",
+        "top100",
+        "top1000",
+    ]
+    # Percentile bands count only with a percentile shown (100+ ranked users).
+    assert crossed(RankState(200, 0, 1000), RankState(300, 0, 1000), SETTINGS) == ["top25%"]
+    assert crossed(RankState(200, 0, 50), RankState(300, 0, 50), SETTINGS) == []
+
+
+def test_significant_moves() -> None:
+    assert significant(RankState(500, 0, 10**6), RankState(505, 0, 10**6), SETTINGS)
+    assert not significant(RankState(500, 0, 10**6), RankState(504, 0, 10**6), SETTINGS)
+    assert significant(RankState(5, 0, 50), RankState(6, 0, 50), SETTINGS)
+    assert significant(RankState(0, 0, 50), RankState(40, 0, 50), SETTINGS)
+    assert not significant(RankState(0, 0, 50), RankState(0, 0, 51), SETTINGS)
+
+
+async def test_a_watch_throttles_and_coalesces_to_the_latest() -> None:
+    watch = RankWatch("default", "u", RankSettings(min_interval_seconds=0.3))
+    watch.offer(RankState(20, 5, 50), pb.RANK_REASON_INITIAL)
+    first = await watch.next()
+    assert first is not None and first.reason == pb.RANK_REASON_INITIAL
+    watch.offer(RankState(21, 5, 50), pb.RANK_REASON_OVERTAKEN, by=Player("b", "Bob"))
+    watch.offer(RankState(22, 5, 50), pb.RANK_REASON_OVERTAKEN, by=Player("c", "Cat"))
+    watch.offer(RankState(23, 5, 50), pb.RANK_REASON_MOVED)
+    started = time.monotonic()
+    second = await watch.next()
+    assert time.monotonic() - started >= 0.25
+    assert second is not None
+    assert (second.rank, second.reason, second.overtaken_by.username) == (
+        23,
+        pb.RANK_REASON_OVERTAKEN,
+        "Cat",
+    )
+    watch.close()
+    assert await asyncio.wait_for(watch.next(), 1) is None
