@@ -6,23 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
-from tests.conftest import StackFactory
 from tests.support.clients import Api
 from tests.support.ledger import assert_ledger_invariant, score_row
 from tests.support.stack import Stack
+from tests.support.stack_fixtures import stack_and_api
 
-
-@pytest.fixture(scope="module")
-async def stack(stack_factory: StackFactory) -> AsyncIterator[Stack]:
-    async with stack_factory() as stack:
-        yield stack
+stack, api = stack_and_api(scope="module")
 
 
 async def _cli(
@@ -52,14 +46,10 @@ async def _cli(
     return process.returncode, body, err.decode()
 
 
-async def test_admin_cli_adjusts_voids_bans_and_reads_the_audit(stack: Stack) -> None:
-    api = Api(stack.edge_url)
-    try:
-        player = await api.register()
-        reply = await api.complete(player, "complete-quest")
-        assert reply.status_code == 200, reply.text
-    finally:
-        await api.close()
+async def test_admin_cli_adjusts_voids_bans_and_reads_the_audit(stack: Stack, api: Api) -> None:
+    player = await api.register()
+    reply = await api.complete(player, "complete-quest")
+    assert reply.status_code == 200, reply.text
 
     code, body, err = await _cli(stack, "adjust", player.user_id, "-15", "--reason", "typo fix")
     assert code == 0, err
@@ -90,13 +80,11 @@ async def test_admin_cli_adjusts_voids_bans_and_reads_the_audit(stack: Stack) ->
     await assert_ledger_invariant(stack.pool)
 
 
-async def test_admin_cli_refusals_exit_1_with_the_reason(stack: Stack, tmp_path: Path) -> None:
-    api = Api(stack.edge_url)
-    try:
-        player = await api.register()
-        assert (await api.complete(player, "daily-login")).status_code == 200
-    finally:
-        await api.close()
+async def test_admin_cli_refusals_exit_1_with_the_reason(
+    stack: Stack, api: Api, tmp_path: Path
+) -> None:
+    player = await api.register()
+    assert (await api.complete(player, "daily-login")).status_code == 200
     before = await score_row(stack.pool, player.user_id)
 
     code, body, err = await _cli(stack, "ban", player.user_id, "--reason", "x", secret="wrong")
