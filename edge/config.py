@@ -54,6 +54,11 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 16 * 1024
     actions_per_minute: int = 100
+    # Per minute, 0 for none: POST /api/actions/start and POST /api/ws-ticket per user, POST
+    # /api/auth/refresh per client address (it carries no access token).
+    starts_per_minute: int = 60
+    ws_tickets_per_minute: int = 30
+    refreshes_per_minute: int = 30
     # The deadline of every upstream gRPC call (the live WatchTop10 stream excepted).
     upstream_timeout_seconds: float = 5.0
     # Trust X-Forwarded-For from the ingress for client addresses.
@@ -95,6 +100,9 @@ class Settings:
             cors_origins=env.items("CORS_ORIGINS"),
             max_body_bytes=env.integer("MAX_BODY_BYTES", 16 * 1024, minimum=256),
             actions_per_minute=env.integer("ACTIONS_PER_MINUTE", 100, minimum=1),
+            starts_per_minute=env.integer("STARTS_PER_MINUTE", 60, minimum=0),
+            ws_tickets_per_minute=env.integer("WS_TICKETS_PER_MINUTE", 30, minimum=0),
+            refreshes_per_minute=env.integer("REFRESHES_PER_MINUTE", 30, minimum=0),
             upstream_timeout_seconds=env.number("UPSTREAM_TIMEOUT_SECONDS", 5.0, minimum=0.1),
             trust_forwarded=env.flag("TRUST_FORWARDED", False),
             forwarded_allow_ips=_proxies(env.items("FORWARDED_ALLOW_IPS", LOOPBACK_PROXIES)),

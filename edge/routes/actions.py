@@ -14,6 +14,7 @@ from common.errors import Reason, ServiceError
 from common.ratelimit import Decision
 from edge.api import ApiRoute, Param
 from edge.bodies import HttpError, read_json
+from edge.limits import enforce
 from edge.responses import error, from_service_error, iso, ok
 from edge.schemas import (
     ActionList,
@@ -145,8 +146,9 @@ async def _complete(request: Request, state: EdgeState, principal: Principal) ->
 
 async def start_action(request: Request) -> Response:
     principal = await require_principal(request)
-    body = await read_json(request, StartActionBody)
     state = edge_state(request)
+    await enforce(state, "start", principal.subject, state.settings.starts_per_minute)
+    body = await read_json(request, StartActionBody)
     reply = await state.upstream.call(
         state.upstream.score.StartAction,
         pb.StartActionRequest(action_id=body.actionId),

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from common.errors import Reason, unauthenticated
 from edge.api import ApiRoute
 from edge.bodies import HttpError, read_json
+from edge.limits import enforce
 from edge.responses import JSON, ok
 from edge.schemas import (
     Empty,
@@ -108,11 +109,12 @@ def _refresh_token(request: Request, given: str | None) -> str | None:
 
 
 async def refresh(request: Request) -> Response:
+    state = edge_state(request)
+    await enforce(state, "refresh", client_address(request), state.settings.refreshes_per_minute)
     body = await read_json(request, RefreshBody)
     token = _refresh_token(request, body.refreshToken)
     if not token:
         raise unauthenticated(Reason.REFRESH_TOKEN_INVALID, "a refresh token is required")
-    state = edge_state(request)
     reply = await state.upstream.call(
         state.upstream.auth.RefreshToken, pb.RefreshTokenRequest(refresh_token=token), token=None
     )

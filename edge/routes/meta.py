@@ -9,6 +9,7 @@ from starlette.responses import HTMLResponse, Response
 
 from common.errors import unavailable
 from edge.api import ApiRoute
+from edge.limits import enforce
 from edge.responses import JSON, ok
 from edge.schemas import Envelope, WsTicket
 from edge.state import edge_state, require_principal
@@ -45,6 +46,7 @@ async def jwks(request: Request) -> Response:
 async def ws_ticket(request: Request) -> Response:
     principal = await require_principal(request)
     state = edge_state(request)
+    await enforce(state, "ws-ticket", principal.subject, state.settings.ws_tickets_per_minute)
     try:
         ticket = await issue_ticket(state, principal)
     except (OSError, aioredis.RedisError) as exc:
