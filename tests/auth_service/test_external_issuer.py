@@ -166,8 +166,9 @@ def _payload(idp: IdentityProvider) -> dict[str, object]:
 async def test_denylist_is_off_and_unknown_kids_do_not_flood_the_issuer(
     stack: Stack, idp: IdentityProvider, http: httpx.AsyncClient
 ) -> None:
-    # With the denylist on, a missing cache marker makes verifiers refuse (503); off, it does
-    # not matter at all.
+    # With the denylist on, a missing loaded marker only matters to a process whose revocation
+    # mirror has not loaded the list yet (it waits, then 503); a loaded mirror answers from
+    # memory. Off, no mirror runs and the marker does not matter at all.
     await stack.redis.delete(stack.keys.denylist_loaded)
     token = idp.user_token()
     assert (await http.post("/api/ws-ticket", headers=_bearer(token))).status_code == 200

@@ -216,7 +216,10 @@ async def _logout_then_wipe(stack: Stack, api: Api) -> None:
     # part here, so it is stopped first.
     await stack.stop_service("leaderboard")
     await stack.redis.flushall()
-    # Until auth_service has reloaded the cache, verifiers refuse to decide (503), never accept.
+    # Every process keeps its in-memory revocation mirror through the wipe
+    # (common/auth/revocation_mirror.py), so the revoked token stays refused (401) while
+    # auth_service reloads the list from PostgreSQL; a 503 (fail closed) would be tolerated,
+    # an accept never.
     seen: list[tuple[int, str]] = []
 
     async def reloaded() -> bool:
@@ -228,7 +231,7 @@ async def _logout_then_wipe(stack: Stack, api: Api) -> None:
     assert all(status in (401, 503) for status, _ in seen), seen
     assert all(code == "UNAVAILABLE" for status, code in seen if status == 503), seen
     await refused_everywhere()
-    # The reload restored revocations, not a blanket refusal.
+    # Nothing was lost and nothing is refused wholesale: other users' tokens still pass.
     assert (await _me(api, bystander.access_token)).status_code == 200
     assert await _grpc_read(stack, bystander.access_token) == (grpc.StatusCode.OK, "")
 
