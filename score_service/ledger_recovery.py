@@ -38,9 +38,12 @@ log = logging.getLogger("scoreboard.score")
 # The constraint that refuses a second ledger row for one completion (migration 0008).
 COMPLETION_INDEX = "user_actions_completion"
 LOG_EVERY_SECONDS = 10.0
-# Attempts of a transaction whose connection failed before COMMIT, within the deadline.
-ATTEMPTS = 3
-_BACKOFF_SECONDS = 0.05
+# Attempts of a transaction whose connection failed before COMMIT (nothing was written: safe
+# to run again), while the deadline allows: a pool may hold several connections that died at
+# once (a failover, terminated backends), each found out only when used.
+ATTEMPTS = 10
+_BACKOFF_SECONDS = 0.02
+_MAX_BACKOFF_SECONDS = 0.25
 # The wait for a connection of a completion that has no deadline (not one from a gRPC call).
 NO_DEADLINE_WAIT_SECONDS = 30.0
 
@@ -109,9 +112,18 @@ def wait_for_connection(deadline: float) -> float:
     return max(0.01, left - max(0.05, left / 10))
 
 
+def _pause(attempt: int) -> float:
+    """The first retry at once (the usual failure is a pooled connection that died while idle;
+    the next one may be alive), then growing slowly: a transaction slot waits meanwhile."""
+    if attempt <= 1:
+        return 0.0
+    pause: float = _BACKOFF_SECONDS * 2 ** (attempt - 2)
+    return min(_MAX_BACKOFF_SECONDS, pause)
+
+
 def backoff(attempt: int, deadline: float) -> float | None:
     """The pause before attempt `attempt` (1, 2, ...), or None when there is no time left."""
-    pause: float = _BACKOFF_SECONDS * 2 ** (attempt - 1)
+    pause = _pause(attempt)
     if attempt >= ATTEMPTS or time.monotonic() + pause + 0.1 >= deadline:
         return None
     return pause
@@ -177,7 +189,7 @@ async def find_landed(
                 read = await ranks.ranks_for(conn, board, [row.total for _, row in found])
         except psycopg.Error as exc:
             outage.note(exc)
-            pause = _BACKOFF_SECONDS * 2 ** min(attempt - 1, 4)
+            pause = _pause(attempt)
             if no_connection(exc) or time.monotonic() + pause + 0.05 >= deadline:
                 COMMIT_UNKNOWN_TOTAL.labels("unknown").inc(len(completion_ids))
                 raise outcome_unknown() from None

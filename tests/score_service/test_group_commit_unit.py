@@ -1,16 +1,21 @@
 """score_service.group_commit, pure: completions that queue while a transaction runs share the
 next one, up to max_group and `concurrency` transactions at once, per board; each caller gets its
-own outcome, refusal or failure, and an item the transaction hands back is written again first."""
+own outcome, refusal or failure, and an item the transaction hands back is written again first.
+The queue is bounded, and an item whose caller's deadline passed before its transaction started
+is dropped unwritten."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
+import grpc
 import pytest
 from prometheus_client import REGISTRY
 
+from common.errors import ServiceError
 from score_service.anomalies import Anomaly
 from score_service.config import GroupCommitSettings
 from score_service.group_commit import GroupCommit, Outcome, Results
@@ -194,3 +199,57 @@ async def test_the_group_size_is_measured() -> None:
     writer.release.set()
     await asyncio.gather(*tasks)
     assert (observed() - count, summed() - total) == (2.0, 3.0)  # groups [1] and [2, 3]
+
+
+async def test_a_full_queue_refuses_at_once_with_unavailable() -> None:
+    writer = Writer(hold=True)
+    commit = GroupCommit(writer, GroupCommitSettings(max_group=64, concurrency=1, queue_max=2))
+    tasks = await _queued(commit, 1, 2, 3)  # 1 is being written, 2 and 3 wait
+    assert commit.queued == 2
+    with pytest.raises(ServiceError) as full:
+        await commit.submit("default", 4)
+    assert full.value.code == grpc.StatusCode.UNAVAILABLE
+    assert full.value.metadata.get("retry_after")
+    writer.release.set()
+    await asyncio.gather(*tasks)
+    assert writer.groups == [[1], [2, 3]]  # 4 was never queued
+    assert commit.queued == 0
+
+
+async def test_an_item_whose_deadline_passed_while_queued_is_dropped_unwritten() -> None:
+    writer = Writer(hold=True)
+    commit = _commit(writer)
+    first = await _queued(commit, 1)
+    soon = time.monotonic() + 0.05
+    late = asyncio.create_task(commit.submit("default", 2, deadline=soon))
+    later = asyncio.create_task(commit.submit("default", 3, deadline=time.monotonic() + 60))
+    await asyncio.sleep(0.1)  # 2's deadline passes while 1 is being written
+    writer.release.set()
+    await asyncio.gather(*first, later)
+    with pytest.raises(ServiceError) as expired:
+        await late
+    assert expired.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert writer.groups == [[1], [3]]  # 2 was never handed to a transaction
+
+
+async def test_an_item_whose_deadline_passes_during_its_transaction_is_still_answered() -> None:
+    writer = Writer(hold=True)
+    commit = _commit(writer)
+    task = asyncio.create_task(commit.submit("default", 1, deadline=time.monotonic() + 0.05))
+    await asyncio.sleep(0.1)  # its transaction started before the deadline, and goes on
+    writer.release.set()
+    reply, _ = await task
+    assert reply.new_score == 1
+    assert writer.groups == [[1]]
+
+
+async def test_an_item_handed_back_after_its_deadline_is_dropped() -> None:
+    writer = Writer(hold=True)
+    writer.answers[1] = None  # not written (e.g. its COMMIT did not land): submit it again
+    commit = _commit(writer)
+    task = asyncio.create_task(commit.submit("default", 1, deadline=time.monotonic() + 0.05))
+    await asyncio.sleep(0.1)
+    writer.release.set()
+    with pytest.raises(ServiceError):
+        await task
+    assert writer.groups == [[1]]  # not run a second time
