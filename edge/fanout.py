@@ -115,6 +115,8 @@ class FanOut:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._fresh = False
+        # Called by close_all (shutdown): what else feeds these sockets stops too.
+        self.on_close_all: list[Callable[[], None]] = []
 
     @property
     def settings(self) -> WebSocketSettings:
@@ -291,6 +293,8 @@ class FanOut:
         REVOKED.inc()
 
     def close_all(self, code: int, reason: str) -> None:
+        for hook in self.on_close_all:
+            hook()
         for viewer in tuple(self._viewers):
             self.remove(viewer)
             viewer.socket.close(code, reason)

@@ -1,6 +1,7 @@
 """The edge's one upstream WatchTop10 stream: reconnects with exponential backoff and full
 jitter when stream_service restarts, and turns each snapshot into the encoded forms the edge
-serves (the WebSocket frame, the GET /api/leaderboard body and its ETag) exactly once."""
+serves (the WebSocket frame, the GET /api/leaderboard body and its ETag) exactly once. And the
+WatchRank streams of the signed-in viewers who asked for their live rank (RankFeeds)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from common.grpc_client import call_metadata
 from edge.fanout import Frame
 from edge.responses import iso
 from edge.upstream import Upstream
-from edge.ws_messages import leaderboard_update, text_frame
+from edge.ws_messages import leaderboard_update, rank_update, text_frame
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from scoreboard.stream.v1 import stream_service_pb2
 
@@ -140,3 +141,129 @@ class LiveBoard:
             PROPAGATION.observe(max(0.0, time.time() - board.commit_us / 1e6))
         self.latest = board
         self._on_board(board)
+
+
+_RANK_REASONS = {
+    stream_service_pb2.RANK_REASON_INITIAL: "initial",
+    stream_service_pb2.RANK_REASON_SELF: "self",
+    stream_service_pb2.RANK_REASON_OVERTAKEN: "overtaken",
+    stream_service_pb2.RANK_REASON_THRESHOLD: "threshold",
+    stream_service_pb2.RANK_REASON_MOVED: "moved",
+}
+RANK_STREAMS = Gauge("scoreboard_edge_rank_streams", "Open upstream WatchRank streams.")
+
+
+def rank_frame(update: stream_service_pb2.RankUpdate) -> bytes:
+    """The RANK_UPDATE frame of an update (encoded once, sent to each of the user's sockets)."""
+    change = update.change_time
+    return text_frame(
+        rank_update(
+            {
+                "board": update.board_id,
+                "period": update.period,
+                "userId": update.user_id,
+                "rank": update.rank or None,
+                "score": update.score,
+                "totalPlayers": update.total_players,
+                "percentile": update.percentile if update.HasField("percentile") else None,
+                "tier": update.tier if update.HasField("tier") else None,
+                "distanceToNext": (
+                    update.distance_to_next if update.HasField("distance_to_next") else None
+                ),
+                "reason": _RANK_REASONS.get(update.reason, "unknown"),
+                "overtakenBy": (
+                    {
+                        "userId": update.overtaken_by.user_id,
+                        "username": update.overtaken_by.username,
+                    }
+                    if update.HasField("overtaken_by")
+                    else None
+                ),
+                "crossed": list(update.crossed),
+                "timestamp": (
+                    iso(change.ToDatetime(tzinfo=UTC)) if update.HasField("change_time") else None
+                ),
+            }
+        )
+    )
+
+
+class _RankFeed:
+    """One upstream WatchRank stream for one user and board, shared by that user's sockets."""
+
+    def __init__(self, feeds: RankFeeds, user_id: str, board: str) -> None:
+        self.user_id = user_id
+        self.board = board
+        self.sinks: dict[object, Callable[[bytes], object]] = {}
+        self.latest: bytes | None = None
+        self._feeds = feeds
+        self.task = asyncio.create_task(self._run(), name=f"watch-rank:{user_id}")
+
+    async def _run(self) -> None:
+        upstream = self._feeds.upstream
+        failures = 0
+        while True:
+            opened_at: float | None = None
+            try:
+                token = await upstream.service_token.token()
+                call = upstream.stream.WatchRank(
+                    stream_service_pb2.WatchRankRequest(board_id=self.board, user_id=self.user_id),
+                    metadata=call_metadata(token),
+                )
+                RANK_STREAMS.inc()
+                try:
+                    async for reply in call:
+                        opened_at = opened_at or time.monotonic()
+                        self.latest = rank_frame(reply.update)
+                        for sink in tuple(self.sinks.values()):
+                            sink(self.latest)
+                finally:
+                    RANK_STREAMS.dec()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    upstream.service_token.invalidate()
+                log.warning("WatchRank failed: %s", exc.code().name)
+            except Exception as exc:  # the token fetch may fail while auth_service restarts
+                log.warning("WatchRank cannot start: %s", exc)
+            if opened_at is not None and time.monotonic() - opened_at >= 1.0:
+                failures = 0
+                continue
+            failures += 1
+            await asyncio.sleep(random.uniform(0, min(5.0, 0.1 * 2 ** min(failures, 10))))
+
+
+class RankFeeds:
+    """The edge's WatchRank streams (asked with its own service identity, naming the user): one
+    per user and board with a subscribed socket on this process, ended when the last one
+    leaves. Each update is encoded once and written to that user's subscribed sockets only."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self._feeds: dict[tuple[str, str], _RankFeed] = {}
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def subscribe(
+        self, key: object, user_id: str, board: str, sink: Callable[[bytes], object]
+    ) -> None:
+        """`sink` gets every RANK_UPDATE frame of the user's rank on the board (the latest at
+        once when the stream is already open). A key subscribes to one board at a time."""
+        self.unsubscribe(key)
+        feed = self._feeds.get((user_id, board))
+        if feed is None:
+            feed = self._feeds[(user_id, board)] = _RankFeed(self, user_id, board)
+        feed.sinks[key] = sink
+        if feed.latest is not None:
+            sink(feed.latest)
+
+    def unsubscribe(self, key: object) -> None:
+        for ident, feed in tuple(self._feeds.items()):
+            if feed.sinks.pop(key, None) is not None and not feed.sinks:
+                feed.task.cancel()
+                del self._feeds[ident]
+
+    def close(self) -> None:
+        for feed in self._feeds.values():
+            feed.task.cancel()
+        self._feeds.clear()

@@ -7,7 +7,9 @@ then close with a 44xx code (1012 while the server shuts down). A connection who
 revoked later (logout, ban) is closed at once: ERROR TOKEN_REVOKED, then 4401.
 
 After the CONNECTION_ACK the connection is parked (see edge.ws_protocol): the fan-out writes
-snapshots to it, and the few messages a client may send (PING) are answered synchronously.
+snapshots to it, and the few messages a client may send are answered synchronously: PING, and
+SUBSCRIBE_RANK {"board": id (optional)} / UNSUBSCRIBE_RANK from a signed-in user, which start and
+stop RANK_UPDATE messages for that user's own rank on this socket (edge.live.RankFeeds).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,9 +28,11 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from common.auth.principal import Principal
+from common.config import DEFAULT_BOARD
 from common.errors import Reason, ServiceError, unauthenticated
 from edge import ws_messages
 from edge.fanout import FanOut, Grant, Viewer
+from edge.live import RankFeeds
 from edge.responses import iso
 from edge.state import EdgeState, edge_state
 from edge.ws_protocol import EXTENSION, FrameSocket
@@ -42,6 +47,7 @@ CLOSE_LIMIT = 4429
 CLOSE_RESTART = 1012
 CLOSE_INTERNAL = 1011
 MAX_TICKET_CHARS = 128
+_BOARD_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -144,11 +150,22 @@ async def _refuse(
         await websocket.close(code, reason)
 
 
-class WsViewer(Viewer):
-    """A parked /ws connection: answers PING, refuses anything else, limits the message rate
-    (a token bucket), and leaves the fan-out when the connection is lost."""
+def rank_feeds(websocket: WebSocket, state: EdgeState) -> RankFeeds:
+    """This process's WatchRank streams, made on first use and ended with the fan-out."""
+    feeds: RankFeeds | None = getattr(websocket.app.state, "rank_feeds", None)
+    if feeds is None or feeds.upstream is not state.upstream:
+        feeds = RankFeeds(state.upstream)
+        websocket.app.state.rank_feeds = feeds
+        state.fanout.on_close_all.append(feeds.close)
+    return feeds
 
-    __slots__ = ("_allowance", "_checked", "_fanout")
+
+class WsViewer(Viewer):
+    """A parked /ws connection: answers PING, subscribes a signed-in user to its own rank,
+    refuses anything else, limits the message rate (a token bucket), and leaves the fan-out
+    (and its rank feed) when the connection is lost."""
+
+    __slots__ = ("_allowance", "_checked", "_fanout", "_ranks", "user_id")
 
     def __init__(
         self,
@@ -158,11 +175,15 @@ class WsViewer(Viewer):
         key: str | None,
         expires_at: float | None,
         grant: Grant | None = None,
+        user_id: str | None = None,
+        ranks: RankFeeds | None = None,
     ) -> None:
         super().__init__(socket, key=key, expires_at=expires_at, grant=grant)
         self._fanout = fanout
         self._allowance = _burst(fanout.settings.messages_per_second)
         self._checked = time.monotonic()
+        self.user_id = user_id
+        self._ranks = ranks
 
     def on_message(self, data: bytes) -> None:
         rate = self._fanout.settings.messages_per_second
@@ -176,15 +197,36 @@ class WsViewer(Viewer):
             return
         self._allowance -= 1
         kind = None
+        body: object = None
         with contextlib.suppress(orjson.JSONDecodeError):
             body = orjson.loads(data)
             kind = body.get("type") if isinstance(body, dict) else None
-        self.socket.write_frame(
-            ws_messages.PONG_FRAME if kind == "PING" else ws_messages.UNKNOWN_MESSAGE_FRAME
-        )
+        if kind == "PING":
+            self.socket.write_frame(ws_messages.PONG_FRAME)
+        elif kind == "SUBSCRIBE_RANK" and isinstance(body, dict):
+            self._subscribe_rank(body.get("data"))
+        elif kind == "UNSUBSCRIBE_RANK":
+            if self._ranks is not None:
+                self._ranks.unsubscribe(self)
+        else:
+            self.socket.write_frame(ws_messages.UNKNOWN_MESSAGE_FRAME)
+
+    def _subscribe_rank(self, data: object) -> None:
+        if self.user_id is None or self._ranks is None:
+            self.socket.write_frame(ws_messages.RANK_NEEDS_USER_FRAME)
+            return
+        board = data.get("board") if isinstance(data, dict) else None
+        if board is None:
+            board = DEFAULT_BOARD
+        if not isinstance(board, str) or not _BOARD_ID.fullmatch(board):
+            self.socket.write_frame(ws_messages.INVALID_BOARD_FRAME)
+            return
+        self._ranks.subscribe(self, self.user_id, board, self.socket.write_frame)
 
     def on_close(self) -> None:
         self._fanout.remove(self)
+        if self._ranks is not None:
+            self._ranks.unsubscribe(self)
 
 
 def _burst(rate: float) -> float:
@@ -232,6 +274,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         key=identity.key,
         expires_at=identity.expires_at,
         grant=identity.grant,
+        user_id=identity.user_id,
+        ranks=rank_feeds(websocket, state) if identity.user_id is not None else None,
     )
     state.fanout.add(viewer)
     socket.park(viewer, settings.slow_viewer_bytes, settings.send_buffer_bytes)

@@ -1,4 +1,5 @@
-"""Every message /ws sends, in one place: CONNECTION_ACK, LEADERBOARD_UPDATE, PONG and ERROR,
+"""Every message /ws sends, in one place: CONNECTION_ACK, LEADERBOARD_UPDATE, RANK_UPDATE, PONG
+and ERROR,
 encoded as JSON, and the RFC 6455 text frame that carries them (the fixed ones are framed once,
 here). The heartbeat is a WebSocket ping at the protocol level (uvicorn's ws_ping_interval),
 not a message."""
@@ -28,6 +29,13 @@ def leaderboard_update(top10: list[dict[str, Any]], timestamp: str | None, seque
     )
 
 
+def rank_update(data: dict[str, Any]) -> bytes:
+    """RANK_UPDATE: {board, period, userId, rank (null when not ranked), score, totalPlayers,
+    percentile, tier, distanceToNext, reason (initial, self, overtaken, threshold, moved),
+    overtakenBy {userId, username} or null, crossed [...], timestamp (of the change) or null}."""
+    return message("RANK_UPDATE", data)
+
+
 def text_frame(payload: bytes) -> bytes:
     """An unmasked, final text frame (RFC 6455 section 5.2). Server-to-client frames are not
     masked, so one encoded frame is byte-for-byte valid on every connection."""
@@ -42,7 +50,13 @@ def text_frame(payload: bytes) -> bytes:
 
 
 PONG_FRAME = text_frame(message("PONG", {}))
-UNKNOWN_MESSAGE_FRAME = text_frame(error("UNKNOWN_MESSAGE", "only PING messages are accepted"))
+UNKNOWN_MESSAGE_FRAME = text_frame(
+    error("UNKNOWN_MESSAGE", "only PING, SUBSCRIBE_RANK and UNSUBSCRIBE_RANK are accepted")
+)
+RANK_NEEDS_USER_FRAME = text_frame(
+    error("RANK_NEEDS_USER", "only a signed-in user can subscribe to its rank")
+)
+INVALID_BOARD_FRAME = text_frame(error("INVALID_ARGUMENT", "board must be a board id"))
 RATE_LIMITED_FRAME = text_frame(error("RATE_LIMITED", "too many messages"))
 TOKEN_EXPIRED_FRAME = text_frame(
     error("TOKEN_EXPIRED", "the token has expired; reconnect with a fresh one")
