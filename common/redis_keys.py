@@ -1,7 +1,11 @@
 """The Redis key layout, shared by every service that touches Redis.
 
 All keys of one leaderboard share the hash tag {lb:<board>} so multi-key scripts run on Redis
-Cluster. Every key and channel starts with the deployment's prefix (a test run uses its own).
+Cluster. A board's ranking keys belong to one period (DESIGN decision 11): period 1 keeps the
+board's original names ({lb:<board>}:z, ...; an upgrade needs no rebuild), period N > 1 puts
+`p<N>:` after the tag ({lb:<board>}:p<N>:z, ...), so a reset starts an empty live board at once and
+the old keys are left to expire. The stream, the dead letters and the channels are the board's.
+Every key and channel starts with the deployment's prefix (a test run uses its own).
 What is stored under each key (member, state and snapshot encodings) is owned by
 common/redis_values.py.
 """
@@ -15,9 +19,36 @@ from dataclasses import dataclass
 class BoardKeys:
     prefix: str
     board: str
+    period: int = 1
+
+    def _board_key(self, name: str) -> str:
+        return f"{self.prefix}{{lb:{self.board}}}:{name}"
 
     def _key(self, name: str) -> str:
-        return f"{self.prefix}{{lb:{self.board}}}:{name}"
+        """A key of this period."""
+        if self.period == 1:
+            return self._board_key(name)
+        return self._board_key(f"p{self.period}:{name}")
+
+    def of_period(self, period: int) -> BoardKeys:
+        """The same board's keys for another period."""
+        if period < 1:
+            raise ValueError(f"period must be at least 1, not {period}")
+        return BoardKeys(self.prefix, self.board, period)
+
+    @property
+    def period_keys(self) -> tuple[str, ...]:
+        """Every key of this period (what expires after a period closed)."""
+        return (
+            self.ranking,
+            self.users,
+            self.top,
+            self.meta,
+            self.ready,
+            self.touched,
+            self.rebuild_ranking,
+            self.rebuild_users,
+        )
 
     @property
     def ranking(self) -> str:
@@ -64,12 +95,18 @@ class BoardKeys:
 
     @property
     def events(self) -> str:
-        """STREAM of ScoreUpdated events (field 'e' = protobuf bytes)."""
-        return self._key("events")
+        """STREAM of ScoreUpdated events (field 'e' = protobuf bytes), of every period."""
+        return self._board_key("events")
+
+    @property
+    def period_events(self) -> str:
+        """STREAM of PeriodClosed events (field 'c' = protobuf bytes, MAXLEN ~), for whoever
+        acts at the end of a period (hooks, rewards)."""
+        return self._board_key("periods")
 
     @property
     def dead_letters(self) -> str:
-        return self._key("dead")
+        return self._board_key("dead")
 
     @property
     def channel(self) -> str:
@@ -82,15 +119,15 @@ class BoardKeys:
         applied batch changed for the users it moved, and the few users each one passed. Inside
         the board's hash tag: the apply script declares it as a key so it may PUBLISH on it on
         Redis Cluster too."""
-        return self._key("ranks")
+        return self._board_key("ranks")
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str
 
-    def board(self, board: str) -> BoardKeys:
-        return BoardKeys(self.prefix, board)
+    def board(self, board: str, period: int = 1) -> BoardKeys:
+        return BoardKeys(self.prefix, board).of_period(period)
 
     def denied_token(self, jti: str) -> str:
         """STRING with a TTL per revoked jti: read only by verifiers of releases before the

@@ -20,7 +20,7 @@ from leaderboard_service.ranking import TopPage, UserRank, UsersRanks
 
 _RANKED = (
     " FROM user_scores s JOIN users u ON u.id = s.user_id"
-    " WHERE s.board_id = %(board)s AND s.version > 0 AND NOT u.banned"
+    " WHERE s.board_id = %(board)s AND s.period = %(period)s AND s.version > 0 AND NOT u.banned"
 )
 COUNT_TTL = 1.0
 _ORDER = " ORDER BY s.total DESC, s.reached_at, s.user_id"
@@ -32,9 +32,10 @@ def _count(condition: str) -> str:
     alone, minus the banned ones (found through users_banned), so no join over the board."""
     return (
         "(SELECT count(*) FROM user_scores s"
-        f" WHERE s.board_id = %(board)s AND s.version > 0 AND {condition})"
+        " WHERE s.board_id = %(board)s AND s.period = %(period)s"
+        f" AND s.version > 0 AND {condition})"
         " - (SELECT count(*) FROM users u JOIN user_scores s"
-        " ON s.user_id = u.id AND s.board_id = %(board)s"
+        " ON s.user_id = u.id AND s.board_id = %(board)s AND s.period = %(period)s"
         f" WHERE u.banned AND s.version > 0 AND {condition})"
     )
 
@@ -78,9 +79,11 @@ USERS_SQL = (
 BUCKETS_SQL = (
     "SELECT b, sum(n)::bigint FROM ("
     "SELECT width_bucket(s.total, %(bounds)s::bigint[]) AS b, count(*) AS n FROM user_scores s"
-    " WHERE s.board_id = %(board)s AND s.version > 0 AND s.total > %(low)s GROUP BY 1"
+    " WHERE s.board_id = %(board)s AND s.period = %(period)s AND s.version > 0"
+    " AND s.total > %(low)s GROUP BY 1"
     " UNION ALL SELECT width_bucket(s.total, %(bounds)s::bigint[]), -count(*)"
-    " FROM users u JOIN user_scores s ON s.user_id = u.id AND s.board_id = %(board)s"
+    " FROM users u JOIN user_scores s ON s.user_id = u.id"
+    " AND s.board_id = %(board)s AND s.period = %(period)s"
     " WHERE u.banned AND s.version > 0 AND s.total > %(low)s GROUP BY 1"
     ") t GROUP BY b"
 )
@@ -122,58 +125,73 @@ class PgRanking:
         self._count_ttl = count_ttl
         # board -> (valid until, ranked users): counting the whole board is the one query
         # that is linear in its size on every request, and totalUsers may be a second old.
-        self._counts: dict[str, tuple[float, int]] = {}
+        self._counts: dict[tuple[str, int], tuple[float, int]] = {}
 
-    async def _ranked_users(self, conn: Any, board: str) -> int:
+    async def _ranked_users(self, conn: Any, board: str, period: int) -> int:
         now = time.monotonic()
-        cached = self._counts.get(board)
+        cached = self._counts.get((board, period))
         if cached is not None and cached[0] > now:
             return cached[1]
-        cur = await conn.execute(COUNT_SQL, {"board": board})
+        cur = await conn.execute(COUNT_SQL, {"board": board, "period": period})
         row = await cur.fetchone()
         count = _int(row[0]) if row else 0
-        self._counts[board] = (now + self._count_ttl, count)
+        self._counts[(board, period)] = (now + self._count_ttl, count)
         return count
 
-    async def _page(self, conn: Any, board: str, offset: int, count: int) -> list[Entry]:
+    async def _page(
+        self, conn: Any, board: str, period: int, offset: int, count: int
+    ) -> list[Entry]:
         if count <= 0:
             return []
-        cur = await conn.execute(PAGE_SQL, {"board": board, "offset": offset, "count": count})
+        cur = await conn.execute(
+            PAGE_SQL, {"board": board, "period": period, "offset": offset, "count": count}
+        )
         rows = await cur.fetchall()
         if not rows:
             return []
-        cur = await conn.execute(HIGHER_SQL, {"board": board, "total": rows[0][2]})
+        cur = await conn.execute(
+            HIGHER_SQL, {"board": board, "period": period, "total": rows[0][2]}
+        )
         higher = await cur.fetchone()
         return _ranked(rows, offset, _int(higher[0]) if higher else 0)
 
-    async def top(self, board: str, offset: int, count: int) -> TopPage:
+    async def top(self, board: str, offset: int, count: int, *, period: int = 1) -> TopPage:
         async with self._pool.connection() as conn:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            entries = await self._page(conn, board, offset, count)
-            cur = await conn.execute(UPDATE_SQL, {"board": board})
+            entries = await self._page(conn, board, period, offset, count)
+            cur = await conn.execute(UPDATE_SQL, {"board": board, "period": period})
             update = await cur.fetchone()
-            users = await self._ranked_users(conn, board)
+            users = await self._ranked_users(conn, board, period)
             await conn.rollback()
         update_us = _int(update[0]) if update and update[0] is not None else 0
         return TopPage(entries, users, update_us, from_fallback=True)
 
-    async def for_users(self, board: str, user_ids: Sequence[str]) -> UsersRanks:
+    async def for_users(
+        self, board: str, user_ids: Sequence[str], *, period: int = 1
+    ) -> UsersRanks:
         """The ranked ones among `user_ids` (distinct), with their global ranks: one scan over
         the users above the lowest of them, whatever their number."""
         async with self._pool.connection() as conn:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cur = await conn.execute(USERS_SQL, {"board": board, "users": list(user_ids)})
+            cur = await conn.execute(
+                USERS_SQL, {"board": board, "period": period, "users": list(user_ids)}
+            )
             rows = await cur.fetchall()
             higher: dict[int, int] = {}
             if rows:
                 totals = sorted({_int(row[2]) for row in rows})
                 cur = await conn.execute(
                     BUCKETS_SQL,
-                    {"board": board, "bounds": [t + 1 for t in totals], "low": totals[0]},
+                    {
+                        "board": board,
+                        "period": period,
+                        "bounds": [t + 1 for t in totals],
+                        "low": totals[0],
+                    },
                 )
                 buckets = {_int(b): _int(n) for b, n in await cur.fetchall()}
                 higher = _higher(totals, buckets)
-            users = await self._ranked_users(conn, board)
+            users = await self._ranked_users(conn, board, period)
             await conn.rollback()
         entries = [
             Entry(higher[_int(total)] + 1, str(user), str(name), _int(total), _int(reached_us))
@@ -181,11 +199,13 @@ class PgRanking:
         ]
         return UsersRanks(entries, users, from_fallback=True)
 
-    async def user_rank(self, board: str, user_id: str, around: int) -> UserRank | None:
+    async def user_rank(
+        self, board: str, user_id: str, around: int, *, period: int = 1
+    ) -> UserRank | None:
         async with self._pool.connection() as conn:
             # One snapshot for every count, so rank, position and neighbours agree.
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cur = await conn.execute(USER_SQL, {"board": board, "user": user_id})
+            cur = await conn.execute(USER_SQL, {"board": board, "period": period, "user": user_id})
             mine = await cur.fetchone()
             if mine is None:
                 await conn.rollback()
@@ -193,17 +213,23 @@ class PgRanking:
             total, reached, reached_us, name = mine
             cur = await conn.execute(
                 POSITION_SQL,
-                {"board": board, "total": total, "reached": reached, "user": user_id},
+                {
+                    "board": board,
+                    "period": period,
+                    "total": total,
+                    "reached": reached,
+                    "user": user_id,
+                },
             )
             counts = await cur.fetchone()
             assert counts is not None
             higher, tied_before, tenth = counts
             position = _int(higher) + _int(tied_before)
-            users = await self._ranked_users(conn, board)
+            users = await self._ranked_users(conn, board, period)
             nearby: list[Entry] = []
             if around > 0:
                 first = max(0, position - around)
-                nearby = await self._page(conn, board, first, position - first + around + 1)
+                nearby = await self._page(conn, board, period, first, position - first + around + 1)
             await conn.rollback()
         return UserRank(
             entry=Entry(_int(higher) + 1, user_id, str(name), _int(total), _int(reached_us)),

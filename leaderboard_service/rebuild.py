@@ -48,7 +48,7 @@ SNAPSHOT_SQL = (
     "SELECT s.user_id::text, s.total, s.version,"
     " (extract(epoch FROM s.reached_at) * 1000000)::bigint, u.banned, u.display_name"
     " FROM user_scores s JOIN users u ON u.id = s.user_id"
-    " WHERE s.board_id = %s AND s.version > 0"
+    " WHERE s.board_id = %s AND s.period = %s AND s.version > 0"
 )
 # user id, total, version, reached µs, banned, display name
 SnapshotRow = tuple[str, int, int, int, bool, str]
@@ -66,7 +66,7 @@ STATES_SQL = (
     " (extract(epoch FROM s.reached_at) * 1000000)::bigint, u.banned, u.display_name,"
     " (extract(epoch FROM s.updated_at) * 1000000)::bigint"
     " FROM user_scores s JOIN users u ON u.id = s.user_id"
-    " WHERE s.board_id = %s AND s.version > 0"
+    " WHERE s.board_id = %s AND s.period = %s AND s.version > 0"
 )
 USERS_SQL = STATES_SQL + " AND s.user_id = ANY(%s::uuid[])"
 # user id, total, version, reached µs, banned, display name, updated µs
@@ -79,11 +79,12 @@ def state_rows(rows: Sequence[object]) -> list[StateRow]:
     return cast("list[StateRow]", rows)
 
 
-def _event(board: str, row: StateRow) -> events_pb2.ScoreUpdated:
+def _event(board: str, row: StateRow, period: int = 1) -> events_pb2.ScoreUpdated:
     """The ScoreUpdated event that would carry this state (absolute, like every event)."""
     user, total, version, reached_us, banned, name, updated_us = row
     event = events_pb2.ScoreUpdated(
         board_id=board,
+        period=period,
         user_id=user,
         display_name=name,
         total=total,
@@ -108,7 +109,7 @@ async def apply_states(
         # No stream entries to acknowledge: the group argument is not used.
         args: list[str | int] = [keys.channel, str(time.time_ns() // 1000), "", len(chunk)]
         for row in chunk:
-            args.extend(script_args(_event(keys.board, row)))
+            args.extend(script_args(_event(keys.board, row, keys.period)))
         applied, _seq, _ready = await scripts.apply(
             keys=[
                 keys.ranking,
@@ -136,7 +137,7 @@ async def repair_users(
     if not users:
         return 0
     async with pool.connection() as conn:
-        cur = await conn.execute(USERS_SQL, (keys.board, sorted(users)))
+        cur = await conn.execute(USERS_SQL, (keys.board, keys.period, sorted(users)))
         rows = state_rows(await cur.fetchall())
     if not rows:
         return 0
@@ -186,7 +187,7 @@ async def _write_snapshot(pool: Pool, redis: aioredis.Redis, keys: BoardKeys) ->
     async with pool.connection() as conn:
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         async with conn.cursor(name="ranking_snapshot") as cur:
-            await cur.execute(SNAPSHOT_SQL, (keys.board,))
+            await cur.execute(SNAPSHOT_SQL, (keys.board, keys.period))
             while rows := await cur.fetchmany(CHUNK):
                 ranked: dict[str, float] = {}
                 states: dict[str, str] = {}

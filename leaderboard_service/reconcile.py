@@ -43,13 +43,13 @@ from leaderboard_service.scripts import Scripts
 CHUNK = 2_000
 RANKED_COUNT_SQL = (
     "SELECT count(*) FROM user_scores s JOIN users u ON u.id = s.user_id"
-    " WHERE s.board_id = %s AND s.version > 0 AND NOT u.banned"
+    " WHERE s.board_id = %s AND s.period = %s AND s.version > 0 AND NOT u.banned"
 )
 TOP_SQL = (
     "SELECT s.user_id::text, s.total, s.version,"
     " (extract(epoch FROM s.reached_at) * 1000000)::bigint"
     " FROM user_scores s JOIN users u ON u.id = s.user_id"
-    " WHERE s.board_id = %s AND s.version > 0 AND NOT u.banned"
+    " WHERE s.board_id = %s AND s.period = %s AND s.version > 0 AND NOT u.banned"
     " ORDER BY s.total DESC, s.reached_at, s.user_id LIMIT %s"
 )
 # Users whose score changed in [since, until): a range scan on user_scores_updated.
@@ -72,7 +72,7 @@ async def compare(pool: Pool, redis: aioredis.Redis, scripts: Scripts, keys: Boa
     states_accounted = 0
     async with pool.connection() as conn:
         async with conn.cursor(name="reconcile") as cur:
-            await cur.execute(SNAPSHOT_SQL, (keys.board,))
+            await cur.execute(SNAPSHOT_SQL, (keys.board, keys.period))
             while rows := await cur.fetchmany(CHUNK):
                 args: list[str | int] = [len(rows)]
                 for user, total, version, reached_us, banned, _name in snapshot_rows(rows):
@@ -105,7 +105,7 @@ async def count_check(pool: Pool, redis: aioredis.Redis, keys: BoardKeys) -> tup
     a ranking larger than PostgreSQL's is drift for sure."""
     in_redis = int(await redis.zcard(keys.ranking))
     async with pool.connection() as conn:
-        cur = await conn.execute(RANKED_COUNT_SQL, (keys.board,))
+        cur = await conn.execute(RANKED_COUNT_SQL, (keys.board, keys.period))
         row = await cur.fetchone()
     return in_redis, int(row[0]) if row else 0  # type: ignore[call-overload]
 
@@ -114,7 +114,7 @@ async def sample_check(pool: Pool, redis: aioredis.Redis, keys: BoardKeys, size:
     """Users among PostgreSQL's top `size` whose Redis entry has the same version but another
     state: certain drift, whatever is in flight."""
     async with pool.connection() as conn:
-        cur = await conn.execute(TOP_SQL, (keys.board, size))
+        cur = await conn.execute(TOP_SQL, (keys.board, keys.period, size))
         rows = await cur.fetchall()
     if not rows:
         return 0
@@ -179,7 +179,7 @@ async def version_check(
     behind: list[StateRow] = []
     async with pool.connection() as conn:
         async with conn.cursor(name="version_check") as cur:
-            await cur.execute(CHANGED_SQL, (keys.board, since, until))
+            await cur.execute(CHANGED_SQL, (keys.board, keys.period, since, until))
             while rows := await cur.fetchmany(CHUNK):
                 changed = state_rows(rows)
                 checked += len(changed)

@@ -165,16 +165,20 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
             pass
         except (OSError, aioredis.RedisError) as exc:
             log.warning("ranking unreachable; answering from PostgreSQL: %s", exc)
-        return await self._pg_ranking.top(keys.board, offset, count)
+        return await self._pg_ranking.top(keys.board, offset, count, period=keys.period)
 
     async def _user_rank(self, keys: BoardKeys, user_id: str, around: int) -> UserRank:
         try:
             result = await self._redis_ranking.user_rank(keys, user_id, around)
         except RankingNotReady:
-            result = await self._pg_ranking.user_rank(keys.board, user_id, around)
+            result = await self._pg_ranking.user_rank(
+                keys.board, user_id, around, period=keys.period
+            )
         except (OSError, aioredis.RedisError) as exc:
             log.warning("ranking unreachable; answering from PostgreSQL: %s", exc)
-            result = await self._pg_ranking.user_rank(keys.board, user_id, around)
+            result = await self._pg_ranking.user_rank(
+                keys.board, user_id, around, period=keys.period
+            )
         if result is None:
             raise not_found(Reason.USER_NOT_FOUND, "this user has no score on the board")
         return result
@@ -186,7 +190,7 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
             pass
         except (OSError, aioredis.RedisError) as exc:
             log.warning("ranking unreachable; answering from PostgreSQL: %s", exc)
-        return await self._pg_ranking.for_users(keys.board, user_ids)
+        return await self._pg_ranking.for_users(keys.board, user_ids, period=keys.period)
 
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: Context

@@ -1,8 +1,11 @@
 """The transactional outbox (DESIGN decision 2): the one place that knows the outbox table's rows
 and the channel that announces them.
 
-A row (ops/migrations/0001_initial.sql) is (id, board_id, payload, created_at): payload is a
-serialized scoreboard.events.v1.ScoreUpdated and board_id is that event's board. The writers
+A row (ops/migrations/0001_initial.sql, 0010) is (id, board_id, payload, created_at, kind): for
+kind 'score' (the default) payload is a serialized scoreboard.events.v1.ScoreUpdated, published
+on the board's event stream (field 'e'); for kind 'period_closed' it is a PeriodClosed, written by
+leaderboard_service when it freezes a period and published on the board's period stream (field
+'c'). board_id is the event's board. The writers
 (the score transaction in score_service.ledger, admin acts in score_service.admin_store) insert
 rows and NOTIFY CHANNEL with the board as payload, in their own transaction, so the
 notification is delivered only if the rows commit. The relay (score_service.relay) LISTENs on
@@ -22,6 +25,9 @@ __all__ = [
     "CLAIM_SQL",
     "INSERT_MANY_SQL",
     "NOTIFY_MANY_SQL",
+    "PERIOD_CLOSED",
+    "PERIOD_STREAM_MAX_LENGTH",
+    "SCORE",
     "OutboxRow",
     "append",
     "batch_params",
@@ -44,7 +50,13 @@ NOTIFY_MANY_SQL = "SELECT pg_notify(%(channel)s, %(board)s) WHERE %(notify)s"
 
 # The relay's claim: the oldest rows no other relay holds, locked until its transaction ends.
 # Its columns are what decode() reads.
-CLAIM_SQL = "SELECT id, board_id, payload FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+CLAIM_SQL = (
+    "SELECT id, board_id, payload, kind FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+SCORE = "score"
+PERIOD_CLOSED = "period_closed"
+# How many PeriodClosed events a board's period stream keeps (about).
+PERIOD_STREAM_MAX_LENGTH = 10_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,7 @@ class OutboxRow:
     id: int
     board_id: str
     payload: bytes
+    kind: str = SCORE
 
     def event(self) -> events_pb2.ScoreUpdated:
         return events_pb2.ScoreUpdated.FromString(self.payload)
@@ -66,10 +79,10 @@ def encode(event: events_pb2.ScoreUpdated) -> bytes:
 
 def decode(row: Sequence[object]) -> OutboxRow:
     """A row as CLAIM_SQL returns it."""
-    row_id, board_id, payload = row
+    row_id, board_id, payload, kind = row
     assert isinstance(row_id, int), row_id
     assert isinstance(payload, bytes | bytearray | memoryview), type(payload)
-    return OutboxRow(row_id, str(board_id), bytes(payload))
+    return OutboxRow(row_id, str(board_id), bytes(payload), str(kind))
 
 
 def batch_params(board: str, events: Sequence[events_pb2.ScoreUpdated]) -> dict[str, object]:

@@ -103,10 +103,16 @@ class OutboxRelay:
                     return 0  # the rows stay in the outbox; the next sweep tries again
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for row in rows:
-                        pipe.xadd(
-                            self._keys.board(row.board_id).events,
-                            {"e": row.payload},
-                        )
+                        board = self._keys.board(row.board_id)
+                        if row.kind == outbox.PERIOD_CLOSED:
+                            pipe.xadd(
+                                board.period_events,
+                                {"c": row.payload},
+                                maxlen=outbox.PERIOD_STREAM_MAX_LENGTH,
+                                approximate=True,
+                            )
+                        else:
+                            pipe.xadd(board.events, {"e": row.payload})
                     await pipe.execute()
             if self._fault is not None:
                 await self._fault("published")

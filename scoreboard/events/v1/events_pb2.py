@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!scoreboard/events/v1/events.proto\x12\x14scoreboard.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x02\n\x0cScoreUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08\x62oard_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x11\n\tincrement\x18\x06 \x01(\x03\x12\x0f\n\x07version\x18\x07 \x01(\x03\x12\x11\n\taction_id\x18\x08 \x01(\t\x12\x17\n\x0fledger_entry_id\x18\t \x01(\x03\x12/\n\x0b\x63ommit_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creached_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65xcluded\x18\x0c \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!scoreboard/events/v1/events.proto\x12\x14scoreboard.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n\x0cScoreUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08\x62oard_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x11\n\tincrement\x18\x06 \x01(\x03\x12\x0f\n\x07version\x18\x07 \x01(\x03\x12\x11\n\taction_id\x18\x08 \x01(\t\x12\x17\n\x0fledger_entry_id\x18\t \x01(\x03\x12/\n\x0b\x63ommit_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creached_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65xcluded\x18\x0c \x01(\x08\x12\x0e\n\x06period\x18\r \x01(\x05\"\xab\x02\n\x0cPeriodClosed\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08\x62oard_id\x18\x02 \x01(\t\x12\x0e\n\x06period\x18\x03 \x01(\x05\x12\x13\n\x0bnext_period\x18\x04 \x01(\x05\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65ntries\x18\x08 \x01(\x05\x12\x33\n\x07winners\x18\t \x03(\x0b\x32\".scoreboard.events.v1.PeriodWinner\"R\n\x0cPeriodWinner\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scoreboard.events.v1.events
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCOREUPDATED']._serialized_start=93
-  _globals['_SCOREUPDATED']._serialized_end=394
+  _globals['_SCOREUPDATED']._serialized_end=410
+  _globals['_PERIODCLOSED']._serialized_start=413
+  _globals['_PERIODCLOSED']._serialized_end=712
+  _globals['_PERIODWINNER']._serialized_start=714
+  _globals['_PERIODWINNER']._serialized_end=796
 # @@protoc_insertion_point(module_scope)

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -38,6 +40,7 @@ class ScoreUpdated(_message.Message):
     COMMIT_TIME_FIELD_NUMBER: _builtins.int
     REACHED_TIME_FIELD_NUMBER: _builtins.int
     EXCLUDED_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique id of this event (the outbox row id, as text)."""
     board_id: _builtins.str
@@ -57,6 +60,10 @@ class ScoreUpdated(_message.Message):
     """Id of the ledger row that made this change."""
     excluded: _builtins.bool
     """True when the user must not be ranked (banned); the total is still carried."""
+    period: _builtins.int
+    """The board's period the change belongs to (1 for a board without resets; 0, from writers
+    before periods existed, means 1). Total and version are per user, board and period.
+    """
     @_builtins.property
     def commit_time(self) -> _timestamp_pb2.Timestamp:
         """When the transaction that made the change committed (the database clock)."""
@@ -80,11 +87,101 @@ class ScoreUpdated(_message.Message):
         commit_time: _timestamp_pb2.Timestamp | None = ...,
         reached_time: _timestamp_pb2.Timestamp | None = ...,
         excluded: _builtins.bool = ...,
+        period: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "reached_time", b"reached_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "board_id", b"board_id", "commit_time", b"commit_time", "display_name", b"display_name", "event_id", b"event_id", "excluded", b"excluded", "increment", b"increment", "ledger_entry_id", b"ledger_entry_id", "reached_time", b"reached_time", "total", b"total", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "board_id", b"board_id", "commit_time", b"commit_time", "display_name", b"display_name", "event_id", b"event_id", "excluded", b"excluded", "increment", b"increment", "ledger_entry_id", b"ledger_entry_id", "period", b"period", "reached_time", b"reached_time", "total", b"total", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoreUpdated: _TypeAlias = ScoreUpdated  # noqa: Y015
+
+@_typing.final
+class PeriodClosed(_message.Message):
+    """PeriodClosed is published on the board's period stream once a period's final standings are
+    frozen in PostgreSQL (the archive). It is written in the same transaction as the standings,
+    so it is published exactly when they exist, once per period.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    NEXT_PERIOD_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    CLOSE_TIME_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    WINNERS_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique id of this event (the outbox row id, as text)."""
+    board_id: _builtins.str
+    period: _builtins.int
+    """The closed period and the one that follows it."""
+    next_period: _builtins.int
+    entries: _builtins.int
+    """Ranked entries in the archive."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The closed period's bounds (end exclusive) and when it was frozen."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def close_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def winners(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeriodWinner]:
+        """The first entries of the final standings (at most 10), best first."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        board_id: _builtins.str = ...,
+        period: _builtins.int = ...,
+        next_period: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        close_time: _timestamp_pb2.Timestamp | None = ...,
+        entries: _builtins.int = ...,
+        winners: _abc.Iterable[Global___PeriodWinner] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "close_time", b"close_time", "end_time", b"end_time", "entries", b"entries", "event_id", b"event_id", "next_period", b"next_period", "period", b"period", "start_time", b"start_time", "winners", b"winners"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeriodClosed: _TypeAlias = PeriodClosed  # noqa: Y015
+
+@_typing.final
+class PeriodWinner(_message.Message):
+    """One entry of a closed period's final standings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANK_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    rank: _builtins.int
+    user_id: _builtins.str
+    display_name: _builtins.str
+    score: _builtins.int
+    def __init__(
+        self,
+        *,
+        rank: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        score: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "rank", b"rank", "score", b"score", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeriodWinner: _TypeAlias = PeriodWinner  # noqa: Y015
