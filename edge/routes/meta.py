@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from common.errors import unavailable
+from common.errors import RETRY_AFTER_SECONDS, unavailable
 from edge.api import ApiRoute
 from edge.limits import enforce
 from edge.responses import JSON, ok
@@ -25,7 +25,11 @@ async def healthz(request: Request) -> Response:
         "liveStream": state.live.connected.is_set(),
         "viewers": len(state.fanout),
     }
-    return JSON(body, status_code=503 if state.shutting_down else 200)
+    if state.shutting_down:
+        # Not ready while draining: a load balancer or client retries (another replica, or this
+        # one restarted) after Retry-After, like every other 503.
+        return JSON(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return JSON(body)
 
 
 async def metrics(request: Request) -> Response:
