@@ -30,7 +30,10 @@ _STATUS: dict[grpc.StatusCode, int] = {
 
 
 def iso(dt: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and a Z: 2024-05-01T12:00:00.000Z."""
+    """ISO 8601 in UTC with milliseconds and a Z: 2024-05-01T12:00:00.000Z. A naive datetime is
+    UTC (what Timestamp.ToDatetime() gives), never the host's local time."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
