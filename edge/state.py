@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -64,12 +66,33 @@ async def require_principal(conn: HTTPConnection) -> Principal:
 
 
 def client_address(conn: HTTPConnection) -> str:
-    """The HTTP client's address. Behind a trusted ingress (trust_forwarded), the last
-    X-Forwarded-For entry: the one the ingress appended; earlier ones are the client's word."""
-    if edge_state(conn).settings.trust_forwarded:
+    """The HTTP client's address. Behind a trusted ingress (trust_forwarded, and the peer one of
+    forwarded_allow_ips, the proxies uvicorn believes too), the last X-Forwarded-For entry: the
+    one the ingress appended; earlier ones are the client's word. Any other peer's header is its
+    own word, and ignored."""
+    peer = conn.client.host if conn.client else "unknown"
+    settings = edge_state(conn).settings
+    if settings.trust_forwarded and _trusted_proxy(peer, settings.forwarded_allow_ips):
         forwarded = conn.headers.get("x-forwarded-for")
         if forwarded:
             last = forwarded.rsplit(",", 1)[-1].strip()
             if last:
                 return last[:64]
-    return conn.client.host if conn.client else "unknown"
+    return peer
+
+
+def _trusted_proxy(peer: str, allowed: tuple[str, ...]) -> bool:
+    if "*" in allowed:
+        return True
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer in allowed
+    return any(address in network for network in _networks(allowed))
+
+
+@functools.cache
+def _networks(
+    allowed: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in allowed if item != "*")
