@@ -83,14 +83,17 @@ FINISH_SQL = (
 )
 # The completions among the given identities that landed (score_service.ledger_recovery), each
 # with the state right after its row: the user's total and version then are the running sum and
-# count of the user's ledger up to that row (rows of one user are written under the user's lock,
-# so their ids follow the versions), and the anomalies flagged with it.
+# count of the user's ledger (in that board and period) up to that row (rows of one user are
+# written under the user's lock, so their ids follow the versions), and the anomalies flagged
+# with it.
 LANDED_SQL = (
     "SELECT a.completion_id::text, a.user_id::text, a.id, a.points, a.created_at,"
     " (SELECT sum(p.points) FROM user_actions p"
-    "  WHERE p.user_id = a.user_id AND p.board_id = a.board_id AND p.id <= a.id),"
+    "  WHERE p.user_id = a.user_id AND p.board_id = a.board_id AND p.period = a.period"
+    "  AND p.id <= a.id),"
     " (SELECT count(*) FROM user_actions p"
-    "  WHERE p.user_id = a.user_id AND p.board_id = a.board_id AND p.id <= a.id),"
+    "  WHERE p.user_id = a.user_id AND p.board_id = a.board_id AND p.period = a.period"
+    "  AND p.id <= a.id),"
     " (SELECT coalesce(jsonb_agg(jsonb_build_array(f.kind, f.detail) ORDER BY f.id), '[]')"
     "  FROM score_anomalies f WHERE f.ledger_entry_id = a.id)"
     " FROM user_actions a WHERE a.board_id = %s AND a.completion_id = ANY(%s::uuid[])"
