@@ -3,7 +3,8 @@
 Authentication, in order: ?ticket=<single-use ticket from POST /api/ws-ticket>, a bearer token
 offered as the subprotocol "bearer.<token>" next to "scoreboard.v1", or ?token=<JWT> (the
 specification's form); anonymous viewers only when configured. Refusals send an ERROR message,
-then close with a 44xx code (1012 while the server shuts down). A connection whose token is
+then close with a 44xx code (1012 while the server shuts down, 1013 when Redis cannot check a
+ticket or token right now: try again). A connection whose token is
 revoked later (logout, ban) is closed at once: ERROR TOKEN_REVOKED, then 4401.
 
 After the CONNECTION_ACK the connection is parked (see edge.ws_protocol): the fan-out writes
@@ -24,12 +25,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+import grpc
 import orjson
+import redis.asyncio as aioredis
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from common.auth.principal import Principal
 from common.config import DEFAULT_BOARD
-from common.errors import Reason, ServiceError, unauthenticated
+from common.errors import Reason, ServiceError, unauthenticated, unavailable
 from edge import ws_messages
 from edge.fanout import FanOut, Grant, Viewer
 from edge.live import RankFeeds
@@ -46,6 +49,7 @@ CLOSE_ORIGIN = 4403
 CLOSE_LIMIT = 4429
 CLOSE_RESTART = 1012
 CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
 MAX_TICKET_CHARS = 128
 _BOARD_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -105,7 +109,12 @@ async def _identify(websocket: WebSocket, state: EdgeState) -> Identity:
     if ticket is not None:
         raw = None
         if 0 < len(ticket) <= MAX_TICKET_CHARS:
-            raw = await state.redis.getdel(state.keys.ws_ticket(_ticket_key(ticket)))
+            try:
+                raw = await state.redis.getdel(state.keys.ws_ticket(_ticket_key(ticket)))
+            except (OSError, aioredis.RedisError) as exc:
+                # Out of its time budget or unreachable: the ticket may be spent or not, so the
+                # client gets a fresh one and tries again (CLOSE_TRY_AGAIN).
+                raise unavailable("tickets cannot be checked right now; try again shortly") from exc
         if raw is None:
             raise unauthenticated(Reason.TOKEN_INVALID, "the ticket is invalid, expired or used")
         data = orjson.loads(raw)
@@ -256,7 +265,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     try:
         identity = await _identify(websocket, state)
     except ServiceError as exc:
-        await _refuse(websocket, CLOSE_UNAUTHENTICATED, exc.reason, exc.message, subprotocol)
+        # UNAVAILABLE (Redis could not answer) is no verdict on the credentials: try again.
+        code = CLOSE_TRY_AGAIN if exc.code == grpc.StatusCode.UNAVAILABLE else CLOSE_UNAUTHENTICATED
+        await _refuse(websocket, code, exc.reason, exc.message, subprotocol)
         return
     refusal = state.fanout.reserve(identity.key)
     if refusal is not None:
