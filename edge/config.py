@@ -59,6 +59,10 @@ class Settings:
     starts_per_minute: int = 60
     ws_tickets_per_minute: int = 30
     refreshes_per_minute: int = 30
+    # Per minute and client address, 0 for none: anonymous reads of pages past the first of
+    # GET /api/leaderboard/entries (those with a pageToken; the first page, up to the top 100,
+    # is free), so scraping the whole ranking without an account is slow.
+    anonymous_deep_pages_per_minute: int = 30
     # The deadline of every upstream gRPC call (the live WatchTop10 stream excepted).
     upstream_timeout_seconds: float = 5.0
     # Trust X-Forwarded-For from the ingress for client addresses.
@@ -103,6 +107,9 @@ class Settings:
             starts_per_minute=env.integer("STARTS_PER_MINUTE", 60, minimum=0),
             ws_tickets_per_minute=env.integer("WS_TICKETS_PER_MINUTE", 30, minimum=0),
             refreshes_per_minute=env.integer("REFRESHES_PER_MINUTE", 30, minimum=0),
+            anonymous_deep_pages_per_minute=env.integer(
+                "ANONYMOUS_DEEP_PAGES_PER_MINUTE", 30, minimum=0
+            ),
             upstream_timeout_seconds=env.number("UPSTREAM_TIMEOUT_SECONDS", 5.0, minimum=0.1),
             trust_forwarded=env.flag("TRUST_FORWARDED", False),
             forwarded_allow_ips=_proxies(env.items("FORWARDED_ALLOW_IPS", LOOPBACK_PROXIES)),

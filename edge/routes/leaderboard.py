@@ -12,6 +12,7 @@ from starlette.responses import Response
 from common.errors import invalid
 from edge.api import ApiRoute, Param
 from edge.bodies import read_json
+from edge.limits import enforce
 from edge.responses import JSON, iso, ok
 from edge.schemas import (
     EntriesAround,
@@ -22,11 +23,12 @@ from edge.schemas import (
     UsersRanks,
     UsersRanksBody,
 )
-from edge.state import edge_state, optional_principal, require_principal
+from edge.state import client_address, edge_state, optional_principal, require_principal
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
 
 CACHE = "public, max-age=5"
+DEEP_PAGES_LIMIT = "anonymous-deep-pages"
 
 
 def _entry(e: leaderboard_pb2.LeaderboardEntry) -> dict[str, object]:
@@ -173,9 +175,16 @@ async def entries(request: Request) -> Response:
     principal = await optional_principal(request)
     state = edge_state(request)
     size = _int_query(request, "pageSize", 10, 1, 100)
-    message = pb.ListEntriesRequest(
-        page_size=size, page_token=request.query_params.get("pageToken", "")
-    )
+    page_token = request.query_params.get("pageToken", "")
+    if principal is None and page_token:
+        # Past the first page (the top 100 at most) anonymous reads are limited per address.
+        await enforce(
+            state,
+            DEEP_PAGES_LIMIT,
+            client_address(request),
+            state.settings.anonymous_deep_pages_per_minute,
+        )
+    message = pb.ListEntriesRequest(page_size=size, page_token=page_token)
     if principal is None:
         reply = await state.upstream.call_as_edge(state.upstream.leaderboard.ListEntries, message)
     else:
@@ -217,7 +226,9 @@ ROUTES = [
         "leaderboard",
         auth="optional",
         response=Envelope[EntryPage],
-        errors=(400, 401),
+        errors=(400, 401, 429),
+        description="Without a token, pages past the first (those with a pageToken) are limited "
+        "per client address (SCOREBOARD_ANONYMOUS_DEEP_PAGES_PER_MINUTE).",
         params=(
             Param(
                 "pageSize",
