@@ -48,6 +48,10 @@ class Settings:
     # A quiet subscription is probed with PING this often; no reply within as long again means
     # the connection is dead (a vanished server does not always close it).
     subscription_probe_seconds: float = 15.0
+    # Concurrent WatchTop10 streams per principal (per replica): a user's or a game server's...
+    watch_top10_per_principal: int = 5
+    # ...and a service identity's, higher: every edge process holds one stream with the edge's.
+    watch_top10_per_service: int = 1000
     rank: RankSettings = field(default_factory=RankSettings)
 
     @classmethod
@@ -59,6 +63,8 @@ class Settings:
             verifier=VerifierSettings.from_env(env),
             log_level=env.text("LOG_LEVEL", "INFO"),
             subscription_probe_seconds=env.number("STREAM_PROBE_SECONDS", 15.0, minimum=0.1),
+            watch_top10_per_principal=env.integer("WATCH_TOP10_PER_PRINCIPAL", 5, minimum=1),
+            watch_top10_per_service=env.integer("WATCH_TOP10_PER_SERVICE", 1000, minimum=1),
             rank=RankSettings(
                 tick_seconds=env.number("RANK_TICK_SECONDS", 3.0, minimum=0.0),
                 tick_chunk=env.integer("RANK_TICK_CHUNK", 500, minimum=1),

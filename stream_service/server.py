@@ -35,7 +35,12 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
             probe_seconds=settings.subscription_probe_seconds,
         )
     }
-    servicer = StreamServicer(hubs, rank_hubs)
+    servicer = StreamServicer(
+        hubs,
+        rank_hubs,
+        per_principal=settings.watch_top10_per_principal,
+        per_service=settings.watch_top10_per_service,
+    )
     running = await start_server(
         settings.grpc,
         [
