@@ -8,6 +8,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from common.boards import Clock, system_clock
 from common.config import (
     DEFAULT_BOARD,
     DEFAULT_PORTS,
@@ -21,6 +22,8 @@ from common.config import (
 
 # Awaited with the entry ids of each apply script call just before it runs (tests only).
 ApplyHook = Callable[[list[str]], Awaitable[None]]
+# Awaited with (board, period) between a period's freeze and its event (tests only).
+CloseHook = Callable[[str, int], Awaitable[None]]
 MAX_BATCH = 10_000
 _BOARD_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
@@ -62,8 +65,16 @@ class Settings:
     percentile_min_players: int = 100
     # How many of the users a mover passed its rank move names (they get "overtaken").
     rank_max_passed: int = 5
-    # Test hook, never read from the environment.
+    # The period scheduler (DESIGN decision 11): how often it looks at every board (it also
+    # wakes at the nearest end of a period), and how long a closed period's Redis keys stay.
+    periods_enabled: bool = True
+    period_check_seconds: float = 5.0
+    period_key_grace_seconds: float = 3600.0
+    # Test hooks, never read from the environment.
     before_apply: ApplyHook | None = field(default=None, repr=False, compare=False)
+    before_period_event: CloseHook | None = field(default=None, repr=False, compare=False)
+    # The clock periods are read with (tests move it across a reset).
+    clock: Clock = field(default=system_clock, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -97,4 +108,7 @@ class Settings:
             log_level=env.text("LOG_LEVEL", "INFO"),
             percentile_min_players=env.integer("PERCENTILE_MIN_PLAYERS", 100, minimum=0),
             rank_max_passed=env.integer("RANK_MAX_PASSED", 5, minimum=0),
+            periods_enabled=env.flag("PERIODS_ENABLED", True),
+            period_check_seconds=env.number("PERIOD_CHECK_SECONDS", 5.0, minimum=0.05),
+            period_key_grace_seconds=env.number("PERIOD_KEY_GRACE_SECONDS", 3600.0, minimum=1.0),
         )

@@ -312,6 +312,8 @@ class EventConsumer:
         present = [(i, f) for i, f in entries if f is not None]
         deliveries = await self._deliveries([i for i, _ in present]) if check_deliveries else {}
         valid: list[tuple[str, list[str]]] = []
+        # The period of each valid entry's event (its keys: DESIGN decision 11).
+        periods: dict[str, int] = {}
         dead_users: set[str] = set()
         for entry_id, fields in present:
             times = deliveries.get(entry_id, 0)
@@ -326,19 +328,23 @@ class EventConsumer:
                     user = await self._dead_letter(entry_id, fields, f"malformed: {why}")
                 else:
                     valid.append((entry_id, script_args(event)))
+                    periods[entry_id] = event.period or 1
             if user is not None:
                 dead_users.add(user)
         # Before the batch: acknowledged already, the dead letters' users must not wait on it.
         await self._repair_dead(dead_users)
-        if valid:
-            await self._apply_all(valid)
+        groups: dict[int, list[tuple[str, list[str]]]] = {}
+        for item in valid:
+            groups.setdefault(periods[item[0]], []).append(item)
+        for period, items in sorted(groups.items()):
+            await self._apply_all(items, self._keys.of_period(period))
 
-    async def _apply_all(self, valid: list[tuple[str, list[str]]]) -> None:
+    async def _apply_all(self, valid: list[tuple[str, list[str]]], keys: BoardKeys) -> None:
         """Apply the batch in one script; when the script refuses it, apply its events one by
         one so a single bad event does not hold back the others. A refused event stays
         pending: claimed again later, dead-lettered after max_deliveries."""
         try:
-            await self._apply(valid)
+            await self._apply(valid, keys)
             return
         except ResponseError as exc:
             if _stream_lost(exc):
@@ -349,7 +355,7 @@ class EventConsumer:
             log.warning("batch refused; applying its events one by one: %s", exc)
         for item in valid:
             try:
-                await self._apply([item])
+                await self._apply([item], keys)
             except ResponseError as exc:
                 if _stream_lost(exc):
                     raise
@@ -360,10 +366,10 @@ class EventConsumer:
         FAILED.inc()
         log.error("event refused; it stays pending", extra={"entry": entry_id, "error": str(exc)})
 
-    async def _apply(self, batch: Sequence[tuple[str, list[str]]]) -> None:
+    async def _apply(self, batch: Sequence[tuple[str, list[str]]], keys: BoardKeys) -> None:
+        """Apply events of one period to that period's keys (the stream is the board's)."""
         if self._fault is not None:
             await self._fault([entry_id for entry_id, _ in batch])
-        keys = self._keys
         args: list[Any] = [
             keys.channel,
             str(time.time_ns() // 1000),

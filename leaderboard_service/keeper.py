@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
@@ -28,7 +28,7 @@ from redis.exceptions import ResponseError
 
 from common.db import Pool
 from common.lifecycle import raise_if_cancelling
-from common.redis_keys import Keys
+from common.redis_keys import BoardKeys, Keys
 from leaderboard_service.rebuild import apply_states, rebuild_when_free, repair_users
 from leaderboard_service.reconcile import count_check, database_clock, sample_check, version_check
 from leaderboard_service.scripts import Scripts
@@ -68,19 +68,32 @@ class RankingKeeper:
         *,
         check_seconds: float,
         grace_seconds: float = 5.0,
+        period_of: Callable[[str], int] | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis
         self._scripts = scripts
         self._keys = keys
-        self._boards = boards
+        self._boards = list(boards)
+        # The period open now on a board (its live ranking); 1 without a scheduler.
+        self._period_of = period_of or (lambda _board: 1)
         self._check_seconds = check_seconds
         self._grace = timedelta(seconds=grace_seconds)
         self._wake = asyncio.Event()
-        # PostgreSQL's count at the previous check, per board.
-        self._previous: dict[str, int] = {}
-        # Where the next version check's window starts (PostgreSQL's clock), per board.
-        self._since: dict[str, datetime] = {}
+        # PostgreSQL's count at the previous check, per board and period.
+        self._previous: dict[BoardKeys, int] = {}
+        # Where the next version check's window starts (PostgreSQL's clock), per board and
+        # period.
+        self._since: dict[BoardKeys, datetime] = {}
+
+    def _board_keys(self, board: str) -> BoardKeys:
+        return self._keys.board(board, self._period_of(board))
+
+    def add_board(self, board: str) -> None:
+        """Keep a board created after the start ready too."""
+        if board not in self._boards:
+            self._boards.append(board)
+        self._wake.set()
 
     def request_check(self) -> None:
         self._wake.set()
@@ -88,15 +101,15 @@ class RankingKeeper:
     async def repair_users(self, board: str, users: Collection[str]) -> int:
         """Replace these users' ranking entries by their PostgreSQL state where Redis is behind
         (a dead-lettered event). Returns the users repaired."""
-        keys = self._keys.board(board)
+        keys = self._board_keys(board)
         return await repair_users(self._pool, self._scripts, keys, users, cause="dead_letter")
 
     async def ensure_ready(self) -> None:
         for board in self._boards:
-            keys = self._keys.board(board)
+            keys = self._board_keys(board)
             if not await self._redis.exists(keys.ready):
                 log.info("ranking not ready; rebuilding from PostgreSQL", extra={"board": board})
-                self._previous.pop(board, None)
+                self._previous.pop(keys, None)
                 await rebuild_when_free(self._pool, self._redis, self._scripts, keys)
 
     async def run(self) -> None:
@@ -123,20 +136,20 @@ class RankingKeeper:
         """Check every ready board; rebuild those with certain drift. Returns them."""
         repaired: list[str] = []
         for board in self._boards:
-            keys = self._keys.board(board)
+            keys = self._board_keys(board)
             if not await self._redis.exists(keys.ready):
                 continue
             in_redis, in_db = await count_check(self._pool, self._redis, keys)
             DRIFT.labels(board).set(in_db - in_redis)
-            previous = self._previous.get(board)
-            self._previous[board] = in_db
+            previous = self._previous.get(keys)
+            self._previous[keys] = in_db
             why = count_drift(in_redis, in_db, previous)
             if not why:
                 wrong = await sample_check(self._pool, self._redis, keys)
                 if wrong:
                     why = f"{wrong} of the top users differ at the same version"
             if not why:
-                why = await self._repair_behind(board)
+                why = await self._repair_behind(keys)
             if not why:
                 continue
             log.warning(
@@ -144,17 +157,17 @@ class RankingKeeper:
                 extra={"board": board, "in_db": in_db, "in_redis": in_redis, "why": why},
             )
             REPAIRS.labels(board).inc()
-            self._previous.pop(board, None)
+            self._previous.pop(keys, None)
             await rebuild_when_free(self._pool, self._redis, self._scripts, keys)
             repaired.append(board)
         return repaired
 
-    async def _repair_behind(self, board: str) -> str:
+    async def _repair_behind(self, keys: BoardKeys) -> str:
         """Repair the users of the current window whose Redis version is behind PostgreSQL's;
         "" when done, or why a rebuild is needed instead."""
-        keys = self._keys.board(board)
+        board = keys.board
         until = await database_clock(self._pool, self._grace.total_seconds())
-        since = self._since.get(board)
+        since = self._since.get(keys)
         if since is None:
             since = until - timedelta(seconds=self._check_seconds) - self._grace
         found = await version_check(self._pool, self._redis, keys, since, until)
@@ -168,5 +181,5 @@ class RankingKeeper:
                 await apply_states(self._scripts, keys, found.behind, cause="check")
             except ResponseError as exc:
                 return f"a user behind PostgreSQL cannot be repaired in place: {exc}"
-        self._since[board] = until - self._grace
+        self._since[keys] = until - self._grace
         return ""

@@ -76,7 +76,7 @@ _CLOSE_SQL = (
     "UPDATE board_periods SET closed_at = %s, entries = %s WHERE board_id = %s AND period = %s"
 )
 _OUTBOX_SQL = (
-    "INSERT INTO outbox (board_id, payload, kind) VALUES (%s, %s, 'period_closed');"
+    "WITH o AS (INSERT INTO outbox (board_id, payload, kind) VALUES (%s, %s, 'period_closed'))"
     " SELECT pg_notify(%s, %s)"
 )
 # Closed periods past the board's keep_periods lose their standings (the period row stays).
@@ -134,7 +134,7 @@ async def _ensure(conn: Conn, board: Board, created: datetime, now: datetime) ->
     row = await cur.fetchone()
     made: list[Period] = []
     if row is None:
-        start = board.first_start(created)
+        start = board.first_start(min(created, now))
         last = Period(board.id, 1, start, board.period_end(start))
         made.append(last)
     else:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import orjson
@@ -21,6 +21,8 @@ from common.errors import Reason, invalid, not_found
 from common.logs import request_id_var
 from common.redis_keys import BoardKeys, Keys
 from common.redis_values import Entry
+from leaderboard_service import periods
+from leaderboard_service.board_rpcs import BoardRpcs
 from leaderboard_service.pg_ranking import PgRanking
 from leaderboard_service.ranking import (
     Listed,
@@ -37,6 +39,9 @@ from leaderboard_service.reconcile import compare
 from leaderboard_service.scripts import Scripts
 from scoreboard.leaderboard.v1 import leaderboard_pb2, leaderboard_service_pb2_grpc
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from leaderboard_service.scheduler import BoardBook, PeriodScheduler
 
 log = logging.getLogger("scoreboard.leaderboard")
 
@@ -132,7 +137,7 @@ def _listed_pb(item: Listed) -> leaderboard_pb2.UserListEntry:
     )
 
 
-class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceServicer):
+class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardServiceServicer):
     def __init__(
         self,
         pool: Pool,
@@ -142,6 +147,8 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         boards: tuple[str, ...],
         *,
         percentile_min_players: int = 100,
+        book: BoardBook | None = None,
+        scheduler: PeriodScheduler | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -149,14 +156,32 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         self._keys = keys
         self._boards = boards
         self._percentile_min_players = percentile_min_players
+        self._book = book
+        self._scheduler = scheduler
         self._redis_ranking = RedisRanking(scripts)
         self._pg_ranking = PgRanking(pool)
 
-    def _board(self, requested: str) -> BoardKeys:
+    def _board(self, requested: str, period: int = 0) -> BoardKeys:
+        """The keys of the board (the default one when none is named) and period (the one open
+        now when 0)."""
         board = requested or self._boards[0]
-        if board not in self._boards:
+        known = board in self._boards or (self._book is not None and self._book.knows(board))
+        if not known:
             raise not_found(Reason.NOT_FOUND, f"there is no board {board!r}")
-        return self._keys.board(board)
+        if period < 0:
+            raise invalid("period must not be negative")
+        if self._book is None:
+            return self._keys.board(board, period or 1)
+        return self._book.keys(board, period)
+
+    async def _archived(self, keys: BoardKeys) -> bool:
+        """True when the keys' period is closed: its standings are in the archive."""
+        if self._book is None or keys.period == self._book.period(keys.board):
+            return False
+        found = await periods.get_period(self._pool, keys.board, keys.period)
+        if found is None:
+            raise not_found(Reason.NOT_FOUND, f"board {keys.board!r} has no period {keys.period}")
+        return found.closed_at is not None
 
     async def _top(self, keys: BoardKeys, offset: int, count: int) -> TopPage:
         try:
@@ -192,16 +217,47 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
             log.warning("ranking unreachable; answering from PostgreSQL: %s", exc)
         return await self._pg_ranking.for_users(keys.board, user_ids, period=keys.period)
 
+    async def _live(self, board: str, period: int) -> BoardKeys:
+        keys = self._board(board, period)
+        if await self._archived(keys):
+            raise invalid(
+                f"period {keys.period} is closed: read it with ListEntries or ListPeriodEntries"
+            )
+        return keys
+
+    async def _archive_top(self, keys: BoardKeys, offset: int, count: int) -> TopPage:
+        found = await self.closed_period(keys.board, keys.period)
+        entries = await periods.standings_page(self._pool, keys.board, keys.period, offset, count)
+        closed_us = int(found.closed_at.timestamp() * 1_000_000) if found.closed_at else 0
+        return TopPage(entries, found.entries or 0, closed_us, from_fallback=False)
+
+    async def _archive_rank(self, keys: BoardKeys, user_id: str) -> UserRank:
+        found = await self.closed_period(keys.board, keys.period)
+        standing = await periods.standing_of(self._pool, keys.board, keys.period, user_id)
+        if standing is None:
+            raise not_found(Reason.USER_NOT_FOUND, "this user has no score in the period")
+        entry, position = standing
+        tenth = await periods.standings_page(self._pool, keys.board, keys.period, 9, 1)
+        return UserRank(
+            entry=entry,
+            position=position - 1,
+            total_users=found.entries or 0,
+            tenth_score=tenth[0].score if tenth else None,
+        )
+
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: Context
     ) -> pb.ListEntriesResponse:
         _reader(current_principal())
-        keys = self._board(request.board_id)
+        keys = self._board(request.board_id, request.period)
         if request.page_size < 0:
             raise invalid("page_size must not be negative")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         offset = decode_page_token(request.page_token, keys.board) if request.page_token else 0
-        page = await self._top(keys, offset, min(size, MAX_OFFSET - offset))
+        if await self._archived(keys):
+            page = await self._archive_top(keys, offset, min(size, MAX_OFFSET - offset))
+        else:
+            page = await self._top(keys, offset, min(size, MAX_OFFSET - offset))
         next_offset = offset + len(page.entries)
         more = len(page.entries) == size and next_offset < min(page.total_users, MAX_OFFSET)
         return pb.ListEntriesResponse(
@@ -216,8 +272,11 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         self, request: pb.GetUserRankRequest, context: Context
     ) -> pb.GetUserRankResponse:
         _reader(current_principal())
-        keys = self._board(request.board_id)
-        result = await self._user_rank(keys, _user_id(request.user_id), 0)
+        keys = self._board(request.board_id, request.period)
+        if await self._archived(keys):
+            result = await self._archive_rank(keys, _user_id(request.user_id))
+        else:
+            result = await self._user_rank(keys, _user_id(request.user_id), 0)
         return pb.GetUserRankResponse(
             entry=_entry_pb(result.entry),
             in_top10=result.in_top10,
@@ -233,7 +292,7 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
     ) -> pb.ListEntriesForUsersResponse:
         principal = current_principal()
         _reader(principal)
-        keys = self._board(request.board_id)
+        keys = await self._live(request.board_id, request.period)
         user_ids = _listed_ids(principal, request.user_ids)
         found = await self._for_users(keys, user_ids)
         return pb.ListEntriesForUsersResponse(
@@ -246,7 +305,7 @@ class LeaderboardServicer(leaderboard_service_pb2_grpc.LeaderboardServiceService
         self, request: pb.ListEntriesAroundRequest, context: Context
     ) -> pb.ListEntriesAroundResponse:
         _reader(current_principal())
-        keys = self._board(request.board_id)
+        keys = await self._live(request.board_id, request.period)
         if not 0 <= request.count <= MAX_AROUND:
             raise invalid(f"count must be between 0 and {MAX_AROUND} (0 means {DEFAULT_AROUND})")
         user_id = _user_id(request.user_id)

@@ -208,7 +208,7 @@ async def test_the_periodic_check_repairs_a_lost_write_after_the_grace_window_on
 
         # An event in flight within the grace window is the consumer's, not the check's.
         async with stack.pool.connection() as conn:
-            cur = await conn.execute(USERS_SQL, ("default", [late]))
+            cur = await conn.execute(USERS_SQL, ("default", 1, [late]))  # board, period, users
             older = state_rows(await cur.fetchall())
         gate.clear()
         await game.complete(late)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from scoreboard.leaderboard.v1 import leaderboard_pb2 as scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3scoreboard/leaderboard/v1/leaderboard_service.proto\x12\x19scoreboard.leaderboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a+scoreboard/leaderboard/v1/leaderboard.proto\"M\n\x12ListEntriesRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xc9\x01\n\x13ListEntriesResponse\x12<\n\x07\x65ntries\x18\x01 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_users\x18\x03 \x01(\x03\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfrom_fallback\x18\x05 \x01(\x08\"7\n\x12GetUserRankRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\xbd\x01\n\x13GetUserRankResponse\x12:\n\x05\x65ntry\x18\x01 \x01(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12\x10\n\x08in_top10\x18\x02 \x01(\x08\x12\x1b\n\x13\x64istance_from_top10\x18\x03 \x01(\x03\x12\x13\n\x0btotal_users\x18\x04 \x01(\x03\x12\x17\n\npercentile\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\r\n\x0b_percentile\"L\n\x18ListEntriesAroundRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"Y\n\x19ListEntriesAroundResponse\x12<\n\x07\x65ntries\x18\x01 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\"@\n\x1aListEntriesForUsersRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\"\x84\x01\n\x1bListEntriesForUsersResponse\x12\x39\n\x07\x65ntries\x18\x01 \x03(\x0b\x32(.scoreboard.leaderboard.v1.UserListEntry\x12\x13\n\x0btotal_users\x18\x02 \x01(\x03\x12\x15\n\rfrom_fallback\x18\x03 \x01(\x08\")\n\x15RebuildRankingRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\"\'\n\x16RebuildRankingResponse\x12\r\n\x05users\x18\x01 \x01(\x03\";\n\x17ReconcileRankingRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06repair\x18\x02 \x01(\x08\"u\n\x18ReconcileRankingResponse\x12\x19\n\x11users_in_database\x18\x01 \x01(\x03\x12\x18\n\x10users_in_ranking\x18\x02 \x01(\x03\x12\x12\n\nmismatched\x18\x03 \x01(\x03\x12\x10\n\x08repaired\x18\x04 \x01(\x08\x32\xeb\x05\n\x12LeaderboardService\x12l\n\x0bListEntries\x12-.scoreboard.leaderboard.v1.ListEntriesRequest\x1a..scoreboard.leaderboard.v1.ListEntriesResponse\x12l\n\x0bGetUserRank\x12-.scoreboard.leaderboard.v1.GetUserRankRequest\x1a..scoreboard.leaderboard.v1.GetUserRankResponse\x12~\n\x11ListEntriesAround\x12\x33.scoreboard.leaderboard.v1.ListEntriesAroundRequest\x1a\x34.scoreboard.leaderboard.v1.ListEntriesAroundResponse\x12\x84\x01\n\x13ListEntriesForUsers\x12\x35.scoreboard.leaderboard.v1.ListEntriesForUsersRequest\x1a\x36.scoreboard.leaderboard.v1.ListEntriesForUsersResponse\x12u\n\x0eRebuildRanking\x12\x30.scoreboard.leaderboard.v1.RebuildRankingRequest\x1a\x31.scoreboard.leaderboard.v1.RebuildRankingResponse\x12{\n\x10ReconcileRanking\x12\x32.scoreboard.leaderboard.v1.ReconcileRankingRequest\x1a\x33.scoreboard.leaderboard.v1.ReconcileRankingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3scoreboard/leaderboard/v1/leaderboard_service.proto\x12\x19scoreboard.leaderboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a+scoreboard/leaderboard/v1/leaderboard.proto\"]\n\x12ListEntriesRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06period\x18\x04 \x01(\x05\"\xc9\x01\n\x13ListEntriesResponse\x12<\n\x07\x65ntries\x18\x01 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_users\x18\x03 \x01(\x03\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfrom_fallback\x18\x05 \x01(\x08\"G\n\x12GetUserRankRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06period\x18\x03 \x01(\x05\"\xbd\x01\n\x13GetUserRankResponse\x12:\n\x05\x65ntry\x18\x01 \x01(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12\x10\n\x08in_top10\x18\x02 \x01(\x08\x12\x1b\n\x13\x64istance_from_top10\x18\x03 \x01(\x03\x12\x13\n\x0btotal_users\x18\x04 \x01(\x03\x12\x17\n\npercentile\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\r\n\x0b_percentile\"\\\n\x18ListEntriesAroundRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x0e\n\x06period\x18\x04 \x01(\x05\"Y\n\x19ListEntriesAroundResponse\x12<\n\x07\x65ntries\x18\x01 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\"P\n\x1aListEntriesForUsersRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12\x0e\n\x06period\x18\x03 \x01(\x05\"\x84\x01\n\x1bListEntriesForUsersResponse\x12\x39\n\x07\x65ntries\x18\x01 \x03(\x0b\x32(.scoreboard.leaderboard.v1.UserListEntry\x12\x13\n\x0btotal_users\x18\x02 \x01(\x03\x12\x15\n\rfrom_fallback\x18\x03 \x01(\x08\")\n\x15RebuildRankingRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\"\'\n\x16RebuildRankingResponse\x12\r\n\x05users\x18\x01 \x01(\x03\";\n\x17ReconcileRankingRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06repair\x18\x02 \x01(\x08\"u\n\x18ReconcileRankingResponse\x12\x19\n\x11users_in_database\x18\x01 \x01(\x03\x12\x18\n\x10users_in_ranking\x18\x02 \x01(\x03\x12\x12\n\nmismatched\x18\x03 \x01(\x03\x12\x10\n\x08repaired\x18\x04 \x01(\x08\"\xe0\x03\n\tBoardInfo\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsort_order\x18\x03 \x01(\t\x12\x0f\n\x07\x63ombine\x18\x04 \x01(\t\x12\x16\n\x0ereset_schedule\x18\x05 \x01(\t\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12\x35\n\x11season_start_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fseason_end_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0ckeep_periods\x18\t \x01(\x05\x12\x16\n\x0e\x63urrent_period\x18\n \x01(\x05\x12\x35\n\x11period_start_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_reset_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12last_closed_period\x18\r \x01(\x05\x12\x41\n\x0clast_winners\x18\x0e \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\"\xdd\x01\n\nPeriodInfo\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\x05\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63losed\x18\x05 \x01(\x08\x12.\n\nclose_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65ntries\x18\x07 \x01(\x05\":\n\x11ListBoardsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x12ListBoardsResponse\x12\x34\n\x06\x62oards\x18\x01 \x03(\x0b\x32$.scoreboard.leaderboard.v1.BoardInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x0fGetBoardRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\"G\n\x10GetBoardResponse\x12\x33\n\x05\x62oard\x18\x01 \x01(\x0b\x32$.scoreboard.leaderboard.v1.BoardInfo\"M\n\x12ListPeriodsRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"f\n\x13ListPeriodsResponse\x12\x36\n\x07periods\x18\x01 \x03(\x0b\x32%.scoreboard.leaderboard.v1.PeriodInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x18ListPeriodEntriesRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\x05\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\"\xea\x01\n\x19ListPeriodEntriesResponse\x12\x35\n\x06period\x18\x01 \x01(\x0b\x32%.scoreboard.leaderboard.v1.PeriodInfo\x12<\n\x07\x65ntries\x18\x02 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12?\n\nuser_entry\x18\x04 \x01(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\"I\n\x12\x43reateBoardRequest\x12\x33\n\x05\x62oard\x18\x01 \x01(\x0b\x32$.scoreboard.leaderboard.v1.BoardInfo\"J\n\x13\x43reateBoardResponse\x12\x33\n\x05\x62oard\x18\x01 \x01(\x0b\x32$.scoreboard.leaderboard.v1.BoardInfo\"I\n\x12UpdateBoardRequest\x12\x33\n\x05\x62oard\x18\x01 \x01(\x0b\x32$.scoreboard.leaderboard.v1.BoardInfo\"J\n\x13UpdateBoardResponse\x12\x33\n\x05\x62oard\x18\x01 \x01(\x0b\x32$.scoreboard.leaderboard.v1.BoardInfo\"&\n\x12\x43losePeriodRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\"6\n\x13\x43losePeriodResponse\x12\x0e\n\x06period\x18\x01 \x01(\x05\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x05\x32\xf3\x0b\n\x12LeaderboardService\x12l\n\x0bListEntries\x12-.scoreboard.leaderboard.v1.ListEntriesRequest\x1a..scoreboard.leaderboard.v1.ListEntriesResponse\x12l\n\x0bGetUserRank\x12-.scoreboard.leaderboard.v1.GetUserRankRequest\x1a..scoreboard.leaderboard.v1.GetUserRankResponse\x12~\n\x11ListEntriesAround\x12\x33.scoreboard.leaderboard.v1.ListEntriesAroundRequest\x1a\x34.scoreboard.leaderboard.v1.ListEntriesAroundResponse\x12\x84\x01\n\x13ListEntriesForUsers\x12\x35.scoreboard.leaderboard.v1.ListEntriesForUsersRequest\x1a\x36.scoreboard.leaderboard.v1.ListEntriesForUsersResponse\x12u\n\x0eRebuildRanking\x12\x30.scoreboard.leaderboard.v1.RebuildRankingRequest\x1a\x31.scoreboard.leaderboard.v1.RebuildRankingResponse\x12{\n\x10ReconcileRanking\x12\x32.scoreboard.leaderboard.v1.ReconcileRankingRequest\x1a\x33.scoreboard.leaderboard.v1.ReconcileRankingResponse\x12i\n\nListBoards\x12,.scoreboard.leaderboard.v1.ListBoardsRequest\x1a-.scoreboard.leaderboard.v1.ListBoardsResponse\x12\x63\n\x08GetBoard\x12*.scoreboard.leaderboard.v1.GetBoardRequest\x1a+.scoreboard.leaderboard.v1.GetBoardResponse\x12l\n\x0bListPeriods\x12-.scoreboard.leaderboard.v1.ListPeriodsRequest\x1a..scoreboard.leaderboard.v1.ListPeriodsResponse\x12~\n\x11ListPeriodEntries\x12\x33.scoreboard.leaderboard.v1.ListPeriodEntriesRequest\x1a\x34.scoreboard.leaderboard.v1.ListPeriodEntriesResponse\x12l\n\x0b\x43reateBoard\x12-.scoreboard.leaderboard.v1.CreateBoardRequest\x1a..scoreboard.leaderboard.v1.CreateBoardResponse\x12l\n\x0bUpdateBoard\x12-.scoreboard.leaderboard.v1.UpdateBoardRequest\x1a..scoreboard.leaderboard.v1.UpdateBoardResponse\x12l\n\x0b\x43losePeriod\x12-.scoreboard.leaderboard.v1.ClosePeriodRequest\x1a..scoreboard.leaderboard.v1.ClosePeriodResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,29 +34,61 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scoreboard.leaderboard.v1.l
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTENTRIESREQUEST']._serialized_start=160
-  _globals['_LISTENTRIESREQUEST']._serialized_end=237
-  _globals['_LISTENTRIESRESPONSE']._serialized_start=240
-  _globals['_LISTENTRIESRESPONSE']._serialized_end=441
-  _globals['_GETUSERRANKREQUEST']._serialized_start=443
-  _globals['_GETUSERRANKREQUEST']._serialized_end=498
-  _globals['_GETUSERRANKRESPONSE']._serialized_start=501
-  _globals['_GETUSERRANKRESPONSE']._serialized_end=690
-  _globals['_LISTENTRIESAROUNDREQUEST']._serialized_start=692
-  _globals['_LISTENTRIESAROUNDREQUEST']._serialized_end=768
-  _globals['_LISTENTRIESAROUNDRESPONSE']._serialized_start=770
-  _globals['_LISTENTRIESAROUNDRESPONSE']._serialized_end=859
-  _globals['_LISTENTRIESFORUSERSREQUEST']._serialized_start=861
-  _globals['_LISTENTRIESFORUSERSREQUEST']._serialized_end=925
-  _globals['_LISTENTRIESFORUSERSRESPONSE']._serialized_start=928
-  _globals['_LISTENTRIESFORUSERSRESPONSE']._serialized_end=1060
-  _globals['_REBUILDRANKINGREQUEST']._serialized_start=1062
-  _globals['_REBUILDRANKINGREQUEST']._serialized_end=1103
-  _globals['_REBUILDRANKINGRESPONSE']._serialized_start=1105
-  _globals['_REBUILDRANKINGRESPONSE']._serialized_end=1144
-  _globals['_RECONCILERANKINGREQUEST']._serialized_start=1146
-  _globals['_RECONCILERANKINGREQUEST']._serialized_end=1205
-  _globals['_RECONCILERANKINGRESPONSE']._serialized_start=1207
-  _globals['_RECONCILERANKINGRESPONSE']._serialized_end=1324
-  _globals['_LEADERBOARDSERVICE']._serialized_start=1327
-  _globals['_LEADERBOARDSERVICE']._serialized_end=2074
+  _globals['_LISTENTRIESREQUEST']._serialized_end=253
+  _globals['_LISTENTRIESRESPONSE']._serialized_start=256
+  _globals['_LISTENTRIESRESPONSE']._serialized_end=457
+  _globals['_GETUSERRANKREQUEST']._serialized_start=459
+  _globals['_GETUSERRANKREQUEST']._serialized_end=530
+  _globals['_GETUSERRANKRESPONSE']._serialized_start=533
+  _globals['_GETUSERRANKRESPONSE']._serialized_end=722
+  _globals['_LISTENTRIESAROUNDREQUEST']._serialized_start=724
+  _globals['_LISTENTRIESAROUNDREQUEST']._serialized_end=816
+  _globals['_LISTENTRIESAROUNDRESPONSE']._serialized_start=818
+  _globals['_LISTENTRIESAROUNDRESPONSE']._serialized_end=907
+  _globals['_LISTENTRIESFORUSERSREQUEST']._serialized_start=909
+  _globals['_LISTENTRIESFORUSERSREQUEST']._serialized_end=989
+  _globals['_LISTENTRIESFORUSERSRESPONSE']._serialized_start=992
+  _globals['_LISTENTRIESFORUSERSRESPONSE']._serialized_end=1124
+  _globals['_REBUILDRANKINGREQUEST']._serialized_start=1126
+  _globals['_REBUILDRANKINGREQUEST']._serialized_end=1167
+  _globals['_REBUILDRANKINGRESPONSE']._serialized_start=1169
+  _globals['_REBUILDRANKINGRESPONSE']._serialized_end=1208
+  _globals['_RECONCILERANKINGREQUEST']._serialized_start=1210
+  _globals['_RECONCILERANKINGREQUEST']._serialized_end=1269
+  _globals['_RECONCILERANKINGRESPONSE']._serialized_start=1271
+  _globals['_RECONCILERANKINGRESPONSE']._serialized_end=1388
+  _globals['_BOARDINFO']._serialized_start=1391
+  _globals['_BOARDINFO']._serialized_end=1871
+  _globals['_PERIODINFO']._serialized_start=1874
+  _globals['_PERIODINFO']._serialized_end=2095
+  _globals['_LISTBOARDSREQUEST']._serialized_start=2097
+  _globals['_LISTBOARDSREQUEST']._serialized_end=2155
+  _globals['_LISTBOARDSRESPONSE']._serialized_start=2157
+  _globals['_LISTBOARDSRESPONSE']._serialized_end=2256
+  _globals['_GETBOARDREQUEST']._serialized_start=2258
+  _globals['_GETBOARDREQUEST']._serialized_end=2293
+  _globals['_GETBOARDRESPONSE']._serialized_start=2295
+  _globals['_GETBOARDRESPONSE']._serialized_end=2366
+  _globals['_LISTPERIODSREQUEST']._serialized_start=2368
+  _globals['_LISTPERIODSREQUEST']._serialized_end=2445
+  _globals['_LISTPERIODSRESPONSE']._serialized_start=2447
+  _globals['_LISTPERIODSRESPONSE']._serialized_end=2549
+  _globals['_LISTPERIODENTRIESREQUEST']._serialized_start=2551
+  _globals['_LISTPERIODENTRIESREQUEST']._serialized_end=2667
+  _globals['_LISTPERIODENTRIESRESPONSE']._serialized_start=2670
+  _globals['_LISTPERIODENTRIESRESPONSE']._serialized_end=2904
+  _globals['_CREATEBOARDREQUEST']._serialized_start=2906
+  _globals['_CREATEBOARDREQUEST']._serialized_end=2979
+  _globals['_CREATEBOARDRESPONSE']._serialized_start=2981
+  _globals['_CREATEBOARDRESPONSE']._serialized_end=3055
+  _globals['_UPDATEBOARDREQUEST']._serialized_start=3057
+  _globals['_UPDATEBOARDREQUEST']._serialized_end=3130
+  _globals['_UPDATEBOARDRESPONSE']._serialized_start=3132
+  _globals['_UPDATEBOARDRESPONSE']._serialized_end=3206
+  _globals['_CLOSEPERIODREQUEST']._serialized_start=3208
+  _globals['_CLOSEPERIODREQUEST']._serialized_end=3246
+  _globals['_CLOSEPERIODRESPONSE']._serialized_start=3248
+  _globals['_CLOSEPERIODRESPONSE']._serialized_end=3302
+  _globals['_LEADERBOARDSERVICE']._serialized_start=3305
+  _globals['_LEADERBOARDSERVICE']._serialized_end=4828
 # @@protoc_insertion_point(module_scope)

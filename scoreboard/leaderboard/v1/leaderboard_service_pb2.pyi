@@ -27,22 +27,26 @@ class ListEntriesRequest(_message.Message):
     BOARD_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
     board_id: _builtins.str
     """Empty means the default board."""
     page_size: _builtins.int
     """Default 10, at most 100."""
     page_token: _builtins.str
     """Opaque token from a previous response."""
+    period: _builtins.int
+    """The board's period; 0 means the one open now. A closed period answers from the archive."""
     def __init__(
         self,
         *,
         board_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        period: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "page_size", b"page_size", "page_token", b"page_token", "period", b"period"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -90,17 +94,21 @@ class GetUserRankRequest(_message.Message):
 
     BOARD_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
     board_id: _builtins.str
     user_id: _builtins.str
+    period: _builtins.int
+    """The board's period; 0 means the one open now. A closed period answers from the archive."""
     def __init__(
         self,
         *,
         board_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        period: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "period", b"period", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -151,20 +159,24 @@ class ListEntriesAroundRequest(_message.Message):
     BOARD_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
     board_id: _builtins.str
     user_id: _builtins.str
     count: _builtins.int
     """Entries above and below the user (default 5, at most 50)."""
+    period: _builtins.int
+    """The board's period; 0 means the one open now. A closed period answers from the archive."""
     def __init__(
         self,
         *,
         board_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
         count: _builtins.int = ...,
+        period: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "count", b"count", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "count", b"count", "period", b"period", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -196,7 +208,10 @@ class ListEntriesForUsersRequest(_message.Message):
 
     BOARD_ID_FIELD_NUMBER: _builtins.int
     USER_IDS_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
     board_id: _builtins.str
+    period: _builtins.int
+    """The board's period; 0 means the one open now. A closed period answers from the archive."""
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """User ids (UUIDs), at most 100; duplicates count once in the answer. A signed-in user is
@@ -208,10 +223,11 @@ class ListEntriesForUsersRequest(_message.Message):
         *,
         board_id: _builtins.str = ...,
         user_ids: _abc.Iterable[_builtins.str] | None = ...,
+        period: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "period", b"period", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,3 +352,448 @@ class ReconcileRankingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReconcileRankingResponse: _TypeAlias = ReconcileRankingResponse  # noqa: Y015
+
+@_typing.final
+class BoardInfo(_message.Message):
+    """A board: how it ranks and when it resets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SORT_ORDER_FIELD_NUMBER: _builtins.int
+    COMBINE_FIELD_NUMBER: _builtins.int
+    RESET_SCHEDULE_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    SEASON_START_TIME_FIELD_NUMBER: _builtins.int
+    SEASON_END_TIME_FIELD_NUMBER: _builtins.int
+    KEEP_PERIODS_FIELD_NUMBER: _builtins.int
+    CURRENT_PERIOD_FIELD_NUMBER: _builtins.int
+    PERIOD_START_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_RESET_TIME_FIELD_NUMBER: _builtins.int
+    LAST_CLOSED_PERIOD_FIELD_NUMBER: _builtins.int
+    LAST_WINNERS_FIELD_NUMBER: _builtins.int
+    board_id: _builtins.str
+    name: _builtins.str
+    sort_order: _builtins.str
+    """"desc" (higher is better) or "asc" (lower is better)."""
+    combine: _builtins.str
+    """How a player's entries combine: "sum", "best" or "latest"."""
+    reset_schedule: _builtins.str
+    """A 5-field cron expression, empty for a board that never resets."""
+    time_zone: _builtins.str
+    """IANA time zone the schedule is read in."""
+    keep_periods: _builtins.int
+    """Closed periods whose standings are kept (0: all)."""
+    current_period: _builtins.int
+    """The period open now (0 when none is: the season has not started or has ended)."""
+    last_closed_period: _builtins.int
+    """The last closed period (0 when none) and its winners."""
+    @_builtins.property
+    def season_start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def season_end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def period_start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_reset_time(self) -> _timestamp_pb2.Timestamp:
+        """When the current period ends (unset for an endless one)."""
+
+    @_builtins.property
+    def last_winners(self) -> _containers.RepeatedCompositeFieldContainer[_leaderboard_pb2.LeaderboardEntry]: ...
+    def __init__(
+        self,
+        *,
+        board_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        sort_order: _builtins.str = ...,
+        combine: _builtins.str = ...,
+        reset_schedule: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        season_start_time: _timestamp_pb2.Timestamp | None = ...,
+        season_end_time: _timestamp_pb2.Timestamp | None = ...,
+        keep_periods: _builtins.int = ...,
+        current_period: _builtins.int = ...,
+        period_start_time: _timestamp_pb2.Timestamp | None = ...,
+        next_reset_time: _timestamp_pb2.Timestamp | None = ...,
+        last_closed_period: _builtins.int = ...,
+        last_winners: _abc.Iterable[_leaderboard_pb2.LeaderboardEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_reset_time", b"next_reset_time", "period_start_time", b"period_start_time", "season_end_time", b"season_end_time", "season_start_time", b"season_start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "combine", b"combine", "current_period", b"current_period", "keep_periods", b"keep_periods", "last_closed_period", b"last_closed_period", "last_winners", b"last_winners", "name", b"name", "next_reset_time", b"next_reset_time", "period_start_time", b"period_start_time", "reset_schedule", b"reset_schedule", "season_end_time", b"season_end_time", "season_start_time", b"season_start_time", "sort_order", b"sort_order", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoardInfo: _TypeAlias = BoardInfo  # noqa: Y015
+
+@_typing.final
+class PeriodInfo(_message.Message):
+    """One period of a board."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    CLOSE_TIME_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    board_id: _builtins.str
+    period: _builtins.int
+    closed: _builtins.bool
+    entries: _builtins.int
+    """Ranked entries frozen when it closed."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Unset for an endless period."""
+
+    @_builtins.property
+    def close_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        board_id: _builtins.str = ...,
+        period: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        closed: _builtins.bool = ...,
+        close_time: _timestamp_pb2.Timestamp | None = ...,
+        entries: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "close_time", b"close_time", "closed", b"closed", "end_time", b"end_time", "entries", b"entries", "period", b"period", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeriodInfo: _TypeAlias = PeriodInfo  # noqa: Y015
+
+@_typing.final
+class ListBoardsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBoardsRequest: _TypeAlias = ListBoardsRequest  # noqa: Y015
+
+@_typing.final
+class ListBoardsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def boards(self) -> _containers.RepeatedCompositeFieldContainer[Global___BoardInfo]: ...
+    def __init__(
+        self,
+        *,
+        boards: _abc.Iterable[Global___BoardInfo] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boards", b"boards", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBoardsResponse: _TypeAlias = ListBoardsResponse  # noqa: Y015
+
+@_typing.final
+class GetBoardRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    board_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        board_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBoardRequest: _TypeAlias = GetBoardRequest  # noqa: Y015
+
+@_typing.final
+class GetBoardResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def board(self) -> Global___BoardInfo: ...
+    def __init__(
+        self,
+        *,
+        board: Global___BoardInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["board", b"board"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board", b"board"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBoardResponse: _TypeAlias = GetBoardResponse  # noqa: Y015
+
+@_typing.final
+class ListPeriodsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    board_id: _builtins.str
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        board_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeriodsRequest: _TypeAlias = ListPeriodsRequest  # noqa: Y015
+
+@_typing.final
+class ListPeriodsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIODS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeriodInfo]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        periods: _abc.Iterable[Global___PeriodInfo] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "periods", b"periods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeriodsResponse: _TypeAlias = ListPeriodsResponse  # noqa: Y015
+
+@_typing.final
+class ListPeriodEntriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    board_id: _builtins.str
+    period: _builtins.int
+    """A closed period."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    user_id: _builtins.str
+    """When set, the page holding this user's final entry (and user_entry is set)."""
+    def __init__(
+        self,
+        *,
+        board_id: _builtins.str = ...,
+        period: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "page_size", b"page_size", "page_token", b"page_token", "period", b"period", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeriodEntriesRequest: _TypeAlias = ListPeriodEntriesRequest  # noqa: Y015
+
+@_typing.final
+class ListPeriodEntriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    USER_ENTRY_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def period(self) -> Global___PeriodInfo: ...
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_leaderboard_pb2.LeaderboardEntry]: ...
+    @_builtins.property
+    def user_entry(self) -> _leaderboard_pb2.LeaderboardEntry:
+        """The asked user's final entry, when user_id was set and the user was ranked."""
+
+    def __init__(
+        self,
+        *,
+        period: Global___PeriodInfo | None = ...,
+        entries: _abc.Iterable[_leaderboard_pb2.LeaderboardEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+        user_entry: _leaderboard_pb2.LeaderboardEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period", "user_entry", b"user_entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token", "period", b"period", "user_entry", b"user_entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeriodEntriesResponse: _TypeAlias = ListPeriodEntriesResponse  # noqa: Y015
+
+@_typing.final
+class CreateBoardRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def board(self) -> Global___BoardInfo: ...
+    def __init__(
+        self,
+        *,
+        board: Global___BoardInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["board", b"board"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board", b"board"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateBoardRequest: _TypeAlias = CreateBoardRequest  # noqa: Y015
+
+@_typing.final
+class CreateBoardResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def board(self) -> Global___BoardInfo: ...
+    def __init__(
+        self,
+        *,
+        board: Global___BoardInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["board", b"board"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board", b"board"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateBoardResponse: _TypeAlias = CreateBoardResponse  # noqa: Y015
+
+@_typing.final
+class UpdateBoardRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def board(self) -> Global___BoardInfo:
+        """The board's new definition (board_id names it). Sort order and combine cannot change once
+        the board has scores; a schedule change applies from the next period.
+        """
+
+    def __init__(
+        self,
+        *,
+        board: Global___BoardInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["board", b"board"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board", b"board"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBoardRequest: _TypeAlias = UpdateBoardRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBoardResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def board(self) -> Global___BoardInfo: ...
+    def __init__(
+        self,
+        *,
+        board: Global___BoardInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["board", b"board"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board", b"board"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBoardResponse: _TypeAlias = UpdateBoardResponse  # noqa: Y015
+
+@_typing.final
+class ClosePeriodRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    board_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        board_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClosePeriodRequest: _TypeAlias = ClosePeriodRequest  # noqa: Y015
+
+@_typing.final
+class ClosePeriodResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    period: _builtins.int
+    """The period closed now and the entries frozen."""
+    entries: _builtins.int
+    def __init__(
+        self,
+        *,
+        period: _builtins.int = ...,
+        entries: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClosePeriodResponse: _TypeAlias = ClosePeriodResponse  # noqa: Y015

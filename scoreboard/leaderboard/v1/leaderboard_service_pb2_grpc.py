@@ -66,6 +66,41 @@ class LeaderboardServiceStub:
                 request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ReconcileRankingRequest.SerializeToString,
                 response_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ReconcileRankingResponse.FromString,
                 _registered_method=True)
+        self.ListBoards = channel.unary_unary(
+                '/scoreboard.leaderboard.v1.LeaderboardService/ListBoards',
+                request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListBoardsRequest.SerializeToString,
+                response_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListBoardsResponse.FromString,
+                _registered_method=True)
+        self.GetBoard = channel.unary_unary(
+                '/scoreboard.leaderboard.v1.LeaderboardService/GetBoard',
+                request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.GetBoardRequest.SerializeToString,
+                response_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.GetBoardResponse.FromString,
+                _registered_method=True)
+        self.ListPeriods = channel.unary_unary(
+                '/scoreboard.leaderboard.v1.LeaderboardService/ListPeriods',
+                request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodsRequest.SerializeToString,
+                response_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodsResponse.FromString,
+                _registered_method=True)
+        self.ListPeriodEntries = channel.unary_unary(
+                '/scoreboard.leaderboard.v1.LeaderboardService/ListPeriodEntries',
+                request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodEntriesRequest.SerializeToString,
+                response_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodEntriesResponse.FromString,
+                _registered_method=True)
+        self.CreateBoard = channel.unary_unary(
+                '/scoreboard.leaderboard.v1.LeaderboardService/CreateBoard',
+                request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.CreateBoardRequest.SerializeToString,
+                response_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.CreateBoardResponse.FromString,
+                _registered_method=True)
+        self.UpdateBoard = channel.unary_unary(
+                '/scoreboard.leaderboard.v1.LeaderboardService/UpdateBoard',
+                request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.UpdateBoardRequest.SerializeToString,
+                response_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.UpdateBoardResponse.FromString,
+                _registered_method=True)
+        self.ClosePeriod = channel.unary_unary(
+                '/scoreboard.leaderboard.v1.LeaderboardService/ClosePeriod',
+                request_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ClosePeriodRequest.SerializeToString,
+                response_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ClosePeriodResponse.FromString,
+                _registered_method=True)
 
 
 class LeaderboardServiceServicer:
@@ -116,6 +151,50 @@ class LeaderboardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBoards(self, request, context):
+        """Boards and their periods (DESIGN decision 11). Past periods are read from the archive.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBoard(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPeriods(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPeriodEntries(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateBoard(self, request, context):
+        """Admins: create or change a board, close its open period now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBoard(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClosePeriod(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeaderboardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +227,41 @@ def add_LeaderboardServiceServicer_to_server(servicer, server):
                     servicer.ReconcileRanking,
                     request_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ReconcileRankingRequest.FromString,
                     response_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ReconcileRankingResponse.SerializeToString,
+            ),
+            'ListBoards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBoards,
+                    request_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListBoardsRequest.FromString,
+                    response_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListBoardsResponse.SerializeToString,
+            ),
+            'GetBoard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBoard,
+                    request_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.GetBoardRequest.FromString,
+                    response_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.GetBoardResponse.SerializeToString,
+            ),
+            'ListPeriods': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeriods,
+                    request_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodsRequest.FromString,
+                    response_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodsResponse.SerializeToString,
+            ),
+            'ListPeriodEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeriodEntries,
+                    request_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodEntriesRequest.FromString,
+                    response_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodEntriesResponse.SerializeToString,
+            ),
+            'CreateBoard': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBoard,
+                    request_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.CreateBoardRequest.FromString,
+                    response_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.CreateBoardResponse.SerializeToString,
+            ),
+            'UpdateBoard': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBoard,
+                    request_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.UpdateBoardRequest.FromString,
+                    response_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.UpdateBoardResponse.SerializeToString,
+            ),
+            'ClosePeriod': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClosePeriod,
+                    request_deserializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ClosePeriodRequest.FromString,
+                    response_serializer=scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ClosePeriodResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +428,195 @@ class LeaderboardService:
             '/scoreboard.leaderboard.v1.LeaderboardService/ReconcileRanking',
             scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ReconcileRankingRequest.SerializeToString,
             scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ReconcileRankingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBoards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoreboard.leaderboard.v1.LeaderboardService/ListBoards',
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListBoardsRequest.SerializeToString,
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListBoardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBoard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoreboard.leaderboard.v1.LeaderboardService/GetBoard',
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.GetBoardRequest.SerializeToString,
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.GetBoardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeriods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoreboard.leaderboard.v1.LeaderboardService/ListPeriods',
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodsRequest.SerializeToString,
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeriodEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoreboard.leaderboard.v1.LeaderboardService/ListPeriodEntries',
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodEntriesRequest.SerializeToString,
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ListPeriodEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBoard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoreboard.leaderboard.v1.LeaderboardService/CreateBoard',
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.CreateBoardRequest.SerializeToString,
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.CreateBoardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBoard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoreboard.leaderboard.v1.LeaderboardService/UpdateBoard',
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.UpdateBoardRequest.SerializeToString,
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.UpdateBoardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClosePeriod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoreboard.leaderboard.v1.LeaderboardService/ClosePeriod',
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ClosePeriodRequest.SerializeToString,
+            scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__service__pb2.ClosePeriodResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,15 @@ class LeaderboardServiceStub:
     """Rebuilds the ranking from PostgreSQL into a temporary key and swaps it in (admin)."""
     ReconcileRanking: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ReconcileRankingRequest, _leaderboard_service_pb2.ReconcileRankingResponse]
     """Compares the ranking with PostgreSQL, reports drift and optionally repairs it (admin)."""
+    ListBoards: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ListBoardsRequest, _leaderboard_service_pb2.ListBoardsResponse]
+    """Boards and their periods (DESIGN decision 11). Past periods are read from the archive."""
+    GetBoard: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.GetBoardRequest, _leaderboard_service_pb2.GetBoardResponse]
+    ListPeriods: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ListPeriodsRequest, _leaderboard_service_pb2.ListPeriodsResponse]
+    ListPeriodEntries: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ListPeriodEntriesRequest, _leaderboard_service_pb2.ListPeriodEntriesResponse]
+    CreateBoard: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.CreateBoardRequest, _leaderboard_service_pb2.CreateBoardResponse]
+    """Admins: create or change a board, close its open period now."""
+    UpdateBoard: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.UpdateBoardRequest, _leaderboard_service_pb2.UpdateBoardResponse]
+    ClosePeriod: _grpc.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ClosePeriodRequest, _leaderboard_service_pb2.ClosePeriodResponse]
 
 @_typing.type_check_only
 class LeaderboardServiceAsyncStub(LeaderboardServiceStub):
@@ -71,6 +80,15 @@ class LeaderboardServiceAsyncStub(LeaderboardServiceStub):
     """Rebuilds the ranking from PostgreSQL into a temporary key and swaps it in (admin)."""
     ReconcileRanking: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ReconcileRankingRequest, _leaderboard_service_pb2.ReconcileRankingResponse]  # type: ignore[assignment]
     """Compares the ranking with PostgreSQL, reports drift and optionally repairs it (admin)."""
+    ListBoards: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ListBoardsRequest, _leaderboard_service_pb2.ListBoardsResponse]  # type: ignore[assignment]
+    """Boards and their periods (DESIGN decision 11). Past periods are read from the archive."""
+    GetBoard: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.GetBoardRequest, _leaderboard_service_pb2.GetBoardResponse]  # type: ignore[assignment]
+    ListPeriods: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ListPeriodsRequest, _leaderboard_service_pb2.ListPeriodsResponse]  # type: ignore[assignment]
+    ListPeriodEntries: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ListPeriodEntriesRequest, _leaderboard_service_pb2.ListPeriodEntriesResponse]  # type: ignore[assignment]
+    CreateBoard: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.CreateBoardRequest, _leaderboard_service_pb2.CreateBoardResponse]  # type: ignore[assignment]
+    """Admins: create or change a board, close its open period now."""
+    UpdateBoard: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.UpdateBoardRequest, _leaderboard_service_pb2.UpdateBoardResponse]  # type: ignore[assignment]
+    ClosePeriod: _aio.UnaryUnaryMultiCallable[_leaderboard_service_pb2.ClosePeriodRequest, _leaderboard_service_pb2.ClosePeriodResponse]  # type: ignore[assignment]
 
 class LeaderboardServiceServicer(metaclass=_abc_1.ABCMeta):
     """Queries over the ranking. Answers come from the Redis sorted set; while it is being rebuilt,
@@ -126,5 +144,56 @@ class LeaderboardServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_leaderboard_service_pb2.ReconcileRankingResponse, _abc.Awaitable[_leaderboard_service_pb2.ReconcileRankingResponse]]:
         """Compares the ranking with PostgreSQL, reports drift and optionally repairs it (admin)."""
+
+    @_abc_1.abstractmethod
+    def ListBoards(
+        self,
+        request: _leaderboard_service_pb2.ListBoardsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leaderboard_service_pb2.ListBoardsResponse, _abc.Awaitable[_leaderboard_service_pb2.ListBoardsResponse]]:
+        """Boards and their periods (DESIGN decision 11). Past periods are read from the archive."""
+
+    @_abc_1.abstractmethod
+    def GetBoard(
+        self,
+        request: _leaderboard_service_pb2.GetBoardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leaderboard_service_pb2.GetBoardResponse, _abc.Awaitable[_leaderboard_service_pb2.GetBoardResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPeriods(
+        self,
+        request: _leaderboard_service_pb2.ListPeriodsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leaderboard_service_pb2.ListPeriodsResponse, _abc.Awaitable[_leaderboard_service_pb2.ListPeriodsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPeriodEntries(
+        self,
+        request: _leaderboard_service_pb2.ListPeriodEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leaderboard_service_pb2.ListPeriodEntriesResponse, _abc.Awaitable[_leaderboard_service_pb2.ListPeriodEntriesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateBoard(
+        self,
+        request: _leaderboard_service_pb2.CreateBoardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leaderboard_service_pb2.CreateBoardResponse, _abc.Awaitable[_leaderboard_service_pb2.CreateBoardResponse]]:
+        """Admins: create or change a board, close its open period now."""
+
+    @_abc_1.abstractmethod
+    def UpdateBoard(
+        self,
+        request: _leaderboard_service_pb2.UpdateBoardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leaderboard_service_pb2.UpdateBoardResponse, _abc.Awaitable[_leaderboard_service_pb2.UpdateBoardResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ClosePeriod(
+        self,
+        request: _leaderboard_service_pb2.ClosePeriodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leaderboard_service_pb2.ClosePeriodResponse, _abc.Awaitable[_leaderboard_service_pb2.ClosePeriodResponse]]: ...
 
 def add_LeaderboardServiceServicer_to_server(servicer: LeaderboardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
