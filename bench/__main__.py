@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.harness import BenchConfig, run
+from bench.harness import DEFAULT_PHASES, BenchConfig, run
 from common.config import ConfigError, Env
 
 
@@ -26,8 +26,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rest-users", type=int, default=1000, help="players for REST writes")
     parser.add_argument(
         "--phases",
-        default="grpc-uniform,grpc-skewed,rest,reads,viewers",
-        help="comma-separated: grpc-uniform, grpc-skewed, rest, reads, viewers",
+        default=",".join(DEFAULT_PHASES),
+        help="comma-separated: cpu-grpc, cpu-rest (CPU per completion at a fixed rate), "
+        "grpc-uniform, grpc-skewed, rest, reads, viewers",
+    )
+    parser.add_argument(
+        "--cpu-grpc-rate",
+        type=float,
+        default=300.0,
+        help="gRPC actions/s offered in the cpu-grpc phase (below saturation)",
+    )
+    parser.add_argument(
+        "--cpu-rest-rate",
+        type=float,
+        default=150.0,
+        help="REST actions/s offered in the cpu-rest phase (below saturation)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="run the phases on a stack of N score_service replicas and N edge processes, "
+        "once per N given (N > 1 always starts its own stack)",
+    )
+    parser.add_argument(
+        "--generators",
+        type=int,
+        default=1,
+        help="load-generator processes per phase (the offered rate is split between them)",
     )
     parser.add_argument(
         "--viewers",
@@ -68,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             phases=tuple(args.phases.split(",")),
             viewers=tuple(args.viewers),
             viewer_write_rate=args.viewer_write_rate,
+            cpu_grpc_rate=args.cpu_grpc_rate,
+            cpu_rest_rate=args.cpu_rest_rate,
+            replicas=tuple(args.replicas),
+            generators=max(1, args.generators),
             use_running=not args.own_stack,
             out_dir=Path(args.out_dir).resolve(),
             data_dir=Path(Env().text("DATA_DIR", ".data")).resolve(),

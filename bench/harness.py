@@ -1,10 +1,16 @@
 """`scoreboard bench` (make bench): load against a running stack, or one it starts on embedded
-defaults, measuring the capacity targets; prints one table and writes a JSON file.
+defaults, measuring the capacity targets; prints its tables and writes a JSON file.
 
-Phases: seed the population (COPY), gRPC writes (uniform over the population, then skewed so the
-top 10 changes on almost every action), REST writes through the edge, reads, WebSocket viewers
-on the edge while skewed gRPC writes run (commit-to-receipt propagation), and finally the
+Phases: seed the population (COPY), CPU per completion (gRPC and REST writes at a fixed rate below
+saturation: CPU seconds of every process of the stack, PostgreSQL's backends and Redis included,
+divided by the completions accepted), gRPC writes (uniform over the population, then skewed so
+the top 10 changes on almost every action), REST writes through the edge, reads, WebSocket
+viewers on the edge while skewed gRPC writes run (commit-to-receipt propagation), and finally the
 nothing-lost checks (outbox drained, consumer caught up, ledger == totals, Redis == PostgreSQL).
+
+With `--replicas 1 2` the phases run once per N on a stack of N score_service replicas and N
+edge processes (ops.devstack's SCOREBOARD_SCORE_REPLICAS / SCOREBOARD_EDGE_PROCESSES), and a
+last table sets the throughput of each N side by side.
 """
 
 from __future__ import annotations
@@ -48,6 +54,28 @@ BENCH_SCOPES = "admin scores:write leaderboard:read stream:watch"
 REST_PASSWORD = "bench-player-password"
 
 
+DEFAULT_PHASES = (
+    "cpu-grpc",
+    "cpu-rest",
+    "grpc-uniform",
+    "grpc-skewed",
+    "rest",
+    "reads",
+    "viewers",
+)
+# The rows of the CPU table, in the stack's order (process names of ops.devstack, replicas
+# folded into their service).
+STACK_PROCESSES = (
+    "edge",
+    "auth_service",
+    "score_service",
+    "leaderboard_service",
+    "stream_service",
+    "postgres",
+    "redis",
+)
+
+
 @dataclass
 class BenchConfig:
     users: int = 1_000_000
@@ -56,12 +84,20 @@ class BenchConfig:
     rest_rate: float = 1200.0
     read_rate: float = 5000.0
     rest_users: int = 1000
-    phases: tuple[str, ...] = ("grpc-uniform", "grpc-skewed", "rest", "reads", "viewers")
+    phases: tuple[str, ...] = DEFAULT_PHASES
     viewers: tuple[int, ...] = (1000, 5000, 10000)
     viewer_write_rate: float = 1000.0
     data_dir: Path = ROOT / ".data"
     out_dir: Path = ROOT / ".bench"
     use_running: bool = True
+    # The fixed offered rates of the CPU-per-completion phases: below saturation, so the figure
+    # is a cost, not a queue.
+    cpu_grpc_rate: float = 300.0
+    cpu_rest_rate: float = 150.0
+    # Stack sizes to run the phases on (N score_service replicas and N edge processes each).
+    replicas: tuple[int, ...] = (1,)
+    # Load-generator processes per phase (the offered rate is split between them).
+    generators: int = 1
 
 
 @dataclass
@@ -85,17 +121,27 @@ class Phase:
     outcomes: dict[str, int]
     throttled: int
     resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    # CPU milliseconds per accepted completion, by process group, plus "total" (the stack) and
+    # "load generator" (apart, never in the total).
+    cpu_ms_per_completion: dict[str, float] = field(default_factory=dict)
+    replicas: int = 1
 
 
-def _target(config: BenchConfig) -> Target:
-    description = read_description(config.data_dir) if config.use_running else None
+def _target(config: BenchConfig, replicas: int) -> Target:
+    use_running = config.use_running and replicas == 1
+    description = read_description(config.data_dir) if use_running else None
     if description is not None:
         print(f"bench: using the running stack at {description['edge_url']}")
         stack = None
     else:
-        print("bench: starting a stack on embedded defaults (.bench/stack)")
+        print(
+            f"bench: starting a stack on embedded defaults (.bench/stack), {replicas} "
+            "score_service replica(s) and edge process(es)"
+        )
         env = {k: v for k, v in os.environ.items()}
         env["SCOREBOARD_DATA_DIR"] = str(config.out_dir / "stack")
+        env["SCOREBOARD_SCORE_REPLICAS"] = str(replicas)
+        env["SCOREBOARD_EDGE_PROCESSES"] = str(replicas)
         # Viewers connect without tokens (one user may hold only a few sockets), and up to
         # 20,000 of them (the hard open-files limit here; raised before the stack starts).
         env.setdefault("SCOREBOARD_WS_ANONYMOUS", "true")
@@ -108,10 +154,11 @@ def _target(config: BenchConfig) -> Target:
         stack = start_stack(env, quiet=True)
         description = read_description(stack.data_dir)
         assert description is not None
-    pids: dict[str, list[int]] = {k: [v] for k, v in description["pids"].items()}
-    pids["postgres"] = postgres_pids()
-    redis_port = int(description["redis_url"].rsplit(":", 1)[1].split("/")[0])
-    pids["redis"] = redis_pid(redis_port)
+    pids: dict[str, list[int]] = {}
+    for name, pid in description["pids"].items():
+        pids.setdefault(name.split(".")[0], []).append(pid)  # score_service.2 -> score_service
+    pids["postgres"] = asyncio.run(postgres_pids(description["database_url"]))
+    pids["redis"] = asyncio.run(redis_pid(description["redis_url"]))
     return Target(
         edge_url=description["edge_url"],
         addresses=description["addresses"],
@@ -193,43 +240,88 @@ async def _rest_tokens(target: Target, count: int) -> list[str]:
         return list(await asyncio.gather(*(one(client, i) for i in range(count))))
 
 
-async def _phase(name: str, target: Target, worker_config: dict[str, Any], seconds: float) -> Phase:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        result_file = handle.name + ".result"
-        json.dump({**worker_config, "result_file": result_file}, handle)
-        path = handle.name
+async def _phase(
+    name: str, target: Target, worker_config: dict[str, Any], seconds: float, generators: int = 1
+) -> Phase:
+    """Run `generators` load-generator processes (the offered rate split between them) while the
+    stack's processes are measured."""
+    paths, result_files = [], []
+    for index in range(generators):
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            result_file = handle.name + ".result"
+            json.dump(
+                {
+                    **worker_config,
+                    "rate": worker_config["rate"] / generators,
+                    "seed": index + 1,
+                    "result_file": result_file,
+                },
+                handle,
+            )
+            paths.append(handle.name)
+            result_files.append(result_file)
     monitor = ResourceMonitor(target.pids)
     monitor.start()
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.worker",
-            path,
-            cwd=ROOT,
-        )
-        await process.wait()
+        processes = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.worker", path, cwd=ROOT
+            )
+            for path in paths
+        ]
+        codes = [await process.wait() for process in processes]
     finally:
         resources = await monitor.stop()
-        os.unlink(path)
-    if process.returncode != 0:
-        raise RuntimeError(f"load generator for {name} failed ({process.returncode})")
-    with open(result_file) as handle:  # noqa: ASYNC230 - read once, after the load
-        result = json.load(handle)
-    os.unlink(result_file)
-    accepted = result["outcomes"].get("ok", 0)
+        for path in paths:
+            os.unlink(path)
+    if any(codes):
+        raise RuntimeError(f"load generator for {name} failed ({codes})")
+    results = []
+    for result_file in result_files:
+        with open(result_file) as handle:  # noqa: ASYNC230 - read once, after the load
+            results.append(json.load(handle))
+        os.unlink(result_file)
+    outcomes: dict[str, int] = {}
+    for result in results:
+        for outcome, count in result["outcomes"].items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + count
+    elapsed = max(result["seconds"] for result in results)
+    accepted = outcomes.get("ok", 0)
     phase = Phase(
         name=name,
         target_rate=worker_config["rate"],
-        seconds=round(result["seconds"], 1),
-        accepted_per_s=round(accepted / max(result["seconds"], 1e-9), 1),
-        latency=summary_ms(result["latencies"]),
-        outcomes=result["outcomes"],
-        throttled=result["throttled"],
+        seconds=round(elapsed, 1),
+        accepted_per_s=round(accepted / max(elapsed, 1e-9), 1),
+        latency=summary_ms([x for result in results for x in result["latencies"]]),
+        outcomes=outcomes,
+        throttled=sum(result["throttled"] for result in results),
         resources=resources,
+        cpu_ms_per_completion=_per_completion(
+            resources, sum(result.get("cpu_s", 0.0) for result in results), accepted
+        ),
     )
-    print(f"bench: {name}: {phase.accepted_per_s}/s accepted, p99 {phase.latency['p99_ms']} ms")
+    print(
+        f"bench: {name}: {phase.accepted_per_s}/s accepted, p99 {phase.latency['p99_ms']} ms, "
+        f"{phase.cpu_ms_per_completion.get('total', float('nan'))} ms CPU per completion"
+    )
     return phase
+
+
+def _per_completion(
+    resources: dict[str, dict[str, float]], generator_cpu_s: float, accepted: int
+) -> dict[str, float]:
+    """CPU milliseconds per accepted completion of each process group, their total, and the
+    load generator's apart."""
+    if accepted <= 0:
+        return {}
+    figures = {
+        name: round(usage["cpu_s"] * 1000 / accepted, 3) for name, usage in resources.items()
+    }
+    figures["total"] = round(
+        sum(usage["cpu_s"] for usage in resources.values()) * 1000 / accepted, 3
+    )
+    figures["load generator"] = round(generator_cpu_s * 1000 / accepted, 3)
+    return figures
 
 
 async def _viewers(
@@ -293,15 +385,36 @@ async def _settle(target: Target) -> Settled:
 def run(config: BenchConfig) -> dict[str, Any]:
     if "viewers" in config.phases:
         raise_fd_limit()  # before the stack starts: the edge inherits it
-    target = _target(config)
-    try:
-        return asyncio.run(_run(config, target))
-    finally:
-        if target.started is not None:
-            target.started.stop()
+    runs = []
+    for replicas in config.replicas:
+        target = _target(config, replicas)
+        try:
+            runs.append(asyncio.run(_run(config, target, replicas)))
+        finally:
+            if target.started is not None:
+                target.started.stop()
+    first = runs[0]
+    report = {
+        "machine": _machine(),
+        "command": " ".join(sys.argv),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "phases": [phase for one in runs for phase in one["phases"]],
+        "viewers": [seen for one in runs for seen in one["viewers"]],
+        "checks": {
+            **first["checks"],
+            "nothing_lost": all(one["checks"]["nothing_lost"] for one in runs),
+        },
+        "runs": runs,
+    }
+    _print(report)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    out = config.out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"bench: results in {out}")
+    return report
 
 
-async def _run(config: BenchConfig, target: Target) -> dict[str, Any]:
+async def _run(config: BenchConfig, target: Target, replicas: int) -> dict[str, Any]:
     secret = _service_account(target)
     auth_channel = open_channel(target.addresses["auth"])
     tokens = ServiceTokenSource(
@@ -313,45 +426,75 @@ async def _run(config: BenchConfig, target: Target) -> dict[str, Any]:
     phases: list[Phase] = []
     viewer_runs: list[dict[str, Any]] = []
     base = {"users": config.users, "seconds": config.seconds, "action_id": ACTION_ID}
+    suffix = "" if replicas == 1 else f" [N={replicas}]"
+    rest_tokens: list[str] = []
+
+    async def players() -> list[str]:
+        if not rest_tokens:
+            rest_tokens.extend(await _rest_tokens(target, config.rest_users))
+        return rest_tokens
+
+    def grpc_writes(mode: str, rate: float) -> dict[str, Any]:
+        return {
+            **base,
+            "kind": "grpc-writes",
+            "mode": mode,
+            "rate": rate,
+            "score_addr": target.addresses["score"],
+            "token": token,
+        }
+
+    async def rest_writes(rate: float) -> dict[str, Any]:
+        return {
+            **base,
+            "kind": "rest-writes",
+            "mode": "uniform",
+            "rate": rate,
+            "edge_url": target.edge_url,
+            "tokens": await players(),
+            "connections": 128,
+        }
+
     for name in config.phases:
-        if name in ("grpc-uniform", "grpc-skewed"):
+        if name == "cpu-grpc":
+            writes = grpc_writes("uniform", config.cpu_grpc_rate)
             phases.append(
                 await _phase(
-                    f"gRPC writes ({name.split('-')[1]})",
+                    "CPU, gRPC writes" + suffix, target, writes, config.seconds, config.generators
+                )
+            )
+        elif name == "cpu-rest":
+            writes = await rest_writes(config.cpu_rest_rate)
+            phases.append(
+                await _phase(
+                    "CPU, REST writes" + suffix, target, writes, config.seconds, config.generators
+                )
+            )
+        elif name in ("grpc-uniform", "grpc-skewed"):
+            mode = name.split("-")[1]
+            phases.append(
+                await _phase(
+                    f"gRPC writes ({mode})" + suffix,
                     target,
-                    {
-                        **base,
-                        "kind": "grpc-writes",
-                        "mode": name.split("-")[1],
-                        "rate": config.grpc_rate,
-                        "score_addr": target.addresses["score"],
-                        "token": token,
-                    },
+                    grpc_writes(mode, config.grpc_rate),
                     config.seconds,
+                    config.generators,
                 )
             )
         elif name == "rest":
-            rest_tokens = await _rest_tokens(target, config.rest_users)
             phases.append(
                 await _phase(
-                    "REST writes (uniform)",
+                    "REST writes (uniform)" + suffix,
                     target,
-                    {
-                        **base,
-                        "kind": "rest-writes",
-                        "mode": "uniform",
-                        "rate": config.rest_rate,
-                        "edge_url": target.edge_url,
-                        "tokens": rest_tokens,
-                        "connections": 128,
-                    },
+                    await rest_writes(config.rest_rate),
                     config.seconds,
+                    config.generators,
                 )
             )
         elif name == "reads":
             phases.append(
                 await _phase(
-                    "GET /api/leaderboard",
+                    "GET /api/leaderboard" + suffix,
                     target,
                     {
                         **base,
@@ -363,6 +506,7 @@ async def _run(config: BenchConfig, target: Target) -> dict[str, Any]:
                         "connections": 64,
                     },
                     config.seconds,
+                    config.generators,
                 )
             )
         elif name == "viewers":
@@ -371,38 +515,28 @@ async def _run(config: BenchConfig, target: Target) -> dict[str, Any]:
                     target,
                     count,
                     {
-                        **base,
-                        "kind": "grpc-writes",
-                        "mode": "skewed",
-                        "rate": config.viewer_write_rate,
+                        **grpc_writes("skewed", config.viewer_write_rate),
                         "seconds": min(config.seconds, 30),
-                        "score_addr": target.addresses["score"],
-                        "token": token,
                     },
                 )
+                phase.name += suffix
                 phases.append(phase)
-                viewer_runs.append(seen)
+                viewer_runs.append({**seen, "replicas": replicas})
         else:
             raise ValueError(f"unknown phase {name!r}")
+    for phase in phases:
+        phase.replicas = replicas
     settled = await _settle(target)
     checks = await _checks(target, token)
     checks["settle_seconds"] = settled.seconds
     checks["outbox_rows_left"] = settled.outbox_rows
     checks["events_unapplied"] = settled.pending_events
-    report = {
-        "machine": _machine(),
-        "command": " ".join(sys.argv),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+    return {
+        "replicas": replicas,
         "phases": [asdict(p) for p in phases],
         "viewers": viewer_runs,
         "checks": checks,
     }
-    _print(report)
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    out = config.out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(f"bench: results in {out}")
-    return report
 
 
 async def _checks(target: Target, token: str) -> dict[str, Any]:
@@ -440,37 +574,29 @@ def _machine() -> dict[str, Any]:
 def _print(report: dict[str, Any]) -> None:
     print()
     print(
-        f"{'phase':<26}{'target/s':>9}{'accepted/s':>12}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'phase':<32}{'target/s':>9}{'accepted/s':>12}{'p50 ms':>9}{'p95 ms':>9}"
         f"{'p99 ms':>9}{'max ms':>9}  other outcomes"
     )
     for phase in report["phases"]:
         other = {k: v for k, v in phase["outcomes"].items() if k != "ok"}
         lat = phase["latency"]
         print(
-            f"{phase['name']:<26}{phase['target_rate']:>9.0f}{phase['accepted_per_s']:>12.1f}"
+            f"{phase['name']:<32}{phase['target_rate']:>9.0f}{phase['accepted_per_s']:>12.1f}"
             f"{lat['p50_ms']:>9}{lat['p95_ms']:>9}{lat['p99_ms']:>9}{lat['max_ms']:>9}  "
             f"{other or ''}"
         )
-    print()
-    print(
-        f"{'phase':<26}" + "".join(f"{name:>14}" for name in report["phases"][0]["resources"])
-        if report["phases"]
-        else ""
-    )
-    for phase in report["phases"]:
-        print(
-            f"{phase['name'] + ' CPU s/RSS MB':<26}"
-            + "".join(f"{r['cpu_s']:>7}/{r['peak_rss_mb']:<6}" for r in phase["resources"].values())
-        )
+    _print_cpu(report["phases"])
+    _print_scaling(report["phases"])
     if report["viewers"]:
         print()
         print(
-            f"{'viewers':>8}{'connected':>10}{'writes/s':>9}{'changes':>8}{'p50 ms':>8}"
+            f"{'viewers':>8}{'N':>3}{'connected':>10}{'writes/s':>9}{'changes':>8}{'p50 ms':>8}"
             f"{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}{'got last':>9}{'KB/idle conn':>13}"
         )
         for v in report["viewers"]:
             print(
-                f"{v['viewers']:>8}{v['connected']:>10}{v['accepted_per_s']:>9.0f}"
+                f"{v['viewers']:>8}{v.get('replicas', 1):>3}{v['connected']:>10}"
+                f"{v['accepted_per_s']:>9.0f}"
                 f"{v['snapshots_published']:>8}{v['p50_ms']:>8}{v['p95_ms']:>8}{v['p99_ms']:>8}"
                 f"{v['max_ms']:>8}{v['viewers_with_final_snapshot']:>9}"
                 f"{v['edge_kb_per_idle_connection']:>13}"
@@ -486,6 +612,53 @@ def _print(report: dict[str, Any]) -> None:
         f"machine: {report['machine']['cpus']} CPUs, {report['machine']['memory_gb']} GB, "
         f"Python {report['machine']['python']}; command: {report['command']}"
     )
+
+
+def _print_cpu(phases: list[dict[str, Any]]) -> None:
+    """CPU ms per accepted completion: one row per process of the stack, one column per phase;
+    the total is the stack's, the load generator is reported apart."""
+    measured = [p for p in phases if p["cpu_ms_per_completion"]]
+    if not measured:
+        return
+    print()
+    print("CPU ms per accepted completion (psutil user+system of every process, / accepted)")
+    width = max(14, *(len(p["name"]) + 2 for p in measured))
+    print(f"{'process':<22}" + "".join(f"{p['name']:>{width}}" for p in measured))
+    rows = [
+        *STACK_PROCESSES,
+        *sorted({k for p in measured for k in p["resources"]} - set(STACK_PROCESSES)),
+        "total",
+        "load generator",
+    ]
+    for row in rows:
+        cells = []
+        for phase in measured:
+            value = phase["cpu_ms_per_completion"].get(row)
+            cells.append(f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}")
+        label = "PostgreSQL (all)" if row == "postgres" else row
+        print(f"{label:<22}" + "".join(cells))
+    print(f"{'accepted/s':<22}" + "".join(f"{p['accepted_per_s']:>{width}.1f}" for p in measured))
+
+
+def _print_scaling(phases: list[dict[str, Any]]) -> None:
+    """Throughput of the same phase on N = 1, 2, ... replicas, side by side."""
+    sizes = sorted({p["replicas"] for p in phases})
+    if len(sizes) < 2:
+        return
+    by_name: dict[str, dict[int, dict[str, Any]]] = {}
+    for phase in phases:
+        base = phase["name"].split(" [N=")[0]
+        by_name.setdefault(base, {})[phase["replicas"]] = phase
+    print()
+    print("scaling out: accepted/s (p99 ms) with N score_service replicas and N edge processes")
+    print(f"{'phase':<32}" + "".join(f"{'N=' + str(n):>20}" for n in sizes))
+    for base, runs in by_name.items():
+        cells = []
+        for n in sizes:
+            run_n = runs.get(n)
+            cell = f"{run_n['accepted_per_s']:.1f} ({run_n['latency']['p99_ms']})" if run_n else "-"
+            cells.append(f"{cell:>20}")
+        print(f"{base:<32}" + "".join(cells))
 
 
 __all__ = ["BenchConfig", "ServiceError", "run"]

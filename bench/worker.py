@@ -8,6 +8,7 @@ Kinds: grpc-writes (CompleteAction over gRPC as a game server), rest-writes (POS
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -137,6 +138,8 @@ def main() -> int:
         json.dumps(
             {
                 "started": result.started,
+                # This process's own CPU (every thread, gRPC's included): reported apart.
+                "cpu_s": sum(os.times()[:2]),
                 "seconds": result.seconds,
                 "throttled": result.throttled,
                 "outcomes": dict(result.outcomes),

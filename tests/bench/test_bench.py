@@ -39,6 +39,7 @@ async def test_bench_runs_every_phase_and_loses_nothing(
         *(sys.executable, "-m", "bench", "--own-stack"),
         *("--out-dir", str(tmp_path), "--users", "3000", "--seconds", "2"),
         *("--grpc-rate", "40", "--rest-rate", "20", "--read-rate", "50", "--rest-users", "4"),
+        *("--cpu-grpc-rate", "40", "--cpu-rest-rate", "20"),
         *("--viewers", str(VIEWERS), "--viewer-write-rate", "20"),
         cwd=ROOT,
         env=env,
@@ -53,6 +54,8 @@ async def test_bench_runs_every_phase_and_loses_nothing(
     report = await asyncio.to_thread(_report, tmp_path)
     phases = {p["name"]: p for p in report["phases"]}
     assert set(phases) == {
+        "CPU, gRPC writes",
+        "CPU, REST writes",
         "gRPC writes (uniform)",
         "gRPC writes (skewed)",
         "REST writes (uniform)",
@@ -63,6 +66,15 @@ async def test_bench_runs_every_phase_and_loses_nothing(
         assert phase["outcomes"].get("ok", 0) > 0, phase
         assert set(phase["latency"]) == {"p50_ms", "p95_ms", "p99_ms", "max_ms"}
         assert phase["resources"]["score_service"]["cpu_s"] >= 0
+        # CPU per completion of every process of the stack (PostgreSQL and Redis found from the
+        # servers themselves), their total, and the load generator apart.
+        cpu = phase["cpu_ms_per_completion"]
+        for process in ("edge", "score_service", "postgres", "redis", "load generator"):
+            assert cpu[process] >= 0, (process, cpu)
+        stack = sum(v for k, v in cpu.items() if k not in ("total", "load generator"))
+        assert cpu["total"] == pytest.approx(stack, abs=0.01)
+        assert cpu["load generator"] > 0
+    assert "CPU ms per accepted completion" in text
     [viewers] = report["viewers"]
     assert viewers["connected"] == VIEWERS
     assert viewers["snapshots_published"] > 0
