@@ -69,8 +69,8 @@ async def test_bench_runs_every_phase_and_loses_nothing(
         # CPU per completion of every process of the stack (PostgreSQL and Redis found from the
         # servers themselves), their total, and the load generator apart.
         cpu = phase["cpu_ms_per_completion"]
-        for process in ("edge", "score_service", "postgres", "redis", "load generator"):
-            assert cpu[process] >= 0, (process, cpu)
+        for group in ("edge", "score_service", "postgres", "redis", "load generator"):
+            assert cpu[group] >= 0, (group, cpu)
         stack = sum(v for k, v in cpu.items() if k not in ("total", "load generator"))
         assert cpu["total"] == pytest.approx(stack, abs=0.01)
         assert cpu["load generator"] > 0
