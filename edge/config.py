@@ -76,6 +76,9 @@ class Settings:
     serve_ui: bool = True
     log_level: str = "INFO"
     grace_seconds: float = 10.0
+    # Bind the port with SO_REUSEPORT so several edge processes share it (the kernel spreads
+    # connections over them); each keeps its own upstream stream.
+    reuse_port: bool = False
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -116,6 +119,7 @@ class Settings:
             serve_ui=env.flag("SERVE_UI", True),
             log_level=env.text("LOG_LEVEL", "INFO"),
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0.0),
+            reuse_port=env.flag("EDGE_REUSE_PORT", False),
         )
 
 

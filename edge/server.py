@@ -83,9 +83,22 @@ def raise_open_files_limit() -> int:
     return soft
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other edge processes may bind too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     setup_logging("edge", settings.log_level)
     raise_open_files_limit()
+    if sock is None and settings.reuse_port:
+        sock = reuse_port_socket(settings.host, settings.port)
     app = create_app(settings)
     server = EdgeServer(build_config(settings, app), app)
     server.run(sockets=[sock] if sock else None)

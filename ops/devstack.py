@@ -5,6 +5,12 @@ servers, applies migrations, creates development keys and secrets, starts auth_s
 score_service, leaderboard_service, stream_service and the edge as child processes, waits until
 each is healthy, prints the URL, and on Ctrl-C or SIGTERM stops everything in order (edge first,
 databases last). Data lives in SCOREBOARD_DATA_DIR (default .data/) and survives restarts.
+
+Scaling out on one machine: SCOREBOARD_SCORE_REPLICAS runs that many score_service processes,
+each on its own port (the first on SCOREBOARD_SCORE_PORT, the others on free ports), and every
+client balances per call over all of them (an `ipv4:` target list with round_robin).
+SCOREBOARD_EDGE_PROCESSES runs that many edges on the one edge port (SO_REUSEPORT: the kernel
+spreads connections over them), each with its own upstream WatchTop10 stream.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.auth.signing_keys import ensure_keys
 from common.config import DEFAULT_PORTS, Env
-from ops.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
+from ops.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
 from ops.migrate import ensure_database, migrate
 
 SERVICES = ("auth_service", "score_service", "leaderboard_service", "stream_service")
@@ -179,6 +185,13 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
         {**{k: int(v.rsplit(":", 1)[1]) for k, v in addresses.items()}, "edge": edge_port},
         edge_host,
     )
+    score_ports = [int(addresses["score"].rsplit(":", 1)[1])]
+    score_ports += [
+        free_port() for _ in range(env_reader.integer("SCORE_REPLICAS", 1, minimum=1) - 1)
+    ]
+    if len(score_ports) > 1:
+        addresses["score"] = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in score_ports)
+    edge_processes = env_reader.integer("EDGE_PROCESSES", 1, minimum=1)
     try:
         database_url = env_reader.optional("DATABASE_URL")
         if database_url is None:
@@ -215,37 +228,45 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
             ("game-server", game_secret, GAME_SERVER_SCOPES),
         ):
             save_service_account(env, client, secret, scopes)
-        per_service = {
-            "auth_service": {
-                "SCOREBOARD_SIGNING_KEY_FILE": str(key_file),
-                "SCOREBOARD_GRPC_PORT": addresses["auth"].rsplit(":", 1)[1],
-            },
-            "score_service": {
-                "SCOREBOARD_TICKET_SECRET": _secret(data_dir / "secrets" / "ticket-secret", 48),
-                "SCOREBOARD_GRPC_PORT": addresses["score"].rsplit(":", 1)[1],
-            },
-            "leaderboard_service": {
-                "SCOREBOARD_GRPC_PORT": addresses["leaderboard"].rsplit(":", 1)[1]
-            },
-            "stream_service": {"SCOREBOARD_GRPC_PORT": addresses["stream"].rsplit(":", 1)[1]},
-        }
-        for name in SERVICES:
-            stack.start_child(name, name, per_service[name])
-        for (name, process), short in zip(
-            stack.children, ("auth", "score", "leaderboard", "stream"), strict=True
-        ):
-            asyncio.run(_wait_grpc(addresses[short], name, process, 60))
-        stack.start_child(
-            "edge",
-            "edge",
-            {
-                "SCOREBOARD_CLIENT_ID": "edge",
-                "SCOREBOARD_CLIENT_SECRET": edge_secret,
-                "SCOREBOARD_EDGE_HOST": edge_host,
-                "SCOREBOARD_EDGE_PORT": str(edge_port),
-            },
-        )
-        asyncio.run(_wait_http(stack.edge_url, stack.children[-1][1], 60))
+        ticket_secret = _secret(data_dir / "secrets" / "ticket-secret", 48)
+        # (process name, module, its one address, its settings)
+        children = [
+            (
+                "auth_service",
+                "auth_service",
+                addresses["auth"],
+                {"SCOREBOARD_SIGNING_KEY_FILE": str(key_file)},
+            ),
+            *(
+                (
+                    _replica("score_service", index),
+                    "score_service",
+                    f"127.0.0.1:{port}",
+                    {"SCOREBOARD_TICKET_SECRET": ticket_secret},
+                )
+                for index, port in enumerate(score_ports)
+            ),
+            ("leaderboard_service", "leaderboard_service", addresses["leaderboard"], {}),
+            ("stream_service", "stream_service", addresses["stream"], {}),
+        ]
+        for name, module, address, extra in children:
+            port = address.rsplit(":", 1)[1]
+            stack.start_child(name, module, {**extra, "SCOREBOARD_GRPC_PORT": port})
+        for (name, process), (_, _, address, _) in zip(stack.children, children, strict=True):
+            asyncio.run(_wait_grpc(address, name, process, 60))
+        for index in range(edge_processes):
+            stack.start_child(
+                _replica("edge", index),
+                "edge",
+                {
+                    "SCOREBOARD_CLIENT_ID": "edge",
+                    "SCOREBOARD_CLIENT_SECRET": edge_secret,
+                    "SCOREBOARD_EDGE_HOST": edge_host,
+                    "SCOREBOARD_EDGE_PORT": str(edge_port),
+                    "SCOREBOARD_EDGE_REUSE_PORT": "true" if edge_processes > 1 else "false",
+                },
+            )
+            asyncio.run(_wait_http(stack.edge_url, stack.children[-1][1], 60))
     except BaseException:
         stack.stop()
         raise
@@ -261,6 +282,11 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
 
 
 STACK_FILE = "stack.json"
+
+
+def _replica(name: str, index: int) -> str:
+    """Process names: the first replica keeps the service's name, the next are name.2, ..."""
+    return name if index == 0 else f"{name}.{index + 1}"
 
 
 def _describe(stack: Stack, addresses: dict[str, str], database_url: str, redis_url: str) -> None:
