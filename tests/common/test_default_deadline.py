@@ -32,9 +32,9 @@ SHORT = GrpcServerSettings(port=0, grace_seconds=1.0, default_deadline_seconds=D
 
 
 def _through(database_url: str, port: int) -> str:
-    params = conninfo_to_dict(database_url)
-    params.update(host="127.0.0.1", port=str(port), sslmode="disable", gssencmode="disable")
-    return make_conninfo(**params)
+    return make_conninfo(
+        database_url, host="127.0.0.1", port=str(port), sslmode="disable", gssencmode="disable"
+    )
 
 
 async def test_a_call_without_a_deadline_gets_the_default_one(
@@ -45,7 +45,7 @@ async def test_a_call_without_a_deadline_gets_the_default_one(
         first, second = await insert_users(stack.pool, 2)
         params = conninfo_to_dict(stack.config.database_url)
         async with tcp_proxy(
-            str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))
+            str(params.get("host", "127.0.0.1")), int(str(params.get("port") or 5432))
         ) as proxy:
             url = _through(stack.config.database_url, proxy.port)
             async with (

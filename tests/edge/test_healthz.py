@@ -12,14 +12,16 @@ from tests.support.stack import edge_state
 async def test_healthz_answers_503_with_retry_after_while_shutting_down(
     stack_factory: StackFactory,
 ) -> None:
-    async with stack_factory() as stack:
-        async with httpx.AsyncClient(base_url=stack.edge_url, timeout=15) as http:
-            serving = await http.get("/healthz")
-            assert serving.status_code == 200
-            assert serving.json()["status"] == "ok"
-            assert "retry-after" not in serving.headers
-            edge_state(stack).shutting_down = True
-            draining = await http.get("/healthz")
+    async with (
+        stack_factory() as stack,
+        httpx.AsyncClient(base_url=stack.edge_url, timeout=15) as http,
+    ):
+        serving = await http.get("/healthz")
+        assert serving.status_code == 200
+        assert serving.json()["status"] == "ok"
+        assert "retry-after" not in serving.headers
+        edge_state(stack).shutting_down = True
+        draining = await http.get("/healthz")
     assert draining.status_code == 503
     assert draining.json()["status"] == "shutting_down"
     assert int(draining.headers["retry-after"]) >= 1

@@ -62,9 +62,7 @@ async def test_concurrent_streams_are_capped_per_principal(stack_factory: StackF
 
             # A service identity has the higher cap.
             open_ += [await _watching(address, service, seq) for _ in range(PER_SERVICE)]
-            assert (await _refused(address, service)).code() == (
-                grpc.StatusCode.RESOURCE_EXHAUSTED
-            )
+            assert (await _refused(address, service)).code() == (grpc.StatusCode.RESOURCE_EXHAUSTED)
             # The streams that are open still get every change.
             seq = await publish(stack.redis, stack, entries(31, 20))
             for watcher in open_:
