@@ -204,6 +204,6 @@ ROUTES = [
         auth="required",
         body=StartActionBody,
         response=Envelope[StartActionResult],
-        errors=(400, 401, 403, 422),
+        errors=(400, 401, 403, 422, 429),
     ),
 ]

@@ -180,8 +180,9 @@ ROUTES = [
         "auth",
         body=RefreshBody,
         response=Envelope[Session],
-        errors=(401, 403),
-        description="Each refresh token works once; reusing one revokes the whole session.",
+        errors=(401, 403, 429),
+        description="Each refresh token works once; reusing one revokes the whole session. "
+        "Rate limited per client address.",
     ),
     ApiRoute(
         "POST",

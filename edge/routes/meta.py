@@ -84,7 +84,7 @@ ROUTES = [
         "live",
         auth="required",
         response=Envelope[WsTicket],
-        errors=(401,),
+        errors=(401, 429),
         description="Open /ws?ticket=... within the ticket's lifetime, so a long-lived token "
         "never appears in a URL.",
     ),
