@@ -16,6 +16,7 @@ spreads connections over them), each with its own upstream WatchTop10 stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -30,6 +31,7 @@ from typing import Any
 
 import grpc
 import httpx
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.auth.signing_keys import ensure_keys
@@ -145,6 +147,21 @@ async def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float)
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"edge did not become ready in {timeout:.0f}s")
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+    """Wait until this very process listens on `port` (edges sharing a port with SO_REUSEPORT:
+    a health check may be answered by another one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"edge exited with {process.returncode}; see its log")
+        with contextlib.suppress(psutil.Error):
+            for conn in psutil.Process(process.pid).net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                    return
+        time.sleep(0.1)
+    raise RuntimeError(f"edge did not listen on port {port} in {timeout:.0f}s")
 
 
 def check_ports_free(ports: dict[str, int], edge_host: str) -> None:
@@ -267,6 +284,8 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
                 },
             )
             asyncio.run(_wait_http(stack.edge_url, stack.children[-1][1], 60))
+            if edge_processes > 1:  # the port answered, but maybe from an earlier edge
+                _wait_listening(stack.children[-1][1], edge_port, 60)
     except BaseException:
         stack.stop()
         raise
