@@ -52,7 +52,15 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | No
 
 
 class _Wrapping(grpc.aio.ServerInterceptor):
-    """Wraps the behaviour of unary-unary and unary-stream handlers."""
+    """Wraps the behaviour of unary-unary and unary-stream handlers.
+
+    grpc.aio asks every interceptor for the handler at each call; the wrapped handler of a
+    method is built once and reused while the handler it wraps is the same object (the
+    servicer's, or the next interceptor's cached one), so a call costs a lookup, not a chain of
+    new closures and handler objects."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -65,6 +73,16 @@ class _Wrapping(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[_Req, _Resp]
+    ) -> grpc.RpcMethodHandler[_Req, _Resp]:
         # grpc.aio handlers are coroutines and async generators; the stubs describe sync ones.
         if handler.unary_unary is not None:
             wrapped = self.wrap_unary(method, cast(Unary, handler.unary_unary))
@@ -116,26 +134,35 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 class MetricsInterceptor(_Wrapping):
+    """The method's counter and its OK histogram are looked up once per method (a labels()
+    call takes a lock and builds a key); other codes are looked up when they happen."""
+
     def wrap_unary(self, method: str, behavior: Unary) -> Unary:
+        started = RPC_STARTED.labels(method)
+        ok = RPC_LATENCY.labels(method, "OK")
+
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            RPC_STARTED.labels(method).inc()
+            started.inc()
             start = time.perf_counter()
-            code = "OK"
             try:
-                return await behavior(request, context)
+                result = await behavior(request, context)
             except BaseException:
-                code = _code_name(context)
+                _observe(method, _code_name(context), start)
                 raise
-            finally:
-                _observe(method, code, start)
+            ok.observe(time.perf_counter() - start)
+            if log.isEnabledFor(logging.DEBUG):
+                _log_call(method, "OK", start)
+            return result
 
         return call
 
     def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
+        started = RPC_STARTED.labels(method)
+
         async def call(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            RPC_STARTED.labels(method).inc()
+            started.inc()
             start = time.perf_counter()
             code = "OK"
             try:
@@ -151,10 +178,14 @@ class MetricsInterceptor(_Wrapping):
 
 
 def _observe(method: str, code: str, start: float) -> None:
-    elapsed = time.perf_counter() - start
-    RPC_LATENCY.labels(method, code).observe(elapsed)
-    if log.isEnabledFor(logging.DEBUG):  # the request id comes from the formatter
-        log.debug("rpc", extra={"method": method, "code": code, "ms": round(elapsed * 1000, 2)})
+    RPC_LATENCY.labels(method, code).observe(time.perf_counter() - start)
+    if log.isEnabledFor(logging.DEBUG):
+        _log_call(method, code, start)
+
+
+def _log_call(method: str, code: str, start: float) -> None:
+    elapsed = time.perf_counter() - start  # the request id comes from the formatter
+    log.debug("rpc", extra={"method": method, "code": code, "ms": round(elapsed * 1000, 2)})
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -227,6 +258,7 @@ class DeadlineInterceptor(_Wrapping):
     own deadline is left to gRPC. Long-lived streams (WatchTop10) are never limited."""
 
     def __init__(self, default_seconds: float, long_lived: frozenset[str]) -> None:
+        super().__init__()
         self._default = default_seconds
         self._long_lived = long_lived
 
@@ -299,6 +331,7 @@ class AuthInterceptor(_Wrapping):
     health and reflection take any call."""
 
     def __init__(self, verifier: TokenVerifier, public_methods: frozenset[str]) -> None:
+        super().__init__()
         self._verifier = verifier
         self._public = public_methods
 

@@ -75,6 +75,26 @@ _STATEMENTS = frozenset(
 _BLOCKING = frozenset({"XREAD", "XREADGROUP", "BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX"})
 
 
+# Labelled children by label value: labels() takes a lock and builds a key at every call, and
+# these are observed on every command and statement (the label sets are small and bounded).
+_REDIS_TIMERS: dict[str, Any] = {}
+_DB_TIMERS: dict[str, Any] = {}
+
+
+def _redis_timer(command: str) -> Any:
+    timer = _REDIS_TIMERS.get(command)
+    if timer is None:
+        timer = _REDIS_TIMERS[command] = REDIS_LATENCY.labels(command)
+    return timer
+
+
+def _db_timer(statement: str) -> Any:
+    timer = _DB_TIMERS.get(statement)
+    if timer is None:
+        timer = _DB_TIMERS[statement] = DB_LATENCY.labels(statement)
+    return timer
+
+
 def _command(args: tuple[Any, ...]) -> str | None:
     name = args[0]
     command = (name.decode() if isinstance(name, bytes) else str(name)).upper()
@@ -92,7 +112,7 @@ class TimedPipeline(Pipeline):
             REDIS_ERRORS.labels("PIPELINE").inc()
             raise
         finally:
-            REDIS_LATENCY.labels("PIPELINE").observe(time.perf_counter() - start)
+            _redis_timer("PIPELINE").observe(time.perf_counter() - start)
 
 
 class PoolStats(Protocol):
@@ -211,7 +231,7 @@ class TimedRedis(aioredis.Redis):
             REDIS_ERRORS.labels(command).inc()
             raise
         finally:
-            REDIS_LATENCY.labels(command).observe(time.perf_counter() - start)
+            _redis_timer(command).observe(time.perf_counter() - start)
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         return TimedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
@@ -246,7 +266,7 @@ class TimedCursor(AsyncCursor[Any]):
             DB_ERRORS.labels(statement).inc()
             raise
         finally:
-            DB_LATENCY.labels(statement).observe(time.perf_counter() - start)
+            _db_timer(statement).observe(time.perf_counter() - start)
 
 
 async def sample_every(seconds: float, sample: Callable[[], Awaitable[None]], *, name: str) -> None:
