@@ -12,6 +12,7 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 
+from common.lifecycle import tune_gc
 from common.logs import redact, setup_logging
 from edge.app import create_app
 from edge.config import Settings
@@ -97,6 +98,7 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     setup_logging("edge", settings.log_level)
     raise_open_files_limit()
+    tune_gc()
     if sock is None and settings.reuse_port:
         sock = reuse_port_socket(settings.host, settings.port)
     app = create_app(settings)
