@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--phases",
         default=",".join(DEFAULT_PHASES),
-        help="comma-separated: cpu-grpc, cpu-rest (CPU per completion at a fixed rate), "
+        help="comma-separated: idle (the stack's CPU with no load), cpu-grpc, cpu-rest (CPU "
+        "per completion at a fixed rate), "
         "grpc-uniform, grpc-skewed, rest, reads, viewers",
     )
     parser.add_argument(

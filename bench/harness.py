@@ -55,6 +55,7 @@ REST_PASSWORD = "bench-player-password"
 
 
 DEFAULT_PHASES = (
+    "idle",
     "cpu-grpc",
     "cpu-rest",
     "grpc-uniform",
@@ -125,6 +126,9 @@ class Phase:
     # "load generator" (apart, never in the total).
     cpu_ms_per_completion: dict[str, float] = field(default_factory=dict)
     replicas: int = 1
+    # The idle phase: CPU milliseconds per second of each process group with no load (timers,
+    # sweeps, blocking reads), the floor every per-completion figure includes.
+    idle_cpu_ms_per_s: dict[str, float] = field(default_factory=dict)
 
 
 def _target(config: BenchConfig, replicas: int) -> Target:
@@ -307,6 +311,30 @@ async def _phase(
     return phase
 
 
+async def _idle(target: Target, seconds: float) -> Phase:
+    """CPU of the stack with no load at all, per second."""
+    monitor = ResourceMonitor(target.pids)
+    monitor.start()
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    resources = await monitor.stop()
+    elapsed = time.monotonic() - started
+    idle = {name: round(usage["cpu_s"] * 1000 / elapsed, 2) for name, usage in resources.items()}
+    idle["total"] = round(sum(usage["cpu_s"] for usage in resources.values()) * 1000 / elapsed, 2)
+    print(f"bench: idle stack: {idle['total']} ms CPU per second")
+    return Phase(
+        name="idle (no load)",
+        target_rate=0,
+        seconds=round(elapsed, 1),
+        accepted_per_s=0,
+        latency=summary_ms([]),
+        outcomes={},
+        throttled=0,
+        resources=resources,
+        idle_cpu_ms_per_s=idle,
+    )
+
+
 def _per_completion(
     resources: dict[str, dict[str, float]], generator_cpu_s: float, accepted: int
 ) -> dict[str, float]:
@@ -456,7 +484,9 @@ async def _run(config: BenchConfig, target: Target, replicas: int) -> dict[str, 
         }
 
     for name in config.phases:
-        if name == "cpu-grpc":
+        if name == "idle":
+            phases.append(await _idle(target, min(config.seconds, 10.0)))
+        elif name == "cpu-grpc":
             writes = grpc_writes("uniform", config.cpu_grpc_rate)
             phases.append(
                 await _phase(
@@ -620,10 +650,17 @@ def _print_cpu(phases: list[dict[str, Any]]) -> None:
     measured = [p for p in phases if p["cpu_ms_per_completion"]]
     if not measured:
         return
+    idle: dict[str, float] = next(
+        (p["idle_cpu_ms_per_s"] for p in phases if p.get("idle_cpu_ms_per_s")), {}
+    )
     print()
     print("CPU ms per accepted completion (psutil user+system of every process, / accepted)")
     width = max(14, *(len(p["name"]) + 2 for p in measured))
-    print(f"{'process':<22}" + "".join(f"{p['name']:>{width}}" for p in measured))
+    print(
+        f"{'process':<22}"
+        + "".join(f"{p['name']:>{width}}" for p in measured)
+        + (f"{'idle ms/s':>12}" if idle else "")
+    )
     rows = [
         *STACK_PROCESSES,
         *sorted({k for p in measured for k in p["resources"]} - set(STACK_PROCESSES)),
@@ -636,8 +673,18 @@ def _print_cpu(phases: list[dict[str, Any]]) -> None:
             value = phase["cpu_ms_per_completion"].get(row)
             cells.append(f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}")
         label = "PostgreSQL (all)" if row == "postgres" else row
-        print(f"{label:<22}" + "".join(cells))
+        floor = f"{idle[row]:>12.2f}" if row in idle else ("" if not idle else f"{'-':>12}")
+        print(f"{label:<22}" + "".join(cells) + floor)
     print(f"{'accepted/s':<22}" + "".join(f"{p['accepted_per_s']:>{width}.1f}" for p in measured))
+    if idle:
+        # What a completion costs above the idle floor: (CPU - idle rate x seconds) / accepted.
+        net = []
+        for phase in measured:
+            accepted = phase["accepted_per_s"] * phase["seconds"]
+            floor_ms = idle.get("total", 0.0) * phase["seconds"]
+            total_ms = phase["cpu_ms_per_completion"]["total"] * accepted
+            net.append((total_ms - floor_ms) / accepted if accepted else float("nan"))
+        print(f"{'total above idle':<22}" + "".join(f"{n:>{width}.3f}" for n in net))
 
 
 def _print_scaling(phases: list[dict[str, Any]]) -> None:

@@ -53,6 +53,8 @@ async def test_bench_runs_every_phase_and_loses_nothing(
 
     report = await asyncio.to_thread(_report, tmp_path)
     phases = {p["name"]: p for p in report["phases"]}
+    idle = phases.pop("idle (no load)")
+    assert idle["idle_cpu_ms_per_s"]["total"] > 0
     assert set(phases) == {
         "CPU, gRPC writes",
         "CPU, REST writes",
