@@ -20,6 +20,9 @@ class BoardKeys:
     prefix: str
     board: str
     period: int = 1
+    # A lower-is-better board (sort order `asc`): how its ranking's scores are encoded
+    # (common/redis_values.ranking_score) and which scripts read it. Not part of the names.
+    asc: bool = False
 
     def _board_key(self, name: str) -> str:
         return f"{self.prefix}{{lb:{self.board}}}:{name}"
@@ -34,7 +37,7 @@ class BoardKeys:
         """The same board's keys for another period."""
         if period < 1:
             raise ValueError(f"period must be at least 1, not {period}")
-        return BoardKeys(self.prefix, self.board, period)
+        return BoardKeys(self.prefix, self.board, period, self.asc)
 
     @property
     def period_keys(self) -> tuple[str, ...]:
@@ -52,7 +55,8 @@ class BoardKeys:
 
     @property
     def ranking(self) -> str:
-        """ZSET: score = -total, member = '<reached time µs, 17 digits>:<user id>'."""
+        """ZSET: score = -total (the total on an `asc` board), member = '<reached time µs, 17
+        digits>:<user id>'."""
         return self._key("z")
 
     @property
@@ -126,8 +130,8 @@ class BoardKeys:
 class Keys:
     prefix: str
 
-    def board(self, board: str, period: int = 1) -> BoardKeys:
-        return BoardKeys(self.prefix, board).of_period(period)
+    def board(self, board: str, period: int = 1, *, asc: bool = False) -> BoardKeys:
+        return BoardKeys(self.prefix, board, asc=asc).of_period(period)
 
     def denied_token(self, jti: str) -> str:
         """STRING with a TTL per revoked jti: read only by verifiers of releases before the

@@ -7,11 +7,16 @@ publishers), encodes and decodes through here. tests/common/test_redis_values.py
 scripts and decodes what they wrote with these functions.
 
 - Ranking ZSET: score = -total, member = '<reached µs, 17 digits>:<user id>', so ZRANGE orders by
-  total descending, then the time the total was reached, then user id (DESIGN decision 5).
+  total descending, then the time the total was reached, then user id (DESIGN decision 5). On a
+  lower-is-better board (sort order `asc`) the score is the total itself, so ZRANGE orders by
+  total ascending, with the same tie rule; the scripts are loaded once per order
+  (leaderboard_service/scripts.py, `local ASC`) and decode scores the same way.
 - Users HASH: user id -> '<version>|<reached µs, 17 digits>|<excluded 0/1>|<display name>'.
 - Top-10 STRING: the entries JSON `[[rank, user id, name, score], ...]`, scores as strings so
-  cjson keeps every digit; the meta HASH holds its `seq` and `ts` (commit µs of the newest change).
-- Pub/sub message: `{"seq": N, "ts": N, "entries": <the same entries JSON>}`.
+  cjson keeps every digit; the meta HASH holds its `seq` and `ts` (commit µs of the newest change)
+  and, on a period after the first, `period` (the period the keys belong to).
+- Pub/sub message: `{"seq": N, "ts": N, "entries": <the same entries JSON>, "period": N}`;
+  `period` is absent from snapshots of writers that predate periods (read as 1).
 - Pages and nearby entries of the query scripts: rows with a fifth item, the reached time.
 - Rank moves (the board's rank channel, published by apply.lua for each applied batch):
   `{"n": ranked users, "moves": [[user, name, old rank, new rank, score, nearest better score
@@ -31,6 +36,7 @@ import orjson
 REACHED_DIGITS = 17
 SEQ_FIELD = "seq"  # of the meta HASH
 TS_FIELD = "ts"  # of the meta HASH
+PERIOD_FIELD = "period"  # of the meta HASH and the published snapshot
 
 _STATE = re.compile(rf"(\d+)\|(\d{{{REACHED_DIGITS}}})\|([01])\|(.*)", re.DOTALL)
 _REACHED = re.compile(rf"\d{{{REACHED_DIGITS}}}")
@@ -69,19 +75,21 @@ def parse_member(raw: bytes | str) -> Member:
     return Member(user, int(reached))
 
 
-def ranking_score(total: int) -> int:
-    """The ZSET score of a total (negated, so ascending order is best first)."""
-    return -total
+def ranking_score(total: int, asc: bool = False) -> int:
+    """The ZSET score of a total: negated on a higher-is-better board, the total itself on a
+    lower-is-better one (`asc`), so ascending order is best first on both."""
+    return total if asc else -total
 
 
-def total_of(score: float) -> int:
+def total_of(score: float, asc: bool = False) -> int:
     """The total of a ZSET score."""
-    return int(-score)
+    return int(score) if asc else int(-score)
 
 
-def above(total: int) -> str:
-    """ZCOUNT max bound: from '-inf' to it counts the users whose total is higher than `total`."""
-    return f"({ranking_score(total)}"
+def above(total: int, asc: bool = False) -> str:
+    """ZCOUNT max bound: from '-inf' to it counts the users whose total is better than `total`
+    (higher, or lower on an `asc` board)."""
+    return f"({ranking_score(total, asc)}"
 
 
 # Users HASH
@@ -172,12 +180,23 @@ def encode_entries(entries: Sequence[Entry], *, with_reached: bool = False) -> b
 
 @dataclass(frozen=True)
 class Top10:
-    """A top-10 snapshot: its sequence number, the commit time (µs) of its newest change, and
-    its entries (without reached times)."""
+    """A top-10 snapshot: its sequence number, the commit time (µs) of its newest change, its
+    entries (without reached times) and the board's period it shows."""
 
     seq: int
     ts_us: int
     entries: list[Entry]
+    period: int = 1
+
+
+def _period(value: Any) -> int:
+    """A snapshot's period: absent (a writer before periods) means 1."""
+    if value in (None, b"", ""):
+        return 1
+    period = int(value)
+    if period < 1:
+        raise ValueError(f"period {period}")
+    return period
 
 
 def decode_top10(payload: bytes | str) -> Top10:
@@ -187,20 +206,31 @@ def decode_top10(payload: bytes | str) -> Top10:
         raise MalformedValue(f"not a snapshot: {data!r}")
     try:
         seq, ts = int(data[SEQ_FIELD]), int(data[TS_FIELD])
+        period = _period(data.get(PERIOD_FIELD))
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedValue(f"snapshot without a valid {exc}") from exc
-    return Top10(seq, ts, _entries(data.get("entries")))
+    return Top10(seq, ts, _entries(data.get("entries")), period)
+
+
+def encode_top10(top: Top10) -> bytes:
+    """The snapshot as the scripts publish it (for test publishers)."""
+    body = encode_entries(top.entries).decode()
+    return f'{{"seq":{top.seq},"ts":{top.ts_us},"entries":{body},"period":{top.period}}}'.encode()
 
 
 def stored_top10(
-    body: bytes | str | None, seq: bytes | str | None, ts: bytes | str | None
+    body: bytes | str | None,
+    seq: bytes | str | None,
+    ts: bytes | str | None,
+    period: bytes | str | None = None,
 ) -> Top10 | None:
-    """The stored snapshot from the top key and the meta fields; None before the first one."""
+    """The stored snapshot from the top key and the meta fields (`period` from the meta HASH,
+    absent on period 1 keys written before periods); None before the first one."""
     if body is None or seq is None:
         return None
     entries = decode_entries(body)
     try:
-        return Top10(int(seq), int(ts or 0), entries)
+        return Top10(int(seq), int(ts or 0), entries, _period(period))
     except ValueError as exc:
         raise MalformedValue(f"stored snapshot meta: {exc}") from exc
 

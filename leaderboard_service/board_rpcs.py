@@ -104,6 +104,8 @@ def board_from_pb(info: pb.BoardInfo) -> Board:
             season_start=_time(info.season_start_time, info.HasField("season_start_time")),
             season_end=_time(info.season_end_time, info.HasField("season_end_time")),
             keep_periods=info.keep_periods,
+            min_value=info.min_value if info.HasField("min_value") else None,
+            max_value=info.max_value if info.HasField("max_value") else None,
         ).validated()
     except BoardError as exc:
         raise invalid(str(exc)) from None
@@ -132,6 +134,8 @@ class BoardRpcs:
             season_start_time=_stamp(b.season_start),
             season_end_time=_stamp(b.season_end),
             keep_periods=b.keep_periods,
+            min_value=b.min_value,
+            max_value=b.max_value,
         )
         if state.current is not None:
             info.current_period = state.current.number
@@ -266,7 +270,7 @@ class BoardRpcs:
         board = board_from_pb(request.board)
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                f"SELECT {BOARD_COLUMNS} FROM boards WHERE id = %s FOR UPDATE", (board.id,)
+                f"SELECT {BOARD_COLUMNS} FROM boards WHERE id = %s FOR NO KEY UPDATE", (board.id,)
             )
             row = await cur.fetchone()
             if row is None:
@@ -369,4 +373,6 @@ def _board_detail(board: Board) -> dict[str, object]:
         "season_start": board.season_start.isoformat() if board.season_start else None,
         "season_end": board.season_end.isoformat() if board.season_end else None,
         "keep_periods": board.keep_periods,
+        "min_value": board.min_value,
+        "max_value": board.max_value,
     }

@@ -327,7 +327,7 @@ class EventConsumer:
                 if event is None:
                     user = await self._dead_letter(entry_id, fields, f"malformed: {why}")
                 else:
-                    valid.append((entry_id, script_args(event)))
+                    valid.append((entry_id, script_args(event, self._keys.asc)))
                     periods[entry_id] = event.period or 1
             if user is not None:
                 dead_users.add(user)
@@ -379,7 +379,7 @@ class EventConsumer:
         for _, event_args in batch:
             args.extend(event_args)
         args.extend(entry_id for entry_id, _ in batch)
-        applied, seq, ready = await self._scripts.apply(
+        applied, seq, ready = await self._scripts.of(keys).apply(
             keys=[
                 keys.ranking,
                 keys.users,

@@ -16,7 +16,7 @@ def micros(seconds: int, nanos: int) -> int:
     return seconds * 1_000_000 + nanos // 1000
 
 
-def script_args(event: events_pb2.ScoreUpdated) -> list[str]:
+def script_args(event: events_pb2.ScoreUpdated, asc: bool = False) -> list[str]:
     """user, version, ZSET score, reached (17 digits), excluded, name, commit µs (the values
     apply.lua stores are encoded as common/redis_values.py describes)."""
     reached = micros(event.reached_time.seconds, event.reached_time.nanos)
@@ -24,7 +24,7 @@ def script_args(event: events_pb2.ScoreUpdated) -> list[str]:
     return [
         event.user_id,
         str(event.version),
-        str(ranking_score(event.total)),
+        str(ranking_score(event.total, asc)),
         reached_key(reached),
         "1" if event.excluded else "0",
         event.display_name,

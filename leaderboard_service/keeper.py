@@ -69,6 +69,7 @@ class RankingKeeper:
         check_seconds: float,
         grace_seconds: float = 5.0,
         period_of: Callable[[str], int] | None = None,
+        keys_of: Callable[[str], BoardKeys] | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -77,6 +78,8 @@ class RankingKeeper:
         self._boards = list(boards)
         # The period open now on a board (its live ranking); 1 without a scheduler.
         self._period_of = period_of or (lambda _board: 1)
+        # The live keys of a board (its period open now and its sort order), when known.
+        self._keys_of = keys_of
         self._check_seconds = check_seconds
         self._grace = timedelta(seconds=grace_seconds)
         self._wake = asyncio.Event()
@@ -87,6 +90,8 @@ class RankingKeeper:
         self._since: dict[BoardKeys, datetime] = {}
 
     def _board_keys(self, board: str) -> BoardKeys:
+        if self._keys_of is not None:
+            return self._keys_of(board)
         return self._keys.board(board, self._period_of(board))
 
     def add_board(self, board: str) -> None:

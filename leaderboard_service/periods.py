@@ -36,7 +36,11 @@ OUTBOX_CHANNEL = "scoreboard_outbox"  # score_service.outbox.CHANNEL: the relay 
 WINNERS = 10
 
 _BOARDS_SQL = f"SELECT {BOARD_COLUMNS}, created_at FROM boards ORDER BY id"
-_LOCK_BOARD_SQL = f"SELECT {BOARD_COLUMNS}, created_at FROM boards WHERE id = %s FOR UPDATE"
+# FOR NO KEY UPDATE, not FOR UPDATE: a writer's ledger and score rows reference the board (a
+# foreign key takes FOR KEY SHARE on it), and a writer holds its period FOR SHARE, which
+# end_period_now waits for: a full FOR UPDATE here would deadlock with it.
+_LOCK_BOARD_SQL = f"SELECT {BOARD_COLUMNS}, created_at FROM boards WHERE id = %s FOR NO KEY UPDATE"
+_SHARE_BOARD_SQL = f"SELECT {BOARD_COLUMNS}, created_at FROM boards WHERE id = %s FOR SHARE"
 _PERIODS_SQL = (
     f"SELECT {PERIOD_COLUMNS} FROM board_periods WHERE board_id = %s ORDER BY period DESC LIMIT %s"
 )
@@ -181,7 +185,7 @@ async def close_period(
     """Freeze the period's final standings and write its PeriodClosed outbox row, in one
     transaction. None when it is closed already or has not ended by `now`."""
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(_LOCK_BOARD_SQL.replace("FOR UPDATE", "FOR SHARE"), (board_id,))
+        cur = await conn.execute(_SHARE_BOARD_SQL, (board_id,))
         row = await cur.fetchone()
         if row is None:
             raise PeriodError(f"there is no board {board_id!r}")

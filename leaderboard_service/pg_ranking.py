@@ -1,5 +1,6 @@
 """The ranking computed by PostgreSQL, ordered exactly like Redis (total desc, reached_at asc,
-user_id asc) with the same standard competition rank. Serves queries while Redis is rebuilt.
+user_id asc; total asc first on a lower-is-better board) with the same standard competition
+rank. Serves queries while Redis is rebuilt.
 
 Ranks are counted the way the Lua scripts count them (1 + users with a strictly higher total),
 never with a window over the whole board, and without joining every user (see _count): a page
@@ -89,6 +90,33 @@ BUCKETS_SQL = (
 )
 
 
+def _ascending(sql: str) -> str:
+    """A statement's form for a lower-is-better board: lower totals first and above."""
+    return sql.replace("s.total DESC", "s.total").replace(
+        "s.total > %(total)s", "s.total < %(total)s"
+    )
+
+
+# Per sort order (asc?): BUCKETS_SQL counts on the negated totals of an asc board, so "above"
+# stays "a higher key" (the caller negates the totals it asks about).
+_SQL: dict[bool, dict[str, str]] = {
+    False: {
+        "page": PAGE_SQL,
+        "higher": HIGHER_SQL,
+        "update": UPDATE_SQL,
+        "position": POSITION_SQL,
+        "buckets": BUCKETS_SQL,
+    },
+    True: {
+        "page": _ascending(PAGE_SQL),
+        "higher": _ascending(HIGHER_SQL),
+        "update": _ascending(UPDATE_SQL),
+        "position": _ascending(POSITION_SQL),
+        "buckets": BUCKETS_SQL.replace("s.total", "(-s.total)"),
+    },
+}
+
+
 def _int(value: object) -> int:
     if isinstance(value, int):
         return value
@@ -139,27 +167,29 @@ class PgRanking:
         return count
 
     async def _page(
-        self, conn: Any, board: str, period: int, offset: int, count: int
+        self, conn: Any, board: str, period: int, offset: int, count: int, asc: bool = False
     ) -> list[Entry]:
         if count <= 0:
             return []
         cur = await conn.execute(
-            PAGE_SQL, {"board": board, "period": period, "offset": offset, "count": count}
+            _SQL[asc]["page"], {"board": board, "period": period, "offset": offset, "count": count}
         )
         rows = await cur.fetchall()
         if not rows:
             return []
         cur = await conn.execute(
-            HIGHER_SQL, {"board": board, "period": period, "total": rows[0][2]}
+            _SQL[asc]["higher"], {"board": board, "period": period, "total": rows[0][2]}
         )
         higher = await cur.fetchone()
         return _ranked(rows, offset, _int(higher[0]) if higher else 0)
 
-    async def top(self, board: str, offset: int, count: int, *, period: int = 1) -> TopPage:
+    async def top(
+        self, board: str, offset: int, count: int, *, period: int = 1, asc: bool = False
+    ) -> TopPage:
         async with self._pool.connection() as conn:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            entries = await self._page(conn, board, period, offset, count)
-            cur = await conn.execute(UPDATE_SQL, {"board": board, "period": period})
+            entries = await self._page(conn, board, period, offset, count, asc)
+            cur = await conn.execute(_SQL[asc]["update"], {"board": board, "period": period})
             update = await cur.fetchone()
             users = await self._ranked_users(conn, board, period)
             await conn.rollback()
@@ -167,7 +197,7 @@ class PgRanking:
         return TopPage(entries, users, update_us, from_fallback=True)
 
     async def for_users(
-        self, board: str, user_ids: Sequence[str], *, period: int = 1
+        self, board: str, user_ids: Sequence[str], *, period: int = 1, asc: bool = False
     ) -> UsersRanks:
         """The ranked ones among `user_ids` (distinct), with their global ranks: one scan over
         the users above the lowest of them, whatever their number."""
@@ -178,10 +208,11 @@ class PgRanking:
             )
             rows = await cur.fetchall()
             higher: dict[int, int] = {}
+            sign = -1 if asc else 1
             if rows:
-                totals = sorted({_int(row[2]) for row in rows})
+                totals = sorted({sign * _int(row[2]) for row in rows})
                 cur = await conn.execute(
-                    BUCKETS_SQL,
+                    _SQL[asc]["buckets"],
                     {
                         "board": board,
                         "period": period,
@@ -194,13 +225,15 @@ class PgRanking:
             users = await self._ranked_users(conn, board, period)
             await conn.rollback()
         entries = [
-            Entry(higher[_int(total)] + 1, str(user), str(name), _int(total), _int(reached_us))
+            Entry(
+                higher[sign * _int(total)] + 1, str(user), str(name), _int(total), _int(reached_us)
+            )
             for user, name, total, reached_us in rows
         ]
         return UsersRanks(entries, users, from_fallback=True)
 
     async def user_rank(
-        self, board: str, user_id: str, around: int, *, period: int = 1
+        self, board: str, user_id: str, around: int, *, period: int = 1, asc: bool = False
     ) -> UserRank | None:
         async with self._pool.connection() as conn:
             # One snapshot for every count, so rank, position and neighbours agree.
@@ -212,7 +245,7 @@ class PgRanking:
                 return None
             total, reached, reached_us, name = mine
             cur = await conn.execute(
-                POSITION_SQL,
+                _SQL[asc]["position"],
                 {
                     "board": board,
                     "period": period,
@@ -229,7 +262,9 @@ class PgRanking:
             nearby: list[Entry] = []
             if around > 0:
                 first = max(0, position - around)
-                nearby = await self._page(conn, board, period, first, position - first + around + 1)
+                nearby = await self._page(
+                    conn, board, period, first, position - first + around + 1, asc
+                )
             await conn.rollback()
         return UserRank(
             entry=Entry(_int(higher) + 1, user_id, str(name), _int(total), _int(reached_us)),
@@ -238,4 +273,5 @@ class PgRanking:
             tenth_score=None if tenth is None else _int(tenth),
             nearby=nearby,
             from_fallback=True,
+            asc=asc,
         )

@@ -31,6 +31,8 @@ class UserRank:
     tenth_score: int | None
     nearby: list[Entry] = field(default_factory=list)
     from_fallback: bool = False
+    # A lower-is-better board: the distance to the top 10 is counted downwards.
+    asc: bool = False
 
     @property
     def in_top10(self) -> bool:
@@ -43,6 +45,8 @@ class UserRank:
         score earlier and so stays ahead on a tie); 0 when already in it."""
         if self.in_top10 or self.tenth_score is None:
             return 0
+        if self.asc:
+            return self.entry.score - self.tenth_score + 1
         return self.tenth_score - self.entry.score + 1
 
 
@@ -65,15 +69,16 @@ class UsersRanks:
     from_fallback: bool = False
 
 
-def _order(entry: Entry) -> tuple[int, int, str]:
-    """The board's order (DESIGN decision 5): score desc, reached time asc, user id asc."""
-    return (-entry.score, entry.reached_us, entry.user_id)
+def _order(entry: Entry, asc: bool = False) -> tuple[int, int, str]:
+    """The board's order (DESIGN decision 5): score desc (asc on a lower-is-better board),
+    reached time asc, user id asc."""
+    return (entry.score if asc else -entry.score, entry.reached_us, entry.user_id)
 
 
-def listed(user_ids: Sequence[str], found: Sequence[Entry]) -> list[Listed]:
+def listed(user_ids: Sequence[str], found: Sequence[Entry], asc: bool = False) -> list[Listed]:
     """The chosen users, each once: the ranked ones in the board's order with their rank within
     the list (ties share it: 1, 2, 2, 4), then the unranked ones in the order asked."""
-    ranked = sorted(found, key=_order)
+    ranked = sorted(found, key=lambda entry: _order(entry, asc))
     result: list[Listed] = []
     for index, entry in enumerate(ranked):
         tied = index > 0 and ranked[index - 1].score == entry.score
@@ -101,7 +106,7 @@ class RedisRanking:
         self._scripts = scripts
 
     async def top(self, keys: BoardKeys, offset: int, count: int) -> TopPage:
-        reply = await self._scripts.top(
+        reply = await self._scripts.of(keys).top(
             keys=[keys.ranking, keys.users, keys.meta, keys.ready], args=[offset, count]
         )
         if not int(reply[0]):
@@ -110,7 +115,7 @@ class RedisRanking:
 
     async def user_rank(self, keys: BoardKeys, user_id: str, around: int) -> UserRank | None:
         """None when the user is not ranked."""
-        reply = await self._scripts.user_rank(
+        reply = await self._scripts.of(keys).user_rank(
             keys=[keys.ranking, keys.users, keys.ready], args=[user_id, around]
         )
         if not int(reply[0]):
@@ -125,11 +130,12 @@ class RedisRanking:
             total_users=int(total),
             tenth_score=int(tenth_text) if tenth_text else None,
             nearby=decode_entries(nearby),
+            asc=keys.asc,
         )
 
     async def for_users(self, keys: BoardKeys, user_ids: Sequence[str]) -> UsersRanks:
         """The ranked ones among `user_ids` (distinct), with their global ranks."""
-        reply = await self._scripts.for_users(
+        reply = await self._scripts.of(keys).for_users(
             keys=[keys.ranking, keys.users, keys.ready], args=list(user_ids)
         )
         if not int(reply[0]):

@@ -109,8 +109,8 @@ async def apply_states(
         # No stream entries to acknowledge: the group argument is not used.
         args: list[str | int] = [keys.channel, str(time.time_ns() // 1000), "", len(chunk)]
         for row in chunk:
-            args.extend(script_args(_event(keys.board, row, keys.period)))
-        applied, _seq, _ready = await scripts.apply(
+            args.extend(script_args(_event(keys.board, row, keys.period), keys.asc))
+        applied, _seq, _ready = await scripts.of(keys).apply(
             keys=[
                 keys.ranking,
                 keys.users,
@@ -194,7 +194,7 @@ async def _write_snapshot(pool: Pool, redis: aioredis.Redis, keys: BoardKeys) ->
                 for user, total, version, reached_us, banned, name in snapshot_rows(rows):
                     states[user] = encode_user_state(version, reached_us, banned, name)
                     if not banned:
-                        ranked[ranking_member(user, reached_us)] = ranking_score(total)
+                        ranked[ranking_member(user, reached_us)] = ranking_score(total, keys.asc)
                 async with redis.pipeline(transaction=False) as pipe:
                     pipe.hset(keys.rebuild_users, mapping=states)  # type: ignore[arg-type]
                     if ranked:
@@ -222,7 +222,7 @@ async def _rebuild_once(
         count = await _write_snapshot(pool, redis, keys)
         if before_swap is not None:
             await before_swap()
-        ranked_users, _seq = await scripts.swap(
+        ranked_users, _seq = await scripts.of(keys).swap(
             keys=[
                 keys.rebuild_ranking,
                 keys.rebuild_users,

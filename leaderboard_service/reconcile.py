@@ -80,12 +80,12 @@ async def compare(pool: Pool, redis: aioredis.Redis, scripts: Scripts, keys: Boa
                         user,
                         state_head(version, reached_us, banned),
                         reached_key(reached_us),
-                        "" if banned else str(ranking_score(total)),
+                        "" if banned else str(ranking_score(total, keys.asc)),
                     ]
                     if not banned:
                         ranked_in_db += 1
                 # One script per chunk: each user's state and member are read at one instant.
-                differ, members, states = await scripts.compare(
+                differ, members, states = await scripts.of(keys).compare(
                     keys=[keys.ranking, keys.users], args=args
                 )
                 mismatched += int(differ)
@@ -114,7 +114,8 @@ async def sample_check(pool: Pool, redis: aioredis.Redis, keys: BoardKeys, size:
     """Users among PostgreSQL's top `size` whose Redis entry has the same version but another
     state: certain drift, whatever is in flight."""
     async with pool.connection() as conn:
-        cur = await conn.execute(TOP_SQL, (keys.board, keys.period, size))
+        top_sql = TOP_SQL.replace("s.total DESC", "s.total") if keys.asc else TOP_SQL
+        cur = await conn.execute(top_sql, (keys.board, keys.period, size))
         rows = await cur.fetchall()
     if not rows:
         return 0
@@ -137,7 +138,8 @@ async def sample_check(pool: Pool, redis: aioredis.Redis, keys: BoardKeys, size:
             continue
         if state.version != version:
             continue  # not applied yet (or already newer): in flight
-        if state.reached_us != reached_us or state.excluded or score != float(ranking_score(total)):
+        expected = float(ranking_score(total, keys.asc))
+        if state.reached_us != reached_us or state.excluded or score != expected:
             wrong += 1
     return wrong
 

@@ -68,7 +68,13 @@ class BoardBook:
         return self._current.get(board, 1)
 
     def keys(self, board: str, period: int = 0) -> BoardKeys:
-        return self._keys.board(board, period or self.period(board))
+        return self._keys.board(board, period or self.period(board), asc=self.asc(board))
+
+    def asc(self, board: str) -> bool:
+        """Whether the board ranks lower totals first (its sort order cannot change once it
+        has scores, so what this process read stays true)."""
+        state = self._states.get(board)
+        return state is not None and state.board.sort_order == "asc"
 
     def state(self, board: str) -> BoardState | None:
         return self._states.get(board)

@@ -8,6 +8,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from common.redis_keys import BoardKeys
+
 # How many of the users a mover passed each rank move names (the "overtaken" pushes).
 DEFAULT_MAX_PASSED = 5
 
@@ -21,19 +23,37 @@ def _source(name: str, preamble: str = "") -> str:
 
 class Scripts:
     """Registered once per process; EVALSHA with a transparent reload after a SCRIPT FLUSH.
-    `max_passed` bounds the users a rank move names (apply.lua's MAX_PASSED)."""
+    `max_passed` bounds the users a rank move names (apply.lua's MAX_PASSED). These read and
+    write a higher-is-better ranking; `of(keys)` gives the set for the keys' sort order (a
+    lower-is-better board's scripts are loaded with `ASC = true`, see common/redis_values.py)."""
 
-    def __init__(self, redis: aioredis.Redis, *, max_passed: int = DEFAULT_MAX_PASSED) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, *, max_passed: int = DEFAULT_MAX_PASSED, asc: bool = False
+    ) -> None:
         if max_passed < 0:
             raise ValueError("max_passed must not be negative")
+        self._redis = redis
+        self._max_passed = max_passed
+        self.asc = asc
+        self._other: Scripts | None = None
+        order = f"local ASC = {'true' if asc else 'false'}\n"
         self.apply: AsyncScript = redis.register_script(
-            _source("apply", f"local MAX_PASSED = {int(max_passed)}\n")
+            _source("apply", f"{order}local MAX_PASSED = {int(max_passed)}\n")
         )
-        self.swap: AsyncScript = redis.register_script(_source("swap"))
-        self.top: AsyncScript = redis.register_script(_source("top"))
-        self.user_rank: AsyncScript = redis.register_script(_source("user_rank"))
-        self.for_users: AsyncScript = redis.register_script(_source("for_users"))
-        self.compare: AsyncScript = redis.register_script(_source("compare"))
+        self.swap: AsyncScript = redis.register_script(_source("swap", order))
+        self.top: AsyncScript = redis.register_script(_source("top", order))
+        self.user_rank: AsyncScript = redis.register_script(_source("user_rank", order))
+        self.for_users: AsyncScript = redis.register_script(_source("for_users", order))
+        self.compare: AsyncScript = redis.register_script(_source("compare", order))
+
+    def of(self, keys: BoardKeys) -> Scripts:
+        """The scripts for the keys' board (its sort order)."""
+        if keys.asc == self.asc:
+            return self
+        if self._other is None:
+            self._other = Scripts(self._redis, max_passed=self._max_passed, asc=not self.asc)
+            self._other._other = self
+        return self._other
 
 
 def text(value: Any) -> str:

@@ -37,6 +37,7 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         check_seconds=settings.consumer.check_seconds,
         grace_seconds=settings.consumer.check_grace_seconds,
         period_of=book.period,
+        keys_of=book.keys,
     )
     tasks: list[asyncio.Task[None]] = []
 
@@ -44,7 +45,8 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         consumer = EventConsumer(
             deps.redis,
             scripts,
-            keys.board(board),
+            # The board's keys with its sort order (known once the scheduler read it).
+            book.keys(board, 1),
             settings.consumer,
             on_not_ready=keeper.request_check,
             fault=settings.before_apply,

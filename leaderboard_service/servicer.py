@@ -190,19 +190,21 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
             pass
         except (OSError, aioredis.RedisError) as exc:
             log.warning("ranking unreachable; answering from PostgreSQL: %s", exc)
-        return await self._pg_ranking.top(keys.board, offset, count, period=keys.period)
+        return await self._pg_ranking.top(
+            keys.board, offset, count, period=keys.period, asc=keys.asc
+        )
 
     async def _user_rank(self, keys: BoardKeys, user_id: str, around: int) -> UserRank:
         try:
             result = await self._redis_ranking.user_rank(keys, user_id, around)
         except RankingNotReady:
             result = await self._pg_ranking.user_rank(
-                keys.board, user_id, around, period=keys.period
+                keys.board, user_id, around, period=keys.period, asc=keys.asc
             )
         except (OSError, aioredis.RedisError) as exc:
             log.warning("ranking unreachable; answering from PostgreSQL: %s", exc)
             result = await self._pg_ranking.user_rank(
-                keys.board, user_id, around, period=keys.period
+                keys.board, user_id, around, period=keys.period, asc=keys.asc
             )
         if result is None:
             raise not_found(Reason.USER_NOT_FOUND, "this user has no score on the board")
@@ -215,7 +217,9 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
             pass
         except (OSError, aioredis.RedisError) as exc:
             log.warning("ranking unreachable; answering from PostgreSQL: %s", exc)
-        return await self._pg_ranking.for_users(keys.board, user_ids, period=keys.period)
+        return await self._pg_ranking.for_users(
+            keys.board, user_ids, period=keys.period, asc=keys.asc
+        )
 
     async def _live(self, board: str, period: int) -> BoardKeys:
         keys = self._board(board, period)
@@ -243,6 +247,7 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
             position=position - 1,
             total_users=found.entries or 0,
             tenth_score=tenth[0].score if tenth else None,
+            asc=keys.asc,
         )
 
     async def ListEntries(
@@ -296,7 +301,7 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
         user_ids = _listed_ids(principal, request.user_ids)
         found = await self._for_users(keys, user_ids)
         return pb.ListEntriesForUsersResponse(
-            entries=[_listed_pb(item) for item in listed(user_ids, found.entries)],
+            entries=[_listed_pb(item) for item in listed(user_ids, found.entries, keys.asc)],
             total_users=found.total_users,
             from_fallback=found.from_fallback,
         )

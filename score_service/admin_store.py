@@ -4,21 +4,25 @@ audit row (DESIGN decisions 1-3). A ban's transaction also revokes the user's se
 every access token issued before it (auth's revocation tables share the database); the caller
 announces them to every verifier once it has committed.
 
-Locks are taken in the order CompleteAction takes them: the user's user_scores rows first
-(FOR UPDATE), then the users row. A completion that waits behind a ban therefore sees the ban
-when it gets its locks, and the two can never deadlock.
+Locks are taken in the order CompleteAction takes them: the periods written into (FOR SHARE),
+the user's user_scores rows (FOR UPDATE), then the users row. A completion that waits behind a
+ban therefore sees the ban when it gets its locks, and the two can never deadlock. Every change
+belongs to a board's open period (DESIGN decision 11): a ban or unban writes into every open
+period the user has a score in, on every board; a void into the voided entry's period (refused
+once that period is closed: its standings are frozen); an adjustment into the period open now.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg import errors
 
 from common.audit import write_audit
 from common.auth.denylist import USER_REVOCATION_SECONDS
+from common.boards import CURRENT_PERIOD_SQL
 from common.db import Conn, Pool
 from common.errors import Reason, not_found, precondition
 from score_service import outbox
@@ -106,22 +110,34 @@ class AdminStore:
         self._pool = pool
 
     async def set_banned(self, board: str, user_id: str, banned: bool, act: Act) -> BanChange:
-        """Ban or unban; every board with a score gets a 0-point entry and an event. A ban also
-        revokes the user's sessions and tokens (_revoke_user), in the same transaction."""
+        """Ban or unban; every open period of every board with a score gets a 0-point entry and
+        an event. A ban also revokes the user's sessions and tokens (_revoke_user), in the same
+        transaction."""
         async with self._pool.connection() as conn, conn.transaction():
-            # The default board's row exists before anything is locked, so a first completion
-            # racing the ban cannot create it behind the ban's back.
+            # The default board's row of its open period exists before anything is locked, so
+            # a first completion racing the ban cannot create it behind the ban's back.
+            period = await _open_period(conn, board)
             await conn.execute(
-                "INSERT INTO user_scores (board_id, user_id) SELECT %s, id FROM users"
+                "INSERT INTO user_scores (board_id, period, user_id) SELECT %s, %s, id FROM users"
                 " WHERE id = %s ON CONFLICT DO NOTHING",
-                (board, user_id),
+                (board, period, user_id),
             )
-            cur = await conn.execute(
-                "SELECT board_id, version FROM user_scores WHERE user_id = %s"
-                " ORDER BY board_id FOR UPDATE",
+            # The open periods the user has a score in, then the score rows, in the writers'
+            # order (periods, then rows by board and period).
+            await conn.execute(
+                "SELECT p.board_id, p.period FROM board_periods p JOIN user_scores s"
+                " ON s.board_id = p.board_id AND s.period = p.period AND s.user_id = %s"
+                " WHERE p.closed_at IS NULL ORDER BY p.board_id, p.period FOR SHARE OF p",
                 (user_id,),
             )
-            boards = [(str(r[0]), as_int(r[1])) for r in await cur.fetchall()]
+            cur = await conn.execute(
+                "SELECT s.board_id, s.period, s.version FROM user_scores s"
+                " JOIN board_periods p ON p.board_id = s.board_id AND p.period = s.period"
+                " WHERE s.user_id = %s AND p.closed_at IS NULL"
+                " ORDER BY s.board_id, s.period FOR UPDATE OF s",
+                (user_id,),
+            )
+            boards = [(str(r[0]), as_int(r[1]), as_int(r[2])) for r in await cur.fetchall()]
             cur = await conn.execute(
                 "SELECT banned, display_name FROM users WHERE id = %s FOR UPDATE", (user_id,)
             )
@@ -136,11 +152,19 @@ class AdminStore:
             revocation = await _revoke_user(conn, user_id) if banned else None
             kind = "ban" if banned else "unban"
             states = []
-            for board_id, version in boards:
+            for board_id, board_period, version in boards:
                 if version == 0:
                     continue  # never scored: not ranked, nothing to change
                 _, state = await _change(
-                    conn, board_id, user_id, str(user[1]), kind, 0, act, excluded=banned
+                    conn,
+                    board_id,
+                    board_period,
+                    user_id,
+                    str(user[1]),
+                    kind,
+                    0,
+                    act,
+                    excluded=banned,
                 )
                 states.append(state)
             audit_id = await audit(
@@ -155,19 +179,33 @@ class AdminStore:
     async def void(self, entry_id: int, act: Act) -> tuple[pb.LedgerEntry, pb.ScoreState, int]:
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "SELECT board_id, user_id::text, kind, points FROM user_actions WHERE id = %s",
+                "SELECT board_id, user_id::text, kind, points, period FROM user_actions"
+                " WHERE id = %s",
                 (entry_id,),
             )
             row = await cur.fetchone()
             if row is None:
                 raise not_found(Reason.LEDGER_ENTRY_NOT_FOUND, f"no ledger entry {entry_id}")
             board, user_id, kind, points = str(row[0]), str(row[1]), str(row[2]), as_int(row[3])
+            period = as_int(row[4])
             if kind not in VOIDABLE:
                 raise precondition(
                     Reason.LEDGER_ENTRY_NOT_VOIDABLE,
                     f"a {kind} entry cannot be voided; only action and adjust entries can",
                 )
-            _, _, banned, name = await _lock_user(conn, board, user_id)
+            cur = await conn.execute(
+                "SELECT closed_at IS NOT NULL FROM board_periods WHERE board_id = %s"
+                " AND period = %s FOR SHARE",
+                (board, period),
+            )
+            closed = await cur.fetchone()
+            if closed is not None and closed[0]:
+                raise precondition(
+                    Reason.PERIOD_ALREADY_CLOSED,
+                    f"entry {entry_id} belongs to period {period} of board {board}, which is"
+                    " closed: its standings are frozen",
+                )
+            _, _, banned, name = await _lock_user(conn, board, period, user_id)
             cur = await conn.execute("SELECT id FROM user_actions WHERE voids = %s", (entry_id,))
             voided = await cur.fetchone()
             if voided is not None:
@@ -179,6 +217,7 @@ class AdminStore:
                 new_id, state = await _change(
                     conn,
                     board,
+                    period,
                     user_id,
                     name,
                     "void",
@@ -205,19 +244,20 @@ class AdminStore:
         self, board: str, user_id: str, points: int, act: Act
     ) -> tuple[pb.LedgerEntry, pb.ScoreState, int]:
         async with self._pool.connection() as conn, conn.transaction():
+            period = await _open_period(conn, board)
             await conn.execute(
-                "INSERT INTO user_scores (board_id, user_id) SELECT %s, id FROM users"
+                "INSERT INTO user_scores (board_id, period, user_id) SELECT %s, %s, id FROM users"
                 " WHERE id = %s ON CONFLICT DO NOTHING",
-                (board, user_id),
+                (board, period, user_id),
             )
-            total, _, banned, name = await _lock_user(conn, board, user_id)
+            total, _, banned, name = await _lock_user(conn, board, period, user_id)
             if total + points < 0:
                 raise precondition(
                     Reason.NEGATIVE_TOTAL,
                     f"the total would become negative ({total} {points:+d})",
                 )
             new_id, state = await _change(
-                conn, board, user_id, name, "adjust", points, act, excluded=banned
+                conn, board, period, user_id, name, "adjust", points, act, excluded=banned
             )
             audit_id = await audit(
                 conn,
@@ -263,13 +303,24 @@ async def _revoke_user(conn: Conn, user_id: str) -> UserRevocation:
     return UserRevocation(user_id, before, [(f, expires) for f in sessions])
 
 
-async def _lock_user(conn: Conn, board: str, user_id: str) -> tuple[int, int, bool, str]:
+async def _open_period(conn: Conn, board: str) -> int:
+    """The board's period open now, locked FOR SHARE (as a completion locks it)."""
+    cur = await conn.execute(CURRENT_PERIOD_SQL, {"board": board, "at": datetime.now(UTC)})
+    row = await cur.fetchone()
+    if row is None:
+        raise precondition(Reason.NO_OPEN_PERIOD, f"board {board} has no open period")
+    return as_int(row[0])
+
+
+async def _lock_user(
+    conn: Conn, board: str, period: int, user_id: str
+) -> tuple[int, int, bool, str]:
     """Lock the user's score row, then the users row: total, version, banned, display name."""
     cur = await conn.execute(
         "SELECT s.total, s.version, u.banned, u.display_name FROM user_scores s"
-        " JOIN users u ON u.id = s.user_id WHERE s.board_id = %s AND s.user_id = %s"
-        " FOR UPDATE OF s FOR SHARE OF u",
-        (board, user_id),
+        " JOIN users u ON u.id = s.user_id WHERE s.board_id = %s AND s.period = %s"
+        " AND s.user_id = %s FOR UPDATE OF s FOR SHARE OF u",
+        (board, period, user_id),
     )
     row = await cur.fetchone()
     if row is None:
@@ -280,6 +331,7 @@ async def _lock_user(conn: Conn, board: str, user_id: str) -> tuple[int, int, bo
 async def _change(
     conn: Conn,
     board: str,
+    period: int,
     user_id: str,
     display_name: str,
     kind: str,
@@ -291,10 +343,10 @@ async def _change(
 ) -> tuple[int, pb.ScoreState]:
     """One ledger entry, the new total and version, and its outbox event (rows locked)."""
     cur = await conn.execute(
-        "INSERT INTO user_actions (board_id, user_id, kind, points, day, voids, actor, path,"
-        " request_id, reason) VALUES (%s, %s, %s, %s, (now() AT TIME ZONE 'UTC')::date, %s, %s,"
-        " 'admin', %s, %s) RETURNING id, created_at",
-        (board, user_id, kind, points, voids, act.actor, act.request_id, act.reason),
+        "INSERT INTO user_actions (board_id, period, user_id, kind, points, day, voids, actor,"
+        " path, request_id, reason) VALUES (%s, %s, %s, %s, %s, (now() AT TIME ZONE 'UTC')::date,"
+        " %s, %s, 'admin', %s, %s) RETURNING id, created_at",
+        (board, period, user_id, kind, points, voids, act.actor, act.request_id, act.reason),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -304,8 +356,9 @@ async def _change(
     cur = await conn.execute(
         "UPDATE user_scores SET total = total + %s, version = version + 1,"
         " reached_at = CASE WHEN %s <> 0 THEN %s ELSE reached_at END, updated_at = %s"
-        " WHERE board_id = %s AND user_id = %s RETURNING total, version, reached_at",
-        (points, points, committed, committed, board, user_id),
+        " WHERE board_id = %s AND period = %s AND user_id = %s"
+        " RETURNING total, version, reached_at",
+        (points, points, committed, committed, board, period, user_id),
     )
     updated = await cur.fetchone()
     assert updated is not None
@@ -323,6 +376,7 @@ async def _change(
         commit_time=timestamp(committed),
         reached_time=timestamp(reached),
         excluded=excluded,
+        period=period,
     )
     await outbox.append(conn, event)
     return entry_id, pb.ScoreState(board_id=board, total=total, version=version, excluded=excluded)

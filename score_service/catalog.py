@@ -17,8 +17,11 @@ from scoreboard.score.v1 import score_service_pb2 as pb
 ACTION_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 COLUMNS = (
     "id, board_id, name, description, base_points, difficulty_multiplier, daily_limit,"
-    " cooldown_seconds, requires_ticket, min_duration_seconds, active"
+    " cooldown_seconds, requires_ticket, min_duration_seconds, active, boards"
 )
+# How many further boards one action may count on (the migration's check).
+MAX_BOARDS = 16
+_BOARD_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,19 @@ class CatalogAction:
     requires_ticket: bool
     min_duration_seconds: int
     active: bool
+    # The further boards a completion counts on, besides `board_id` (issue 17).
+    boards: tuple[str, ...] = ()
 
     @classmethod
     def from_row(cls, row: tuple[object, ...]) -> CatalogAction:
-        return cls(*row)  # type: ignore[arg-type]
+        *fields, boards = row
+        listed = tuple(str(b) for b in boards) if isinstance(boards, list | tuple) else ()
+        return replace(cls(*fields), boards=listed)  # type: ignore[arg-type]
+
+    @property
+    def all_boards(self) -> tuple[str, ...]:
+        """Every board a completion counts on, its own board first."""
+        return (self.board_id, *self.boards)
 
     @property
     def points(self) -> int:
@@ -61,6 +73,7 @@ class CatalogAction:
             requires_ticket=self.requires_ticket,
             min_duration=Duration(seconds=self.min_duration_seconds),
             remaining_today=self.daily_limit if remaining_today is None else remaining_today,
+            board_ids=list(self.boards),
         )
         if available_at is not None:
             stamp = Timestamp()
@@ -94,6 +107,12 @@ def from_pb(message: pb.Action, board_id: str) -> CatalogAction:
     minimum = message.min_duration.seconds
     if not 0 <= cooldown <= 86400 or not 0 <= minimum <= 86400:
         raise invalid("cooldown and min_duration must be between 0 and 86400 seconds")
+    boards = tuple(message.board_ids)
+    if len(boards) > MAX_BOARDS or len(set(boards)) != len(boards):
+        raise invalid(f"board_ids must be at most {MAX_BOARDS} distinct boards")
+    for board in boards:
+        if not _BOARD_ID.match(board) or board == board_id:
+            raise invalid(f"board_ids: {board!r} is not a further board id")
     return CatalogAction(
         action_id=message.action_id,
         board_id=board_id,
@@ -106,6 +125,7 @@ def from_pb(message: pb.Action, board_id: str) -> CatalogAction:
         requires_ticket=message.requires_ticket,
         min_duration_seconds=minimum,
         active=message.active,
+        boards=boards,
     )
 
 

@@ -8,7 +8,7 @@ import orjson
 from psycopg import errors
 
 from common.db import Conn, Pool
-from common.errors import Reason, conflict, not_found
+from common.errors import Reason, conflict, invalid, not_found
 from score_service.catalog import COLUMNS, CatalogAction, cooldown_end
 from scoreboard.score.v1 import score_service_pb2 as pb
 
@@ -58,9 +58,10 @@ class CatalogStore:
     async def create(self, action: CatalogAction, *, actor: str, request_id: str) -> CatalogAction:
         try:
             async with self._pool.connection() as conn, conn.transaction():
+                await _check_boards(conn, action)
                 await conn.execute(
                     f"INSERT INTO actions ({COLUMNS}) VALUES"
-                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     _values(action),
                 )
                 await _audit(conn, actor, "action.create", action, request_id, before=None)
@@ -78,10 +79,11 @@ class CatalogStore:
             if row is None:
                 raise not_found(Reason.ACTION_NOT_FOUND, f"no action {action.action_id}")
             before = CatalogAction.from_row(row)
+            await _check_boards(conn, action)
             cur = await conn.execute(
                 "UPDATE actions SET name = %s, description = %s, base_points = %s,"
                 " difficulty_multiplier = %s, daily_limit = %s, cooldown_seconds = %s,"
-                " requires_ticket = %s, min_duration_seconds = %s, active = %s,"
+                " requires_ticket = %s, min_duration_seconds = %s, active = %s, boards = %s,"
                 " updated_at = now() WHERE id = %s AND board_id = %s",
                 (*_values(action)[2:], action.action_id, action.board_id),
             )
@@ -104,6 +106,7 @@ def _values(a: CatalogAction) -> tuple[object, ...]:
         a.requires_ticket,
         a.min_duration_seconds,
         a.active,
+        list(a.boards),
     )
 
 
@@ -119,7 +122,21 @@ def _definition(a: CatalogAction) -> dict[str, object]:
         "requires_ticket": a.requires_ticket,
         "min_duration_seconds": a.min_duration_seconds,
         "active": a.active,
+        "boards": list(a.boards),
     }
+
+
+async def _check_boards(conn: Conn, action: CatalogAction) -> None:
+    """The further boards must exist (INVALID_ARGUMENT otherwise)."""
+    if not action.boards:
+        return
+    cur = await conn.execute(
+        "SELECT b FROM unnest(%s::text[]) AS b WHERE b NOT IN (SELECT id FROM boards)",
+        (list(action.boards),),
+    )
+    missing = [str(row[0]) for row in await cur.fetchall()]
+    if missing:
+        raise invalid(f"board_ids: no board {', '.join(missing)}")
 
 
 async def _audit(

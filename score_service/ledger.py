@@ -37,7 +37,7 @@ import logging
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 import grpc
@@ -46,6 +46,7 @@ import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
+from common.boards import Clock, system_clock
 from common.db import Conn, Pool
 from common.errors import Reason, ServiceError, invalid, not_found, precondition
 from score_service import ledger_recovery as recovery
@@ -55,18 +56,27 @@ from score_service.catalog import CatalogAction
 from score_service.config import AnomalySettings, GroupCommitSettings
 from score_service.group_commit import GroupCommit, Outcome
 from score_service.idempotency import claim_keys, stored_response
+from score_service.ledger_boards import OpenBoard, Target, check_value, new_total, targets
 from score_service.ledger_rows import (
     ActionStat,
     LandedRow,
     LockedUser,
+    RowKey,
+    decode_boards,
     decode_context,
     decode_stats,
     decode_users,
     decode_written,
     result_sets,
 )
-from score_service.ledger_sql import CREATE_SQL, FINISH_SQL, LOCKED_READ_SQL, WRITE_SQL
-from score_service.ranks import RankReader
+from score_service.ledger_sql import (
+    BOARDS_SQL,
+    CREATE_SQL,
+    FINISH_SQL,
+    LOCKED_READ_SQL,
+    WRITE_SQL,
+)
+from score_service.ranks import RankOf, RankReader
 from score_service.rules import check_active, check_limits
 from score_service.tickets import TicketSigner, check_ticket, use_ticket
 from scoreboard.events.v1 import events_pb2
@@ -100,10 +110,30 @@ class Completion:
     # time.monotonic() when its caller stops waiting: it is not written after that unless its
     # transaction had started (group_commit), and an outage is answered before it.
     deadline: float = math.inf
+    # A value for the action's best/latest boards, from a trusted caller (the servicer checks
+    # who may report one; the transaction checks the boards' bounds).
+    value: int | None = None
 
     def request_hash(self) -> bytes:
-        parts = (self.board_id, self.user_id, self.action_id, self.ticket)
+        parts = [self.board_id, self.user_id, self.action_id, self.ticket]
+        if self.value is not None:
+            parts.append(f"value={self.value}")
         return hashlib.sha256("\x1f".join(parts).encode()).digest()
+
+
+@dataclass
+class _Write:
+    """What an accepted completion writes on one board: its ledger row's points (the change of
+    the total), the new total and version, and the value recorded (best/latest boards)."""
+
+    target: Target
+    points: int
+    total: int
+    version: int
+    value: int | None
+    ledger_id: int = 0
+    committed: datetime | None = None
+    reached: datetime | None = None
 
 
 @dataclass
@@ -112,14 +142,14 @@ class _Accepted:
     completion: Completion
     points: int
     slot: int
-    total: int
-    version: int
     display_name: str
     flagged: list[Anomaly]
-    ledger_id: int = 0
-    committed: datetime | None = None
-    reached: datetime | None = None
+    # The catalog board's write first, then the further boards'.
+    writes: list[_Write] = field(default_factory=list)
     response: pb.CompleteActionResponse = field(default_factory=pb.CompleteActionResponse)
+
+    def key(self, write: _Write) -> RowKey:
+        return (write.target.board_id, write.target.period, self.completion.user_id)
 
 
 def _timestamp(value: datetime) -> Timestamp:
@@ -128,19 +158,47 @@ def _timestamp(value: datetime) -> Timestamp:
     return stamp
 
 
-def _landed_outcome(row: LandedRow, rank: int) -> Outcome:
-    """The answer of a completion found in the ledger after its COMMIT's outcome was unknown:
-    what its transaction would have answered (the rank is read now)."""
-    response = pb.CompleteActionResponse(
-        new_score=row.total,
-        increment=row.points,
+def _response(
+    board: str, rows: list[tuple[str, int, int, int, int, int, int]], committed: datetime
+) -> pb.CompleteActionResponse:
+    """A completion's answer from its rows, the catalog board's first: (board, period, total,
+    points, rank, version, ledger entry id) each."""
+    _, period, total, points, rank, version, ledger_id = rows[0]
+    return pb.CompleteActionResponse(
+        new_score=total,
+        increment=points,
         rank=rank,
         message=COMPLETED_MESSAGE,
-        version=row.version,
-        commit_time=_timestamp(row.committed),
-        ledger_entry_id=row.ledger_id,
+        version=version,
+        commit_time=_timestamp(committed),
+        ledger_entry_id=ledger_id,
+        board_id=board,
+        period=period,
+        other_boards=[
+            pb.BoardResult(
+                board_id=b,
+                period=p,
+                new_score=t,
+                increment=d,
+                rank=r,
+                version=v,
+                ledger_entry_id=e,
+            )
+            for b, p, t, d, r, v, e in rows[1:]
+        ],
     )
-    return response, [Anomaly(kind, detail) for kind, detail in row.flags]
+
+
+def _landed_outcome(board: str, found: list[tuple[LandedRow, int]]) -> Outcome:
+    """The answer of a completion found in the ledger after its COMMIT's outcome was unknown:
+    what its transaction would have answered (the ranks are read now)."""
+    found = sorted(found, key=lambda item: (item[0].board_id != board, item[0].ledger_id))
+    rows = [
+        (r.board_id, r.period, r.total, r.points, rank, r.version, r.ledger_id) for r, rank in found
+    ]
+    first = found[0][0]
+    flags = [Anomaly(kind, detail) for r, _ in found for kind, detail in r.flags]
+    return _response(first.board_id, rows, first.committed), flags
 
 
 class Ledger:
@@ -151,8 +209,11 @@ class Ledger:
         tickets: TicketSigner,
         anomalies: AnomalySettings | None = None,
         group: GroupCommitSettings | None = None,
+        clock: Clock = system_clock,
     ) -> None:
         self._pool = pool
+        # The clock a completion's periods are found at (common.boards.CURRENT_PERIOD_SQL).
+        self._clock = clock
         self._ranks = ranks
         self._tickets = tickets
         self._anomalies = anomalies or AnomalySettings()
@@ -247,7 +308,7 @@ class Ledger:
         results: list[Outcome | BaseException | None] = []
         for c in group:
             found = landed.get(c.completion_id)
-            results.append(None if found is None else _landed_outcome(*found))
+            results.append(None if not found else _landed_outcome(board, found))
         return results
 
     async def _attempt(self, group: Sequence[Completion]) -> list[Outcome | BaseException | None]:
@@ -282,7 +343,7 @@ class Ledger:
         claimed = await self._claim(conn, group, results, retry)
         active = [i for i in range(len(group)) if results[i] is None and i not in retry]
         accepted: list[_Accepted] = []
-        created: set[str] = set()
+        created: set[RowKey] = set()
         if active:
             accepted, users, created, day = await self._check(conn, board, group, active, results)
         refused_keys = [
@@ -292,7 +353,8 @@ class Ledger:
         ]
         if accepted:
             await self._write(conn, board, accepted, users, day)
-        unused = sorted(created - {a.completion.user_id for a in accepted})
+        written = {a.key(w) for a in accepted for w in a.writes}
+        unused = sorted(created - written)
         await self._finish(conn, board, accepted, refused_keys, unused)
         return accepted
 
@@ -332,6 +394,20 @@ class Ledger:
                 results[i] = (replay, [])
         return claimed
 
+    async def _boards(
+        self, conn: Conn, board: str, action_ids: list[str]
+    ) -> tuple[dict[str, tuple[str, ...]], dict[str, OpenBoard]]:
+        """Each action's further boards and every board the group counts on, with its period
+        open now locked FOR SHARE. A board whose period was just ended by hand is read again
+        once: the statement's snapshot may predate the next period's row."""
+        params = {"board": board, "actions": action_ids, "at": self._clock()}
+        action_rows, board_rows = await result_sets(conn, BOARDS_SQL, params)
+        further, boards = decode_boards(action_rows, board_rows)
+        if any(b.period is None for b in boards.values()):
+            action_rows, board_rows = await result_sets(conn, BOARDS_SQL, params)
+            further, boards = decode_boards(action_rows, board_rows)
+        return further, boards
+
     async def _check(
         self,
         conn: Conn,
@@ -339,13 +415,27 @@ class Ledger:
         group: Sequence[Completion],
         active: list[int],
         results: list[Outcome | BaseException | None],
-    ) -> tuple[list[_Accepted], dict[str, LockedUser], set[str], date]:
-        """Lock the users, read actions and counters, and check each completion in order."""
+    ) -> tuple[list[_Accepted], dict[RowKey, LockedUser], set[RowKey], date]:
+        """Lock the periods and the users' score rows on every board the completions count on,
+        read actions and counters, and check each completion in order."""
         chosen = [group[i] for i in active]
+        further, boards = await self._boards(conn, board, sorted({c.action_id for c in chosen}))
+        own = boards.get(board)
+        if own is None or own.period is None:
+            refusal = precondition(Reason.NO_OPEN_PERIOD, f"board {board} has no open period")
+            for i in active:
+                results[i] = refusal
+            return [], {}, set(), date.min
+        rows: set[RowKey] = set()
+        for c in chosen:
+            for b in (board, *further.get(c.action_id, ())):
+                period = boards[b].period if b in boards else None
+                if period is not None:
+                    rows.add((b, period, c.user_id))
         users, created, actions, now, today, stats = await self._read(
             conn,
             board,
-            sorted({c.user_id for c in chosen}),
+            sorted(rows, key=lambda r: (r[2], r[0], r[1])),
             sorted({c.action_id for c in chosen}),
             sorted({(c.user_id, c.action_id) for c in chosen}),
         )
@@ -353,17 +443,20 @@ class Ledger:
         for i in active:
             c = group[i]
             try:
-                user = users.get(c.user_id)
+                user = users.get((board, own.period, c.user_id))
                 if user is None:
                     raise not_found(Reason.USER_NOT_FOUND, "no such user")
                 if user.banned:
                     raise ServiceError(
                         grpc.StatusCode.PERMISSION_DENIED, Reason.USER_BANNED, "this user is banned"
                     )
-                action = actions.get(c.action_id)
-                if action is None:
+                found = actions.get(c.action_id)
+                if found is None:
                     raise invalid(f"Unknown action: {c.action_id}", Reason.ACTION_NOT_FOUND)
+                # The boards locked above (an admin may change the list meanwhile).
+                action = replace(found, boards=further.get(c.action_id, ()))
                 check_active(action)
+                check_value(action, c.value, boards, board)
                 stat = stats.get((c.user_id, c.action_id))
                 today_count = stat.day_count if stat is not None and stat.day == today else 0
                 last = stat.last_at if stat is not None else None
@@ -396,16 +489,21 @@ class Ledger:
                 last_any_action=user.last_action_id,
             )
             flagged = detect(self._anomalies, recent, action_id=c.action_id, points=points)
-            user.total += points
-            user.version += 1
+            item = _Accepted(i, c, points, slot, user.display_name, flagged)
+            for target in targets(action, board, boards):
+                row = users[(target.board_id, target.period, c.user_id)]
+                total = new_total(
+                    target, total=row.total, version=row.version, points=points, value=c.value
+                )
+                value = None if target.combine == "sum" else c.value
+                item.writes.append(_Write(target, total - row.total, total, row.version + 1, value))
+                row.total, row.version = total, row.version + 1
             user.day_points = user.points_on(today) + points
             user.day = today
             user.last_action_at = now
             user.last_action_id = c.action_id
             stats[(c.user_id, c.action_id)] = ActionStat(today, today_count + 1, now)
-            accepted.append(
-                _Accepted(i, c, points, slot, user.total, user.version, user.display_name, flagged)
-            )
+            accepted.append(item)
         return accepted, users, created, today
 
     async def _write(
@@ -413,38 +511,45 @@ class Ledger:
         conn: Conn,
         board: str,
         accepted: list[_Accepted],
-        users: dict[str, LockedUser],
+        users: dict[RowKey, LockedUser],
         day: date,
     ) -> None:
         """Ledger rows, totals and counters in one statement; the ranks are read from Redis
         meanwhile (they depend only on the new totals)."""
-        last_user: dict[str, _Accepted] = {}
+        rows = [(a, w) for a in accepted for w in a.writes]
+        last_row: dict[RowKey, _Write] = {}
         last_pair: dict[tuple[str, str], _Accepted] = {}
+        for a, w in rows:
+            last_row[a.key(w)] = w
         for item in accepted:
-            last_user[item.completion.user_id] = item
             last_pair[(item.completion.user_id, item.completion.action_id)] = item
-        ranking = asyncio.ensure_future(
-            self._ranks.ranks_for(conn, board, [a.total for a in accepted])
-        )
+        action_of = {a.key(w): a.completion.action_id for a, w in rows}
+        asked = [RankOf(w.target.board_id, w.target.period, w.target.asc, w.total) for _, w in rows]
+        ranking = asyncio.ensure_future(self._ranks.ranks_of(conn, asked))
         try:
             cur = await conn.execute(
                 WRITE_SQL,
                 {
                     "board": board,
                     "day": day,
-                    "users": [a.completion.user_id for a in accepted],
-                    "actions": [a.completion.action_id for a in accepted],
-                    "points": [a.points for a in accepted],
-                    "slots": [a.slot for a in accepted],
-                    "actors": [a.completion.actor for a in accepted],
-                    "paths": [a.completion.path for a in accepted],
-                    "request_ids": [a.completion.request_id or None for a in accepted],
-                    "completion_ids": [a.completion.completion_id for a in accepted],
-                    "u_users": list(last_user),
-                    "u_totals": [a.total for a in last_user.values()],
-                    "u_versions": [a.version for a in last_user.values()],
-                    "u_day_points": [users[u].day_points for u in last_user],
-                    "u_last_action": [a.completion.action_id for a in last_user.values()],
+                    "boards": [w.target.board_id for _, w in rows],
+                    "periods": [w.target.period for _, w in rows],
+                    "users": [a.completion.user_id for a, _ in rows],
+                    "actions": [a.completion.action_id for a, _ in rows],
+                    "points": [w.points for _, w in rows],
+                    "values": [w.value for _, w in rows],
+                    "slots": [a.slot for a, _ in rows],
+                    "actors": [a.completion.actor for a, _ in rows],
+                    "paths": [a.completion.path for a, _ in rows],
+                    "request_ids": [a.completion.request_id or None for a, _ in rows],
+                    "completion_ids": [a.completion.completion_id for a, _ in rows],
+                    "u_boards": [k[0] for k in last_row],
+                    "u_periods": [k[1] for k in last_row],
+                    "u_users": [k[2] for k in last_row],
+                    "u_totals": [w.total for w in last_row.values()],
+                    "u_versions": [w.version for w in last_row.values()],
+                    "u_day_points": [users[k].day_points for k in last_row],
+                    "u_last_action": [action_of[k] for k in last_row],
                     "s_users": [u for u, _ in last_pair],
                     "s_actions": [a for _, a in last_pair],
                     "s_counts": [item.slot for item in last_pair.values()],
@@ -454,24 +559,32 @@ class Ledger:
         finally:
             ranks = await ranking
         # When each total was reached (as the statement computed it), for the events.
-        reached: dict[str, datetime] = {u: s.reached_at for u, s in users.items()}
+        reached: dict[RowKey, datetime] = {k: s.reached_at for k, s in users.items()}
+        for a, w in rows:
+            c = a.completion
+            w.ledger_id, w.committed = written[(w.target.board_id, c.user_id, c.action_id, a.slot)]
+            if w.points != 0:
+                reached[a.key(w)] = w.committed
+            w.reached = reached[a.key(w)]
+        rank_of = {id(w): rank for (_, w), rank in zip(rows, ranks, strict=True)}
         for item in accepted:
-            c = item.completion
-            item.ledger_id, committed = written[(c.user_id, c.action_id, item.slot)]
-            item.committed = committed
-            if item.points != 0:
-                reached[c.user_id] = committed
-            item.reached = reached[c.user_id]
-        for item, rank in zip(accepted, ranks, strict=True):
-            assert item.committed is not None
-            item.response = pb.CompleteActionResponse(
-                new_score=item.total,
-                increment=item.points,
-                rank=rank,
-                message=COMPLETED_MESSAGE,
-                version=item.version,
-                commit_time=_timestamp(item.committed),
-                ledger_entry_id=item.ledger_id,
+            first = item.writes[0]
+            assert first.committed is not None
+            item.response = _response(
+                board,
+                [
+                    (
+                        w.target.board_id,
+                        w.target.period,
+                        w.total,
+                        w.points,
+                        rank_of[id(w)],
+                        w.version,
+                        w.ledger_id,
+                    )
+                    for w in item.writes
+                ],
+                first.committed,
             )
 
     async def _finish(
@@ -480,7 +593,7 @@ class Ledger:
         board: str,
         accepted: list[_Accepted],
         refused_keys: list[tuple[str, str]],
-        unused_rows: list[str],
+        unused_rows: list[RowKey],
     ) -> None:
         if not accepted and not refused_keys and not unused_rows:
             return
@@ -489,7 +602,8 @@ class Ledger:
         await conn.execute(
             FINISH_SQL,
             {
-                **outbox.batch_params(board, [self._event(board, a) for a in accepted]),
+                **outbox.boards_params([self._event(a, w) for a in accepted for w in a.writes]),
+                "board": board,
                 "k_callers": [a.completion.caller for a in keyed],
                 "k_keys": [a.completion.idempotency_key for a in keyed],
                 "k_responses": [a.response.SerializeToString() for a in keyed],
@@ -498,49 +612,56 @@ class Ledger:
                 "a_users": [a.completion.user_id for a, _ in flags],
                 "a_kinds": [f.kind for _, f in flags],
                 "a_details": [orjson.dumps(f.detail).decode() for _, f in flags],
-                "a_entries": [a.ledger_id for a, _ in flags],
-                "unused": unused_rows,
+                "a_entries": [a.writes[0].ledger_id for a, _ in flags],
+                "r_boards": [r[0] for r in unused_rows],
+                "r_periods": [r[1] for r in unused_rows],
+                "r_users": [r[2] for r in unused_rows],
             },
         )
 
     @staticmethod
-    def _event(board: str, item: _Accepted) -> events_pb2.ScoreUpdated:
+    def _event(item: _Accepted, write: _Write) -> events_pb2.ScoreUpdated:
         c = item.completion
-        assert item.committed is not None and item.reached is not None
+        board = write.target.board_id
+        assert write.committed is not None and write.reached is not None
         return events_pb2.ScoreUpdated(
-            event_id=f"{board}:{item.ledger_id}",
+            event_id=f"{board}:{write.ledger_id}",
             board_id=board,
             user_id=c.user_id,
             display_name=item.display_name,
-            total=item.total,
-            increment=item.points,
-            version=item.version,
+            total=write.total,
+            increment=write.points,
+            version=write.version,
             action_id=c.action_id,
-            ledger_entry_id=item.ledger_id,
-            commit_time=_timestamp(item.committed),
-            reached_time=_timestamp(item.reached),
+            ledger_entry_id=write.ledger_id,
+            commit_time=_timestamp(write.committed),
+            reached_time=_timestamp(write.reached),
+            period=write.target.period,
         )
 
     async def _read(
         self,
         conn: Conn,
         board: str,
-        user_ids: list[str],
+        rows: list[RowKey],
         action_ids: list[str],
         pairs: list[tuple[str, str]],
     ) -> tuple[
-        dict[str, LockedUser],
-        set[str],
+        dict[RowKey, LockedUser],
+        set[RowKey],
         dict[str, CatalogAction],
         datetime,
         date,
         dict[tuple[str, str], ActionStat],
     ]:
-        """Lock the users' score rows (creating missing ones), then read the actions, the clock
-        and the counters: one round trip when every user has played before."""
+        """Lock the users' score rows on every board and period (creating missing ones), then
+        read the actions, the clock and the counters: one round trip when every user has played
+        in these periods before."""
         params = {
             "board": board,
-            "users": user_ids,
+            "l_boards": [r[0] for r in rows],
+            "l_periods": [r[1] for r in rows],
+            "l_users": [r[2] for r in rows],
             "actions": action_ids,
             "pair_users": [u for u, _ in pairs],
             "pair_actions": [a for _, a in pairs],
@@ -549,16 +670,20 @@ class Ledger:
         users = decode_users(locked)
         actions, now, today = decode_context(context)
         stats = decode_stats(counters)
-        missing = [u for u in user_ids if u not in users]
-        created: set[str] = set()
+        missing = [r for r in rows if r not in users]
+        created: set[RowKey] = set()
         if missing:
-            # First completions: the new rows are locked by this transaction; a concurrent
-            # creator is waited for, so the context is read again afterwards.
-            inserted = await conn.execute(CREATE_SQL, (board, missing))
-            created = {str(row[0]) for row in await inserted.fetchall()}
-            locked, context, counters = await result_sets(
-                conn, LOCKED_READ_SQL, {**params, "users": missing}
-            )
+            # First completions (in a period): the new rows are locked by this transaction; a
+            # concurrent creator is waited for, so the context is read again afterwards.
+            again = {
+                **params,
+                "l_boards": [r[0] for r in missing],
+                "l_periods": [r[1] for r in missing],
+                "l_users": [r[2] for r in missing],
+            }
+            inserted = await conn.execute(CREATE_SQL, again)
+            created = {(str(r[0]), int(str(r[1])), str(r[2])) for r in await inserted.fetchall()}
+            locked, context, counters = await result_sets(conn, LOCKED_READ_SQL, again)
             users.update(decode_users(locked))
             actions, now, today = decode_context(context)
             stats = decode_stats(counters)

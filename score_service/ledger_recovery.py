@@ -31,7 +31,7 @@ from common.db import Pool
 from common.errors import ServiceError, unavailable
 from score_service.ledger_rows import LandedRow, decode_landed
 from score_service.ledger_sql import LANDED_SQL
-from score_service.ranks import RankReader
+from score_service.ranks import RankOf, RankReader
 
 log = logging.getLogger("scoreboard.score")
 
@@ -171,10 +171,11 @@ async def find_landed(
     completion_ids: Sequence[str],
     deadline: float,
     outage: OutageLog,
-) -> dict[str, tuple[LandedRow, int]]:
-    """The completions among `completion_ids` that are in the ledger, with the rank of the
-    total each reached (read now), looked up on a fresh connection and tried again until
-    `deadline`. Raises UNAVAILABLE (outcome unknown) when the ledger cannot be read in time."""
+) -> dict[str, list[tuple[LandedRow, int]]]:
+    """The completions among `completion_ids` that are in the ledger, each with its row on
+    every board it counted on and the rank of the total it reached there (read now), looked
+    up on a fresh connection and tried again until `deadline`. Raises UNAVAILABLE (outcome
+    unknown) when the ledger cannot be read in time."""
     attempt = 0
     while True:
         attempt += 1
@@ -183,10 +184,12 @@ async def find_landed(
                 pool.connection(timeout=wait_for_connection(deadline)) as conn,
                 conn.transaction(),
             ):
-                cur = await conn.execute(LANDED_SQL, (board, list(completion_ids)))
+                cur = await conn.execute(LANDED_SQL, (list(completion_ids),))
                 landed = decode_landed(await cur.fetchall())
-                found = list(landed.items())
-                read = await ranks.ranks_for(conn, board, [row.total for _, row in found])
+                found = [(cid, row) for cid, rows in landed.items() for row in rows]
+                read = await ranks.ranks_of(
+                    conn, [RankOf(r.board_id, r.period, r.asc, r.total) for _, r in found]
+                )
         except psycopg.Error as exc:
             outage.note(exc)
             pause = _pause(attempt)
@@ -195,6 +198,9 @@ async def find_landed(
                 raise outcome_unknown() from None
             await asyncio.sleep(pause)
             continue
-        COMMIT_UNKNOWN_TOTAL.labels("landed").inc(len(found))
-        COMMIT_UNKNOWN_TOTAL.labels("not_landed").inc(len(completion_ids) - len(found))
-        return {cid: (row, rank) for (cid, row), rank in zip(found, read, strict=True)}
+        COMMIT_UNKNOWN_TOTAL.labels("landed").inc(len(landed))
+        COMMIT_UNKNOWN_TOTAL.labels("not_landed").inc(len(completion_ids) - len(landed))
+        result: dict[str, list[tuple[LandedRow, int]]] = {}
+        for (cid, row), rank in zip(found, read, strict=True):
+            result.setdefault(cid, []).append((row, rank))
+        return result

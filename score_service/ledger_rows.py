@@ -1,6 +1,7 @@
-"""The rows of the score transaction's statements (score_service.ledger_sql), decoded: the locked
-users, the catalog and the clock, the rule counters, what the write returned, and the
-completions found by identity after a COMMIT whose outcome was unknown."""
+"""The rows of the score transaction's statements (score_service.ledger_sql), decoded: the boards
+and their open periods, the locked score rows, the catalog and the clock, the rule counters,
+what the write returned, and the completions found by identity after a COMMIT whose outcome was
+unknown."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from datetime import date, datetime
 
 from psycopg import AsyncClientCursor
 
+from common.boards import board_from_row
 from common.db import Conn
 from score_service.catalog import CatalogAction
+from score_service.ledger_boards import OpenBoard
 
 
 @dataclass
@@ -55,13 +58,19 @@ async def result_sets(
     return sets
 
 
-def decode_users(rows: Sequence[tuple[object, ...]]) -> dict[str, LockedUser]:
-    """LOCK_SQL's rows by user id."""
-    users: dict[str, LockedUser] = {}
-    for row in rows:
+# A score row: (board, period, user id).
+RowKey = tuple[str, int, str]
+
+
+def decode_users(rows: Sequence[tuple[object, ...]]) -> dict[RowKey, LockedUser]:
+    """LOCK_SQL's rows by (board, period, user id)."""
+    users: dict[RowKey, LockedUser] = {}
+    for full in rows:
+        key = (str(full[0]), int(full[1]), str(full[2]))  # type: ignore[call-overload]
+        row = full[2:]
         reached = row[5]
         assert isinstance(reached, datetime)
-        users[str(row[0])] = LockedUser(
+        users[key] = LockedUser(
             display_name=str(row[1]),
             banned=bool(row[2]),
             total=int(row[3]),  # type: ignore[call-overload]
@@ -101,21 +110,22 @@ def decode_stats(rows: Sequence[tuple[object, ...]]) -> dict[tuple[str, str], Ac
 
 def decode_written(
     rows: Sequence[tuple[object, ...]],
-) -> dict[tuple[str, str, int], tuple[int, datetime]]:
-    """WRITE_SQL's rows: (user id, action id, slot) -> (ledger entry id, its commit time)."""
-    written: dict[tuple[str, str, int], tuple[int, datetime]] = {}
+) -> dict[tuple[str, str, str, int], tuple[int, datetime]]:
+    """WRITE_SQL's rows: (board, user id, action id, slot) -> (ledger entry id, its commit
+    time)."""
+    written: dict[tuple[str, str, str, int], tuple[int, datetime]] = {}
     for row in rows:
-        committed = row[4]
+        committed = row[5]
         assert isinstance(committed, datetime)
-        key = (str(row[0]), str(row[1]), int(row[2]))  # type: ignore[call-overload]
-        written[key] = (int(row[3]), committed)  # type: ignore[call-overload]
+        key = (str(row[0]), str(row[1]), str(row[2]), int(row[3]))  # type: ignore[call-overload]
+        written[key] = (int(row[4]), committed)  # type: ignore[call-overload]
     return written
 
 
 @dataclass(frozen=True)
 class LandedRow:
-    """A completion found in the ledger by its identity (LANDED_SQL): its row and the user's
-    state right after it."""
+    """A completion's row on one board, found in the ledger by its identity (LANDED_SQL), and
+    the user's state on that board and period right after it."""
 
     user_id: str
     ledger_id: int
@@ -124,25 +134,50 @@ class LandedRow:
     total: int
     version: int
     flags: list[tuple[str, dict[str, object]]]
+    board_id: str = "default"
+    period: int = 1
+    asc: bool = False
 
 
-def decode_landed(rows: Sequence[tuple[object, ...]]) -> dict[str, LandedRow]:
-    """LANDED_SQL's rows by completion id."""
-    landed: dict[str, LandedRow] = {}
+def decode_landed(rows: Sequence[tuple[object, ...]]) -> dict[str, list[LandedRow]]:
+    """LANDED_SQL's rows by completion id (a row per board, oldest first)."""
+    landed: dict[str, list[LandedRow]] = {}
     for row in rows:
         committed, flags = row[4], row[7]
         assert isinstance(committed, datetime) and isinstance(flags, list)
-        landed[str(row[0])] = LandedRow(
-            user_id=str(row[1]),
-            ledger_id=int(row[2]),  # type: ignore[call-overload]
-            points=int(row[3]),  # type: ignore[call-overload]
-            committed=committed,
-            total=int(row[5]),  # type: ignore[call-overload]
-            version=int(row[6]),  # type: ignore[call-overload]
-            flags=[(str(kind), dict(detail)) for kind, detail in flags],
+        landed.setdefault(str(row[0]), []).append(
+            LandedRow(
+                user_id=str(row[1]),
+                ledger_id=int(row[2]),  # type: ignore[call-overload]
+                points=int(row[3]),  # type: ignore[call-overload]
+                committed=committed,
+                total=int(row[5]),  # type: ignore[call-overload]
+                version=int(row[6]),  # type: ignore[call-overload]
+                flags=[(str(kind), dict(detail)) for kind, detail in flags],
+                board_id=str(row[8]),
+                period=int(row[9]),  # type: ignore[call-overload]
+                asc=bool(row[10]),
+            )
         )
     return landed
 
 
 def _opt_time(value: object) -> datetime | None:
     return value if isinstance(value, datetime) else None
+
+
+def decode_boards(
+    action_rows: Sequence[tuple[object, ...]], board_rows: Sequence[tuple[object, ...]]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, OpenBoard]]:
+    """BOARDS_SQL's two result sets: each action's further boards, and every board named with
+    its open period (None when it has none)."""
+    further = {
+        str(row[0]): tuple(str(b) for b in row[1])  # type: ignore[attr-defined]
+        for row in action_rows
+    }
+    boards: dict[str, OpenBoard] = {}
+    for row in board_rows:
+        board = board_from_row(row[:-1])
+        period = row[-1]
+        boards[board.id] = OpenBoard(board, None if period is None else int(str(period)))
+    return further, boards

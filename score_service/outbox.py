@@ -23,7 +23,9 @@ from scoreboard.events.v1 import events_pb2
 __all__ = [
     "CHANNEL",
     "CLAIM_SQL",
+    "INSERT_BOARDS_SQL",
     "INSERT_MANY_SQL",
+    "NOTIFY_BOARDS_SQL",
     "NOTIFY_MANY_SQL",
     "PERIOD_CLOSED",
     "PERIOD_STREAM_MAX_LENGTH",
@@ -31,6 +33,7 @@ __all__ = [
     "OutboxRow",
     "append",
     "batch_params",
+    "boards_params",
     "decode",
     "encode",
 ]
@@ -47,6 +50,14 @@ INSERT_MANY_SQL = (
     "INSERT INTO outbox (board_id, payload) SELECT %(board)s, unnest(%(payloads)s::bytea[])"
 )
 NOTIFY_MANY_SQL = "SELECT pg_notify(%(channel)s, %(board)s) WHERE %(notify)s"
+# The same for events of several boards (one completion counting on several): each row names its
+# board, and each board is notified once; parameters from boards_params().
+INSERT_BOARDS_SQL = (
+    "INSERT INTO outbox (board_id, payload) SELECT t.board_id, t.payload"
+    " FROM unnest(%(o_boards)s::text[], %(payloads)s::bytea[]) WITH ORDINALITY"
+    " AS t(board_id, payload, n) ORDER BY t.n"
+)
+NOTIFY_BOARDS_SQL = "SELECT pg_notify(%(channel)s, b) FROM unnest(%(notify_boards)s::text[]) AS b"
 
 # The relay's claim: the oldest rows no other relay holds, locked until its transaction ends.
 # Its columns are what decode() reads.
@@ -93,6 +104,16 @@ def batch_params(board: str, events: Sequence[events_pb2.ScoreUpdated]) -> dict[
         "payloads": [encode(event) for event in events],
         "channel": CHANNEL,
         "notify": bool(events),
+    }
+
+
+def boards_params(events: Sequence[events_pb2.ScoreUpdated]) -> dict[str, object]:
+    """The parameters of INSERT_BOARDS_SQL and NOTIFY_BOARDS_SQL, events in order."""
+    return {
+        "o_boards": [event.board_id for event in events],
+        "payloads": [encode(event) for event in events],
+        "channel": CHANNEL,
+        "notify_boards": sorted({event.board_id for event in events}),
     }
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 from prometheus_client import Counter
 
-from common.auth.principal import Principal, current_principal
+from common.auth.principal import SCOPE_SCORES_WRITE, Principal, current_principal
 from common.config import DEFAULT_BOARD
-from common.errors import Reason, ServiceError, invalid
+from common.errors import Reason, ServiceError, forbidden, invalid
 from common.logs import request_id_var
 from score_service.catalog import ACTION_ID, from_pb
 from score_service.catalog_store import CatalogStore
@@ -47,6 +47,16 @@ def _path(context: Context, principal: Principal) -> str:
 def _check_action_id(action_id: str) -> None:
     if not ACTION_ID.match(action_id):
         raise invalid("action_id must be 1-64 lowercase letters, digits, '-' or '_'")
+
+
+def _value(request: pb.CompleteActionRequest, principal: Principal) -> int | None:
+    """The reported value, accepted only from a game server: a service principal with the
+    scores:write scope (users never report values, admins neither)."""
+    if not request.HasField("value"):
+        return None
+    if not (principal.is_service and SCOPE_SCORES_WRITE in principal.scopes):
+        raise forbidden(f"only a game server (a service with {SCOPE_SCORES_WRITE}) reports values")
+    return request.value
 
 
 def _user_id(user_id: str) -> str:
@@ -107,6 +117,7 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
                 raise invalid("idempotency_key must be 1-128 printable ASCII characters")
             if len(request.ticket) > MAX_TICKET_LENGTH:
                 raise invalid("the ticket is too long", Reason.TICKET_INVALID)
+            value = _value(request, principal)
             user_id = principal.target_user(requested)
             response = await self._ledger.complete(
                 Completion(
@@ -120,6 +131,7 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
                     idempotency_key=request.idempotency_key,
                     ticket=request.ticket,
                     deadline=self._deadline(context),
+                    value=value,
                 )
             )
         except ServiceError as error:

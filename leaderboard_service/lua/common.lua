@@ -2,10 +2,13 @@
 -- These scripts write the stored values; their format is owned in Python by
 -- common/redis_values.py (keep both in step; tests/common/test_redis_values.py checks them).
 -- Ranking ZSET: score = -total, member = '<reached µs, 17 digits>:<user id>', so ZRANGE 0..n
--- orders by total desc, then reached time asc, then user id asc (DESIGN decision 5).
+-- orders by total desc, then reached time asc, then user id asc (DESIGN decision 5). On a
+-- lower-is-better board the score is the total itself (ASC, set by the loader in front of this
+-- file: each script is loaded once per sort order), so ZRANGE orders by total asc, same ties.
 -- Users HASH: user id -> '<version>|<reached µs, 17 digits>|<excluded 0/1>|<display name>'.
--- Top 10 STRING: entries JSON [[rank, user, name, score], ...]; meta HASH: seq, ts; published
--- on the channel as {"seq":..,"ts":..,"entries":..}.
+-- Top 10 STRING: entries JSON [[rank, user, name, score], ...]; meta HASH: seq, ts, period;
+-- published on the channel as {"seq":..,"ts":..,"entries":..,"period":..}. The period is read
+-- from the key names (common/redis_keys.py: period N > 1 keys end in ':p<N>:<name>').
 -- Redis does not roll back a script that fails halfway, so scripts check everything that can
 -- fail before their first write.
 
@@ -37,7 +40,9 @@ local function write_state(ranking, users, user, old, version, neg_total, reache
 end
 
 local function score_of(neg)
-  -- ZSET scores are -total; Redis formats integers exactly ("%.17g", totals stay below 2^53).
+  -- ZSET scores are -total (the total when ASC); Redis formats integers exactly ("%.17g",
+  -- totals stay below 2^53).
+  if ASC then return neg end
   if string.sub(neg, 1, 1) == '-' then return string.sub(neg, 2) end
   if neg == '0' then return '0' end
   return '-' .. neg
@@ -83,9 +88,16 @@ end
 -- Compare the top 10 with the stored one; when it changed, store it with the next sequence
 -- number and PUBLISH it. The sequence survives a wipe: a missing counter restarts at the
 -- caller's clock in µs, above any number handed out before.
+-- The period a key belongs to (its name, see common/redis_keys.py): '1' for the board's
+-- original names.
+local function period_of(key)
+  return string.match(key, '}:p(%d+):[%w-]+$') or '1'
+end
+
 local function publish_if_changed(ranking, users, top, meta, channel, now_us, ts)
   local body = encode_entries(entries_from(ranking, users, 0, 10, false))
   if redis.call('GET', top) == body then return '0' end
+  local period = period_of(top)
   local seq
   if redis.call('HEXISTS', meta, 'seq') == 1 then
     seq = string.format('%d', redis.call('HINCRBY', meta, 'seq', 1))
@@ -94,9 +106,9 @@ local function publish_if_changed(ranking, users, top, meta, channel, now_us, ts
     redis.call('HSET', meta, 'seq', seq)
   end
   redis.call('SET', top, body)
-  redis.call('HSET', meta, 'ts', ts)
+  redis.call('HSET', meta, 'ts', ts, 'period', period)
   redis.call('PUBLISH', channel,
-    '{"seq":' .. seq .. ',"ts":' .. ts .. ',"entries":' .. body .. '}')
+    '{"seq":' .. seq .. ',"ts":' .. ts .. ',"entries":' .. body .. ',"period":' .. period .. '}')
   return seq
 end
 

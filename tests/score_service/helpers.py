@@ -48,10 +48,16 @@ class ScoreClient:
         return metadata(self.token) + extra
 
     async def complete(
-        self, action_id: str, *, user_id: str = "", key: str = "", ticket: str = ""
+        self,
+        action_id: str,
+        *,
+        user_id: str = "",
+        key: str = "",
+        ticket: str = "",
+        value: int | None = None,
     ) -> pb.CompleteActionResponse:
         request = pb.CompleteActionRequest(
-            action_id=action_id, user_id=user_id, idempotency_key=key, ticket=ticket
+            action_id=action_id, user_id=user_id, idempotency_key=key, ticket=ticket, value=value
         )
         return await call(self.stub.CompleteAction(request, metadata=self.md(), timeout=30))
 
@@ -106,8 +112,10 @@ async def create_action(
     min_duration: int = 0,
     active: bool = True,
     action_id: str | None = None,
+    board_ids: tuple[str, ...] = (),
 ) -> pb.Action:
-    """A catalog action of the test's own, created through CreateAction as an admin."""
+    """A catalog action of the test's own, created through CreateAction as an admin (counting
+    also on `board_ids`)."""
     action = pb.Action(
         action_id=action_id or new_action_id(),
         name="Test action",
@@ -119,6 +127,7 @@ async def create_action(
         requires_ticket=requires_ticket,
         min_duration=Duration(seconds=min_duration),
         active=active,
+        board_ids=list(board_ids),
     )
     async with score_client(stack, await admin_token(stack)) as admin:
         reply = await call(
@@ -177,41 +186,49 @@ async def score_of(pool: Pool, user_id: str) -> tuple[int, int] | None:
 
 
 async def assert_ledger_invariants(pool: Pool) -> int:
-    """For every user: total == SUM(points) and version == number of ledger rows; and the slot
-    index holds (no action counted past its daily limit). Returns the number of users checked."""
+    """For every user, board and period: total == SUM(points) and version == number of ledger
+    rows; and the slot index holds (no action counted past its daily limit on any board).
+    Returns the number of score rows checked."""
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT s.user_id::text, s.total, s.version,"
+            "SELECT s.user_id::text || '@' || s.board_id || ':' || s.period, s.total, s.version,"
             " coalesce(sum(a.points), 0), count(a.id)"
-            " FROM user_scores s LEFT JOIN user_actions a"
-            "   ON a.board_id = s.board_id AND a.user_id = s.user_id"
-            " GROUP BY s.user_id, s.total, s.version"
+            " FROM user_scores s LEFT JOIN user_actions a ON a.board_id = s.board_id"
+            "   AND a.period = s.period AND a.user_id = s.user_id"
+            " GROUP BY s.user_id, s.board_id, s.period, s.total, s.version"
         )
         rows = await cur.fetchall()
         for user, total, version, points, count in rows:
             assert total == points, f"user {user}: total {total} != SUM(points) {points}"
             assert version == count, f"user {user}: version {version} != {count} ledger rows"
         cur = await conn.execute(
-            "SELECT a.user_id, a.action_id, a.day, count(*), max(c.daily_limit)"
+            "SELECT a.board_id, a.user_id, a.action_id, a.day, count(*), max(c.daily_limit)"
             " FROM user_actions a JOIN actions c ON c.id = a.action_id WHERE a.kind = 'action'"
-            " GROUP BY a.user_id, a.action_id, a.day HAVING count(*) > max(c.daily_limit)"
+            " GROUP BY a.board_id, a.user_id, a.action_id, a.day"
+            " HAVING count(*) > max(c.daily_limit)"
         )
         over = await cur.fetchall()
         assert not over, f"completions past the daily limit: {over}"
     return len(rows)
 
 
-# The rule counters as the ledger defines them (the same derivation as migration 0006).
+# The rule counters as the ledger defines them (the same derivation as migration 0006), kept on
+# the action's own board only (a completion's rows on further boards do not count twice), the
+# per-user ones on its row of each period.
+_OWN_BOARD = (
+    "kind = 'action' AND board_id = (SELECT c.board_id FROM actions c WHERE c.id = action_id)"
+)
 _LEDGER_STATS_SQL = (
     "SELECT board_id, user_id, action_id, max(day), count(*) FILTER (WHERE day = last_day),"
     " max(created_at) FROM (SELECT *, max(day) OVER (PARTITION BY board_id, user_id, action_id)"
-    " AS last_day FROM user_actions WHERE kind = 'action') a"
+    f" AS last_day FROM user_actions WHERE {_OWN_BOARD}) a"
     " GROUP BY board_id, user_id, action_id"
 )
 _LEDGER_USER_SQL = (
-    "SELECT DISTINCT ON (board_id, user_id) board_id, user_id, day,"
-    " sum(points) OVER (PARTITION BY board_id, user_id, day), created_at, action_id"
-    " FROM user_actions WHERE kind = 'action' ORDER BY board_id, user_id, created_at DESC, id DESC"
+    "SELECT DISTINCT ON (board_id, period, user_id) board_id, period, user_id, day,"
+    " sum(points) OVER (PARTITION BY board_id, period, user_id, day), created_at, action_id"
+    f" FROM user_actions WHERE {_OWN_BOARD}"
+    " ORDER BY board_id, period, user_id, created_at DESC, id DESC"
 )
 
 
@@ -226,8 +243,8 @@ async def assert_counters_match_ledger(pool: Pool) -> None:
             ),
             (
                 _LEDGER_USER_SQL,
-                "SELECT board_id, user_id, day, day_points, last_action_at, last_action_id"
-                " FROM user_scores WHERE last_action_at IS NOT NULL",
+                "SELECT board_id, period, user_id, day, day_points, last_action_at,"
+                " last_action_id FROM user_scores WHERE last_action_at IS NOT NULL",
             ),
         ):
             for first, second in ((expected, actual), (actual, expected)):

@@ -52,19 +52,20 @@ async def _expected_events(pool: Pool) -> list[events_pb2.ScoreUpdated]:
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT a.id, a.user_id::text, u.display_name, a.kind, a.action_id, a.points,"
-            " a.created_at FROM user_actions a JOIN users u ON u.id = a.user_id"
+            " a.created_at, a.period FROM user_actions a JOIN users u ON u.id = a.user_id"
             " WHERE a.board_id = %s ORDER BY a.id",
             (DEFAULT_BOARD,),
         )
         rows = cast(
-            "list[tuple[int, str, str, str, str | None, int, datetime]]", await cur.fetchall()
+            "list[tuple[int, str, str, str, str | None, int, datetime, int]]",
+            await cur.fetchall(),
         )
     totals: dict[str, int] = {}
     versions: dict[str, int] = {}
     reached: dict[str, datetime] = {}
     banned: dict[str, bool] = {}
     events = []
-    for entry_id, user, name, kind, action, points, created in rows:
+    for entry_id, user, name, kind, action, points, created, period in rows:
         totals[user] = totals.get(user, 0) + points
         versions[user] = versions.get(user, 0) + 1
         if points != 0:
@@ -85,6 +86,7 @@ async def _expected_events(pool: Pool) -> list[events_pb2.ScoreUpdated]:
                 commit_time=_timestamp(created),
                 reached_time=_timestamp(reached[user]),
                 excluded=banned.get(user, False),
+                period=period,
             )
         )
     return events

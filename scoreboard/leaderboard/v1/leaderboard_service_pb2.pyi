@@ -373,6 +373,8 @@ class BoardInfo(_message.Message):
     NEXT_RESET_TIME_FIELD_NUMBER: _builtins.int
     LAST_CLOSED_PERIOD_FIELD_NUMBER: _builtins.int
     LAST_WINNERS_FIELD_NUMBER: _builtins.int
+    MIN_VALUE_FIELD_NUMBER: _builtins.int
+    MAX_VALUE_FIELD_NUMBER: _builtins.int
     board_id: _builtins.str
     name: _builtins.str
     sort_order: _builtins.str
@@ -389,6 +391,11 @@ class BoardInfo(_message.Message):
     """The period open now (0 when none is: the season has not started or has ended)."""
     last_closed_period: _builtins.int
     """The last closed period (0 when none) and its winners."""
+    min_value: _builtins.int
+    """Bounds of the value a game server reports for a `best` or `latest` board (a lap time in
+    ms); a value outside them is refused. Unset: unbounded on that side.
+    """
+    max_value: _builtins.int
     @_builtins.property
     def season_start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -418,12 +425,21 @@ class BoardInfo(_message.Message):
         next_reset_time: _timestamp_pb2.Timestamp | None = ...,
         last_closed_period: _builtins.int = ...,
         last_winners: _abc.Iterable[_leaderboard_pb2.LeaderboardEntry] | None = ...,
+        min_value: _builtins.int | None = ...,
+        max_value: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["next_reset_time", b"next_reset_time", "period_start_time", b"period_start_time", "season_end_time", b"season_end_time", "season_start_time", b"season_start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "max_value", b"max_value", "min_value", b"min_value", "next_reset_time", b"next_reset_time", "period_start_time", b"period_start_time", "season_end_time", b"season_end_time", "season_start_time", b"season_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "combine", b"combine", "current_period", b"current_period", "keep_periods", b"keep_periods", "last_closed_period", b"last_closed_period", "last_winners", b"last_winners", "name", b"name", "next_reset_time", b"next_reset_time", "period_start_time", b"period_start_time", "reset_schedule", b"reset_schedule", "season_end_time", b"season_end_time", "season_start_time", b"season_start_time", "sort_order", b"sort_order", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "board_id", b"board_id", "combine", b"combine", "current_period", b"current_period", "keep_periods", b"keep_periods", "last_closed_period", b"last_closed_period", "last_winners", b"last_winners", "max_value", b"max_value", "min_value", b"min_value", "name", b"name", "next_reset_time", b"next_reset_time", "period_start_time", b"period_start_time", "reset_schedule", b"reset_schedule", "season_end_time", b"season_end_time", "season_start_time", b"season_start_time", "sort_order", b"sort_order", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_value: _TypeAlias = _typing.Literal["max_value"]  # noqa: Y015
+    _WhichOneofArgType__max_value: _TypeAlias = _typing.Literal["_max_value", b"_max_value"]  # noqa: Y015
+    _WhichOneofReturnType__min_value: _TypeAlias = _typing.Literal["min_value"]  # noqa: Y015
+    _WhichOneofArgType__min_value: _TypeAlias = _typing.Literal["_min_value", b"_min_value"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_value) -> _WhichOneofReturnType__max_value | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_value) -> _WhichOneofReturnType__min_value | None: ...
 
 Global___BoardInfo: _TypeAlias = BoardInfo  # noqa: Y015
 

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'scoreboard/score/v1/score_service.proto\x12\x13scoreboard.score.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x02\n\x06\x41\x63tion\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x13\n\x0b\x62\x61se_points\x18\x04 \x01(\x03\x12\x1d\n\x15\x64ifficulty_multiplier\x18\x05 \x01(\x01\x12\x0e\n\x06points\x18\x06 \x01(\x03\x12\x13\n\x0b\x64\x61ily_limit\x18\x07 \x01(\x05\x12+\n\x08\x63ooldown\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x61\x63tive\x18\t \x01(\x08\x12\x17\n\x0frequires_ticket\x18\n \x01(\x08\x12/\n\x0cmin_duration\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fremaining_today\x18\x0c \x01(\x05\x12\x32\n\x0e\x61vailable_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x12ListActionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10include_inactive\x18\x02 \x01(\x08\"C\n\x13ListActionsResponse\x12,\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x1b.scoreboard.score.v1.Action\"8\n\x12StartActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x8b\x01\n\x13StartActionResponse\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x33\n\x0fnot_before_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x15\x43ompleteActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0e\n\x06ticket\x18\x04 \x01(\t\"\xca\x01\n\x16\x43ompleteActionResponse\x12\x11\n\tnew_score\x18\x01 \x01(\x03\x12\x11\n\tincrement\x18\x02 \x01(\x03\x12\x0c\n\x04rank\x18\x03 \x01(\x03\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12/\n\x0b\x63ommit_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fledger_entry_id\x18\x07 \x01(\x03\x12\x10\n\x08replayed\x18\x08 \x01(\x08\"B\n\x13\x43reateActionRequest\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x1b.scoreboard.score.v1.Action\"C\n\x14\x43reateActionResponse\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x1b.scoreboard.score.v1.Action\"B\n\x13UpdateActionRequest\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x1b.scoreboard.score.v1.Action\"C\n\x14UpdateActionResponse\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x1b.scoreboard.score.v1.Action2\x87\x04\n\x0cScoreService\x12`\n\x0bListActions\x12\'.scoreboard.score.v1.ListActionsRequest\x1a(.scoreboard.score.v1.ListActionsResponse\x12`\n\x0bStartAction\x12\'.scoreboard.score.v1.StartActionRequest\x1a(.scoreboard.score.v1.StartActionResponse\x12i\n\x0e\x43ompleteAction\x12*.scoreboard.score.v1.CompleteActionRequest\x1a+.scoreboard.score.v1.CompleteActionResponse\x12\x63\n\x0c\x43reateAction\x12(.scoreboard.score.v1.CreateActionRequest\x1a).scoreboard.score.v1.CreateActionResponse\x12\x63\n\x0cUpdateAction\x12(.scoreboard.score.v1.UpdateActionRequest\x1a).scoreboard.score.v1.UpdateActionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'scoreboard/score/v1/score_service.proto\x12\x13scoreboard.score.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x02\n\x06\x41\x63tion\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x13\n\x0b\x62\x61se_points\x18\x04 \x01(\x03\x12\x1d\n\x15\x64ifficulty_multiplier\x18\x05 \x01(\x01\x12\x0e\n\x06points\x18\x06 \x01(\x03\x12\x13\n\x0b\x64\x61ily_limit\x18\x07 \x01(\x05\x12+\n\x08\x63ooldown\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x61\x63tive\x18\t \x01(\x08\x12\x17\n\x0frequires_ticket\x18\n \x01(\x08\x12/\n\x0cmin_duration\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fremaining_today\x18\x0c \x01(\x05\x12\x32\n\x0e\x61vailable_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tboard_ids\x18\x0e \x03(\t\"?\n\x12ListActionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10include_inactive\x18\x02 \x01(\x08\"C\n\x13ListActionsResponse\x12,\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x1b.scoreboard.score.v1.Action\"8\n\x12StartActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x8b\x01\n\x13StartActionResponse\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x33\n\x0fnot_before_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x01\n\x15\x43ompleteActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0e\n\x06ticket\x18\x04 \x01(\t\x12\x12\n\x05value\x18\x05 \x01(\x03H\x00\x88\x01\x01\x42\x08\n\x06_value\"\x8d\x01\n\x0b\x42oardResult\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\x05\x12\x11\n\tnew_score\x18\x03 \x01(\x03\x12\x11\n\tincrement\x18\x04 \x01(\x03\x12\x0c\n\x04rank\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12\x17\n\x0fledger_entry_id\x18\x07 \x01(\x03\"\xa4\x02\n\x16\x43ompleteActionResponse\x12\x11\n\tnew_score\x18\x01 \x01(\x03\x12\x11\n\tincrement\x18\x02 \x01(\x03\x12\x0c\n\x04rank\x18\x03 \x01(\x03\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12/\n\x0b\x63ommit_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fledger_entry_id\x18\x07 \x01(\x03\x12\x10\n\x08replayed\x18\x08 \x01(\x08\x12\x10\n\x08\x62oard_id\x18\t \x01(\t\x12\x0e\n\x06period\x18\n \x01(\x05\x12\x36\n\x0cother_boards\x18\x0b \x03(\x0b\x32 .scoreboard.score.v1.BoardResult\"B\n\x13\x43reateActionRequest\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x1b.scoreboard.score.v1.Action\"C\n\x14\x43reateActionResponse\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x1b.scoreboard.score.v1.Action\"B\n\x13UpdateActionRequest\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x1b.scoreboard.score.v1.Action\"C\n\x14UpdateActionResponse\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x1b.scoreboard.score.v1.Action2\x87\x04\n\x0cScoreService\x12`\n\x0bListActions\x12\'.scoreboard.score.v1.ListActionsRequest\x1a(.scoreboard.score.v1.ListActionsResponse\x12`\n\x0bStartAction\x12\'.scoreboard.score.v1.StartActionRequest\x1a(.scoreboard.score.v1.StartActionResponse\x12i\n\x0e\x43ompleteAction\x12*.scoreboard.score.v1.CompleteActionRequest\x1a+.scoreboard.score.v1.CompleteActionResponse\x12\x63\n\x0c\x43reateAction\x12(.scoreboard.score.v1.CreateActionRequest\x1a).scoreboard.score.v1.CreateActionResponse\x12\x63\n\x0cUpdateAction\x12(.scoreboard.score.v1.UpdateActionRequest\x1a).scoreboard.score.v1.UpdateActionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,27 +34,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scoreboard.score.v1.score_s
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACTION']._serialized_start=130
-  _globals['_ACTION']._serialized_end=493
-  _globals['_LISTACTIONSREQUEST']._serialized_start=495
-  _globals['_LISTACTIONSREQUEST']._serialized_end=558
-  _globals['_LISTACTIONSRESPONSE']._serialized_start=560
-  _globals['_LISTACTIONSRESPONSE']._serialized_end=627
-  _globals['_STARTACTIONREQUEST']._serialized_start=629
-  _globals['_STARTACTIONREQUEST']._serialized_end=685
-  _globals['_STARTACTIONRESPONSE']._serialized_start=688
-  _globals['_STARTACTIONRESPONSE']._serialized_end=827
-  _globals['_COMPLETEACTIONREQUEST']._serialized_start=829
-  _globals['_COMPLETEACTIONREQUEST']._serialized_end=929
-  _globals['_COMPLETEACTIONRESPONSE']._serialized_start=932
-  _globals['_COMPLETEACTIONRESPONSE']._serialized_end=1134
-  _globals['_CREATEACTIONREQUEST']._serialized_start=1136
-  _globals['_CREATEACTIONREQUEST']._serialized_end=1202
-  _globals['_CREATEACTIONRESPONSE']._serialized_start=1204
-  _globals['_CREATEACTIONRESPONSE']._serialized_end=1271
-  _globals['_UPDATEACTIONREQUEST']._serialized_start=1273
-  _globals['_UPDATEACTIONREQUEST']._serialized_end=1339
-  _globals['_UPDATEACTIONRESPONSE']._serialized_start=1341
-  _globals['_UPDATEACTIONRESPONSE']._serialized_end=1408
-  _globals['_SCORESERVICE']._serialized_start=1411
-  _globals['_SCORESERVICE']._serialized_end=1930
+  _globals['_ACTION']._serialized_end=512
+  _globals['_LISTACTIONSREQUEST']._serialized_start=514
+  _globals['_LISTACTIONSREQUEST']._serialized_end=577
+  _globals['_LISTACTIONSRESPONSE']._serialized_start=579
+  _globals['_LISTACTIONSRESPONSE']._serialized_end=646
+  _globals['_STARTACTIONREQUEST']._serialized_start=648
+  _globals['_STARTACTIONREQUEST']._serialized_end=704
+  _globals['_STARTACTIONRESPONSE']._serialized_start=707
+  _globals['_STARTACTIONRESPONSE']._serialized_end=846
+  _globals['_COMPLETEACTIONREQUEST']._serialized_start=849
+  _globals['_COMPLETEACTIONREQUEST']._serialized_end=979
+  _globals['_BOARDRESULT']._serialized_start=982
+  _globals['_BOARDRESULT']._serialized_end=1123
+  _globals['_COMPLETEACTIONRESPONSE']._serialized_start=1126
+  _globals['_COMPLETEACTIONRESPONSE']._serialized_end=1418
+  _globals['_CREATEACTIONREQUEST']._serialized_start=1420
+  _globals['_CREATEACTIONREQUEST']._serialized_end=1486
+  _globals['_CREATEACTIONRESPONSE']._serialized_start=1488
+  _globals['_CREATEACTIONRESPONSE']._serialized_end=1555
+  _globals['_UPDATEACTIONREQUEST']._serialized_start=1557
+  _globals['_UPDATEACTIONREQUEST']._serialized_end=1623
+  _globals['_UPDATEACTIONRESPONSE']._serialized_start=1625
+  _globals['_UPDATEACTIONRESPONSE']._serialized_end=1692
+  _globals['_SCORESERVICE']._serialized_start=1695
+  _globals['_SCORESERVICE']._serialized_end=2214
 # @@protoc_insertion_point(module_scope)

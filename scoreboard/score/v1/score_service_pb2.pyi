@@ -37,6 +37,7 @@ class Action(_message.Message):
     MIN_DURATION_FIELD_NUMBER: _builtins.int
     REMAINING_TODAY_FIELD_NUMBER: _builtins.int
     AVAILABLE_TIME_FIELD_NUMBER: _builtins.int
+    BOARD_IDS_FIELD_NUMBER: _builtins.int
     action_id: _builtins.str
     """Stable catalog id, for example "daily-login"."""
     name: _builtins.str
@@ -64,6 +65,13 @@ class Action(_message.Message):
     def available_time(self) -> _timestamp_pb2.Timestamp:
         """For that user: when the cooldown ends (unset when the action is available now)."""
 
+    @_builtins.property
+    def board_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Boards a completion also counts on, besides the catalog's own board (the default board),
+        in the same transaction, each with its own ledger row and event (at most 16). A `sum`
+        board adds the points; a `best` or `latest` board takes the value of the completion.
+        """
+
     def __init__(
         self,
         *,
@@ -80,10 +88,11 @@ class Action(_message.Message):
         min_duration: _duration_pb2.Duration | None = ...,
         remaining_today: _builtins.int = ...,
         available_time: _timestamp_pb2.Timestamp | None = ...,
+        board_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["available_time", b"available_time", "cooldown", b"cooldown", "min_duration", b"min_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "active", b"active", "available_time", b"available_time", "base_points", b"base_points", "cooldown", b"cooldown", "daily_limit", b"daily_limit", "description", b"description", "difficulty_multiplier", b"difficulty_multiplier", "min_duration", b"min_duration", "name", b"name", "points", b"points", "remaining_today", b"remaining_today", "requires_ticket", b"requires_ticket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "active", b"active", "available_time", b"available_time", "base_points", b"base_points", "board_ids", b"board_ids", "cooldown", b"cooldown", "daily_limit", b"daily_limit", "description", b"description", "difficulty_multiplier", b"difficulty_multiplier", "min_duration", b"min_duration", "name", b"name", "points", b"points", "remaining_today", b"remaining_today", "requires_ticket", b"requires_ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -193,6 +202,7 @@ class CompleteActionRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TICKET_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
     action_id: _builtins.str
     user_id: _builtins.str
     """The user the action is completed for; empty means the caller. Naming another user needs
@@ -205,6 +215,13 @@ class CompleteActionRequest(_message.Message):
     """
     ticket: _builtins.str
     """Required for actions that need a ticket."""
+    value: _builtins.int
+    """A result for the action's `best` and `latest` boards (a lap time, a level reached),
+    required when the action counts on such a board and refused otherwise
+    (INVALID_ARGUMENT). Only a service principal with the scores:write scope (a game server)
+    may report one (PERMISSION_DENIED otherwise: users never report values). It must lie
+    within each such board's bounds (INVALID_ARGUMENT, VALUE_OUT_OF_BOUNDS).
+    """
     def __init__(
         self,
         *,
@@ -212,14 +229,63 @@ class CompleteActionRequest(_message.Message):
         user_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         ticket: _builtins.str = ...,
+        value: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "action_id", b"action_id", "idempotency_key", b"idempotency_key", "ticket", b"ticket", "user_id", b"user_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]  # noqa: Y015
+    _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__value) -> _WhichOneofReturnType__value | None: ...
+
+Global___CompleteActionRequest: _TypeAlias = CompleteActionRequest  # noqa: Y015
+
+@_typing.final
+class BoardResult(_message.Message):
+    """What one completion did on one board."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    NEW_SCORE_FIELD_NUMBER: _builtins.int
+    INCREMENT_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    LEDGER_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    board_id: _builtins.str
+    period: _builtins.int
+    """The board's period the completion counted in."""
+    new_score: _builtins.int
+    """The user's total on the board in that period after the change (for a `best` board, the
+    best value; for a `latest` board, the value).
+    """
+    increment: _builtins.int
+    """How much the total changed (0 when a `best` board kept a better value)."""
+    rank: _builtins.int
+    """Competition rank on the board right after this update; 0 when it could not be counted."""
+    version: _builtins.int
+    """Per-user version on the board in that period after the change."""
+    ledger_entry_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        board_id: _builtins.str = ...,
+        period: _builtins.int = ...,
+        new_score: _builtins.int = ...,
+        increment: _builtins.int = ...,
+        rank: _builtins.int = ...,
+        version: _builtins.int = ...,
+        ledger_entry_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "idempotency_key", b"idempotency_key", "ticket", b"ticket", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "increment", b"increment", "ledger_entry_id", b"ledger_entry_id", "new_score", b"new_score", "period", b"period", "rank", b"rank", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CompleteActionRequest: _TypeAlias = CompleteActionRequest  # noqa: Y015
+Global___BoardResult: _TypeAlias = BoardResult  # noqa: Y015
 
 @_typing.final
 class CompleteActionResponse(_message.Message):
@@ -233,6 +299,9 @@ class CompleteActionResponse(_message.Message):
     COMMIT_TIME_FIELD_NUMBER: _builtins.int
     LEDGER_ENTRY_ID_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    BOARD_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    OTHER_BOARDS_FIELD_NUMBER: _builtins.int
     new_score: _builtins.int
     increment: _builtins.int
     rank: _builtins.int
@@ -245,8 +314,15 @@ class CompleteActionResponse(_message.Message):
     ledger_entry_id: _builtins.int
     replayed: _builtins.bool
     """True when this is a replay of an earlier response with the same idempotency key."""
+    board_id: _builtins.str
+    """The board the fields above are about (the action's own board) and its period."""
+    period: _builtins.int
     @_builtins.property
     def commit_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def other_boards(self) -> _containers.RepeatedCompositeFieldContainer[Global___BoardResult]:
+        """The other boards the completion counted on, each with its own result."""
+
     def __init__(
         self,
         *,
@@ -258,10 +334,13 @@ class CompleteActionResponse(_message.Message):
         commit_time: _timestamp_pb2.Timestamp | None = ...,
         ledger_entry_id: _builtins.int = ...,
         replayed: _builtins.bool = ...,
+        board_id: _builtins.str = ...,
+        period: _builtins.int = ...,
+        other_boards: _abc.Iterable[Global___BoardResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "increment", b"increment", "ledger_entry_id", b"ledger_entry_id", "message", b"message", "new_score", b"new_score", "rank", b"rank", "replayed", b"replayed", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "commit_time", b"commit_time", "increment", b"increment", "ledger_entry_id", b"ledger_entry_id", "message", b"message", "new_score", b"new_score", "other_boards", b"other_boards", "period", b"period", "rank", b"rank", "replayed", b"replayed", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
