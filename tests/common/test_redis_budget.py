@@ -21,13 +21,13 @@ import grpc
 import httpx
 import pytest
 
+from bench.faults.proxy import tcp_proxy
 from common.errors import from_rpc_error
 from ops.embedded import EmbeddedRedis
 from scoreboard.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from tests.conftest import StackFactory
 from tests.support.clients import Api, Player
 from tests.support.stack import Stack
-from tests.support.tcp_proxy import tcp_proxy
 
 pytestmark = pytest.mark.slow
 
