@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint proto proto-check buf bench demo clean
+.PHONY: install run test lint proto proto-check buf bench faults demo clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ lint: install buf proto-check
 ## make bench: capacity benchmark (BENCH_ARGS="--seconds 20 --users 100000" for a short run)
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## make faults: the fault suite (FAULTS_ARGS="--scenarios redis-pause kill-score --pause 3")
+faults: install
+	$(BIN)/python -m bench.faults $(FAULTS_ARGS)
 
 proto: install
 	$(BIN)/python tools/gen_protos.py
