@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="skewed gRPC actions/s offered while viewers watch",
     )
     parser.add_argument(
+        "--boards",
+        type=int,
+        choices=(1, 2, 3),
+        default=3,
+        help="boards each completion counts on: default, + a weekly board, + a season board"
+        " (issue 17; run with 1 to see what the others cost)",
+    )
+    parser.add_argument(
         "--out-dir",
         default=".bench",
         help="where the JSON results (and an own stack's data) go (default .bench)",
@@ -100,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cpu_rest_rate=args.cpu_rest_rate,
             replicas=tuple(args.replicas),
             generators=max(1, args.generators),
+            boards=args.boards,
             use_running=not args.own_stack,
             out_dir=Path(args.out_dir).resolve(),
             data_dir=Path(Env().text("DATA_DIR", ".data")).resolve(),

@@ -49,6 +49,16 @@ from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTION_ID = "bench-hit"
+# The further boards the bench action counts on (--boards 3: both), created if missing.
+EXTRA_BOARDS = (
+    leaderboard_service_pb2.BoardInfo(
+        board_id="bench-week",
+        name="Bench week",
+        reset_schedule="0 0 * * 1",
+        time_zone="Europe/Berlin",
+    ),
+    leaderboard_service_pb2.BoardInfo(board_id="bench-season", name="Bench season"),
+)
 BENCH_CLIENT = "bench"
 BENCH_SCOPES = "admin scores:write leaderboard:read stream:watch"
 REST_PASSWORD = "bench-player-password"
@@ -99,6 +109,9 @@ class BenchConfig:
     replicas: tuple[int, ...] = (1,)
     # Load-generator processes per phase (the offered rate is split between them).
     generators: int = 1
+    # Boards each completion counts on (issue 17): the default board and up to two more (a
+    # weekly board resetting in Berlin, a season board), each with its own ledger row and event.
+    boards: int = 3
 
 
 @dataclass
@@ -181,7 +194,29 @@ def _service_account(target: Target) -> str:
     return secret
 
 
+async def _boards(target: Target, config: BenchConfig, token: str) -> list[str]:
+    """The further boards of the bench action (created when missing)."""
+    wanted = EXTRA_BOARDS[: max(0, config.boards - 1)]
+    channel = open_channel(target.addresses["leaderboard"])
+    board = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
+    try:
+        for info in wanted:
+            try:
+                await board.CreateBoard(
+                    leaderboard_service_pb2.CreateBoardRequest(board=info),
+                    metadata=call_metadata(token),
+                )
+            except grpc.aio.AioRpcError as exc:
+                if from_rpc_error(exc).reason != Reason.BOARD_EXISTS:
+                    raise
+    finally:
+        await channel.close()
+    return [info.board_id for info in wanted]
+
+
 async def _prepare(target: Target, config: BenchConfig, token: str) -> None:
+    boards = await _boards(target, config, token)
+    print(f"bench: every completion counts on {1 + len(boards)} board(s): default {boards}")
     channel = open_channel(target.addresses["score"])
     score = score_service_pb2_grpc.ScoreServiceStub(channel)
     action = score_service_pb2.Action(
@@ -192,6 +227,7 @@ async def _prepare(target: Target, config: BenchConfig, token: str) -> None:
         difficulty_multiplier=1.0,
         daily_limit=100_000,
         active=True,
+        board_ids=boards,
     )
     try:
         await score.CreateAction(
@@ -453,7 +489,11 @@ async def _run(config: BenchConfig, target: Target, replicas: int) -> dict[str, 
     await _prepare(target, config, token)
     phases: list[Phase] = []
     viewer_runs: list[dict[str, Any]] = []
-    base = {"users": config.users, "seconds": config.seconds, "action_id": ACTION_ID}
+    base = {
+        "users": config.users,
+        "seconds": config.seconds,
+        "action_id": ACTION_ID,
+    }
     suffix = "" if replicas == 1 else f" [N={replicas}]"
     rest_tokens: list[str] = []
 

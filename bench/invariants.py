@@ -13,10 +13,12 @@ import redis.asyncio as aioredis
 from common.redis_keys import Keys
 from leaderboard_service.stream_metrics import undelivered
 
+# Per user, board and period (DESIGN decision 11): total == SUM(points), version == rows.
 LEDGER_SQL = """
 SELECT count(*) FROM user_scores s
-LEFT JOIN (SELECT board_id, user_id, sum(points) AS points, count(*) AS rows
-           FROM user_actions GROUP BY board_id, user_id) l USING (board_id, user_id)
+LEFT JOIN (SELECT board_id, period, user_id, sum(points) AS points, count(*) AS rows
+           FROM user_actions GROUP BY board_id, period, user_id) l
+     USING (board_id, period, user_id)
 WHERE s.total <> coalesce(l.points, 0) OR s.version <> coalesce(l.rows, 0)
 """
 

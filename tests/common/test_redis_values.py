@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.redis_keys import BoardKeys, Keys
 from common.redis_values import (
+    PERIOD_FIELD,
     SEQ_FIELD,
     TS_FIELD,
     Entry,
@@ -26,6 +27,7 @@ from common.redis_values import (
     decode_entries,
     decode_top10,
     encode_entries,
+    encode_top10,
     parse_member,
     parse_user_state,
     ranking_member,
@@ -53,7 +55,7 @@ class Change:
     name: str
     excluded: bool = False
 
-    def args(self) -> list[str]:
+    def args(self, asc: bool = False) -> list[str]:
         def stamp(us: int) -> Timestamp:
             value = Timestamp()
             value.FromMicroseconds(us)
@@ -69,7 +71,8 @@ class Change:
                 reached_time=stamp(self.reached_us),
                 commit_time=stamp(self.commit_us),
                 excluded=self.excluded,
-            )
+            ),
+            asc,
         )
 
 
@@ -96,19 +99,23 @@ async def _apply(redis: aioredis.Redis, keys: BoardKeys, changes: list[Change]) 
     try:
         args: list[Any] = [keys.channel, str(NOW_US), "contract", len(changes)]
         for change in changes:
-            args += change.args()
-        applied, seq, _ready = await Scripts(redis).apply(
-            keys=[
-                keys.ranking,
-                keys.users,
-                keys.top,
-                keys.meta,
-                keys.ready,
-                keys.rebuild_lock,
-                keys.touched,
-                keys.events,
-            ],
-            args=args,
+            args += change.args(keys.asc)
+        applied, seq, _ready = (
+            await Scripts(redis)
+            .of(keys)
+            .apply(
+                keys=[
+                    keys.ranking,
+                    keys.users,
+                    keys.top,
+                    keys.meta,
+                    keys.ready,
+                    keys.rebuild_lock,
+                    keys.touched,
+                    keys.events,
+                ],
+                args=args,
+            )
         )
         assert int(applied) == len(changes)
         if int(seq) == 0:
@@ -124,8 +131,8 @@ async def _apply(redis: aioredis.Redis, keys: BoardKeys, changes: list[Change]) 
 
 async def _stored(redis: aioredis.Redis, keys: BoardKeys) -> Top10 | None:
     body = await redis.get(keys.top)
-    seq, ts = await redis.hmget(keys.meta, [SEQ_FIELD, TS_FIELD])
-    return stored_top10(body, seq, ts)
+    seq, ts, period = await redis.hmget(keys.meta, [SEQ_FIELD, TS_FIELD, PERIOD_FIELD])
+    return stored_top10(body, seq, ts, period)
 
 
 async def test_an_empty_top10_is_stored_and_published_as_no_entries(
@@ -218,6 +225,41 @@ async def test_what_the_scripts_write_decodes_to_the_applied_events(
         keys=[keys.ranking, keys.users], args=args
     )
     assert (differ, found_members, found_states) == (0, 4, 4)
+
+
+async def test_a_lower_is_better_period_ranks_lower_first_and_names_its_period(
+    board: tuple[aioredis.Redis, BoardKeys],
+) -> None:
+    redis, default_keys = board
+    keys = Keys(default_keys.prefix).board("laps", 2, asc=True)
+    await redis.set(keys.ready, "1")
+    slow = Change(_user(1), 90_000, 1, T0 + 10, T0 + 11, "Slow")
+    fast = Change(_user(2), 80_000, 1, T0 + 20, T0 + 21, "Fast")
+    tied = Change(_user(3), 80_000, 1, T0 + 30, T0 + 31, "Tied")
+
+    published = decode_top10(await _apply(redis, keys, [slow, fast, tied]))
+
+    expected = [
+        Entry(1, fast.user_id, "Fast", 80_000),
+        Entry(1, tied.user_id, "Tied", 80_000),
+        Entry(3, slow.user_id, "Slow", 90_000),
+    ]
+    assert published == Top10(NOW_US, T0 + 31, expected, period=2)
+    assert await _stored(redis, keys) == published
+    members: Any = await redis.zrange(keys.ranking, 0, -1, withscores=True)
+    assert [(parse_member(m).user_id, total_of(s, asc=True)) for m, s in members] == [
+        (fast.user_id, 80_000),
+        (tied.user_id, 80_000),
+        (slow.user_id, 90_000),
+    ]
+    assert ranking_score(80_000, asc=True) == 80_000 == -ranking_score(80_000)
+
+
+def test_a_snapshot_names_its_period_and_one_without_is_period_1() -> None:
+    top = Top10(5, 6, [Entry(1, _user(1), "A", 10)], period=3)
+    assert decode_top10(encode_top10(top)) == top
+    assert decode_top10(b'{"seq":5,"ts":6,"entries":[]}').period == 1
+    assert stored_top10(b"[]", b"5", b"6") == Top10(5, 6, [], period=1)
 
 
 def test_the_cjson_empty_array_is_no_entries() -> None:
