@@ -20,7 +20,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -238,30 +238,72 @@ class RankHub:
     async def read(self, user_ids: Sequence[str], *, cause: str) -> dict[str, RankState]:
         """The rank states of these users (chunks pipelined); empty when the ranking is not
         ready. Users without a stored state are ranked 0."""
-        chunk = self._settings.tick_chunk
-        chunks = [list(user_ids[i : i + chunk]) for i in range(0, len(user_ids), chunk)]
+        chunks = self._chunks(user_ids)
         if not chunks:
             return {}
-        keys = [self._keys.ranking, self._keys.users, self._keys.ready]
         async with self._redis.pipeline(transaction=False) as pipe:
             for users in chunks:
-                await self._script(keys=keys, args=users, client=pipe)
+                await self._script(keys=self._read_keys(), args=users, client=pipe)
             replies: list[Any] = await pipe.execute()
         RANK_READ_USERS.labels(cause).inc(len(user_ids))
         states: dict[str, RankState] = {}
         for users, reply in zip(chunks, replies, strict=True):
-            if not int(reply[0]):
+            chunk_states = self._states(users, reply, cause)
+            if chunk_states is None:
                 return {}
-            total = int(reply[1])
-            if cause == "ticker":
-                self.ticker_commands += int(reply[2])
-                TICKER_COMMANDS.inc(int(reply[2]))
-            for index, user in enumerate(users):
-                rank, score, nxt, _name = reply[3 + 4 * index : 7 + 4 * index]
-                next_text = nxt.decode() if isinstance(nxt, bytes) else str(nxt)
-                states[user] = RankState(
-                    int(rank), int(score), total, int(next_text) if next_text else None
-                )
+            states.update(chunk_states)
+        return states
+
+    async def _read_in_turn(
+        self, user_ids: Sequence[str], *, cause: str
+    ) -> AsyncGenerator[dict[str, RankState], None]:
+        """The rank states of these users, one chunk at a time, for a pass over many users: the
+        next chunk's call is already on its way (pipelined two deep) while this one is decoded
+        and used, and nothing decodes more than one chunk's reply without yielding to the event
+        loop. Stops when the ranking is not ready."""
+        chunks = self._chunks(user_ids)
+        if not chunks:
+            return
+        keys = self._read_keys()
+        ahead: asyncio.Future[Any] = asyncio.ensure_future(self._script(keys=keys, args=chunks[0]))
+        try:
+            for index, users in enumerate(chunks):
+                reply = await ahead
+                if index + 1 < len(chunks):
+                    ahead = asyncio.ensure_future(self._script(keys=keys, args=chunks[index + 1]))
+                RANK_READ_USERS.labels(cause).inc(len(users))
+                states = self._states(users, reply, cause)
+                if states is None:
+                    return
+                yield states
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError, aioredis.RedisError):
+                    await ahead
+
+    def _chunks(self, user_ids: Sequence[str]) -> list[list[str]]:
+        chunk = self._settings.tick_chunk
+        return [list(user_ids[i : i + chunk]) for i in range(0, len(user_ids), chunk)]
+
+    def _read_keys(self) -> list[str]:
+        return [self._keys.ranking, self._keys.users, self._keys.ready]
+
+    def _states(self, users: list[str], reply: Any, cause: str) -> dict[str, RankState] | None:
+        """One chunk's script reply decoded; None when the ranking is not ready."""
+        if not int(reply[0]):
+            return None
+        total = int(reply[1])
+        if cause == "ticker":
+            self.ticker_commands += int(reply[2])
+            TICKER_COMMANDS.inc(int(reply[2]))
+        states: dict[str, RankState] = {}
+        for index, user in enumerate(users):
+            rank, score, nxt, _name = reply[3 + 4 * index : 7 + 4 * index]
+            next_text = nxt.decode() if isinstance(nxt, bytes) else str(nxt)
+            states[user] = RankState(
+                int(rank), int(score), total, int(next_text) if next_text else None
+            )
         return states
 
     # ---- moves
@@ -294,17 +336,20 @@ class RankHub:
 
     async def tick(self) -> int:
         """One pass: rank the users with a watch, push what is significant. Returns the users
-        ranked."""
+        ranked. Chunk by chunk, yielding to the event loop after each, so a pass over thousands
+        of subscribers never holds up the process's other streams (WatchTop10, moves)."""
         users = list(self._watches)
         if not users:
             return 0
         started = time.perf_counter()
-        states = await self.read(users, cause="ticker")
-        for user, state in states.items():
-            for watch in self._watches.get(user, ()):
-                told = watch.told
-                if told is None or significant(told, state, self._settings):
-                    watch.offer(state, pb.RANK_REASON_MOVED)
+        async with contextlib.aclosing(self._read_in_turn(users, cause="ticker")) as chunks:
+            async for states in chunks:
+                for user, state in states.items():
+                    for watch in self._watches.get(user, ()):
+                        told = watch.told
+                        if told is None or significant(told, state, self._settings):
+                            watch.offer(state, pb.RANK_REASON_MOVED)
+                await asyncio.sleep(0)
         self.ticks += 1
         TICKER_SECONDS.observe(time.perf_counter() - started)
         return len(users)
