@@ -11,7 +11,7 @@ from common.schedule import Schedule, ScheduleError
 
 
 def _utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+    return datetime(*args).replace(tzinfo=UTC)  # naive, then UTC (mypy strict)
 
 
 def test_weekly_monday_midnight_in_the_players_zone() -> None:
