@@ -10,8 +10,8 @@ from common.boards import Board, BoardError
 from common.schedule import Schedule, ScheduleError
 
 
-def _utc(*args: int) -> datetime:
-    return datetime(*args).replace(tzinfo=UTC)  # naive, then UTC (mypy strict)
+def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_weekly_monday_midnight_in_the_players_zone() -> None:
