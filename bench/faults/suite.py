@@ -88,7 +88,6 @@ class Suite:
         )
         self._channels = [open_channel(env[f"SCOREBOARD_{n}_ADDR"]) for n in ("AUTH", "SCORE")]
         self._leaderboard = open_channel(env["SCOREBOARD_LEADERBOARD_ADDR"])
-        self._redis = aioredis.Redis.from_url(rig.redis_url)
         self._keys = Keys(env.get("SCOREBOARD_KEY_PREFIX", "sb:"))
         self.viewers = Viewers(rig.ws_url, options.viewers)
         self.ranking: Ranking | None = None
@@ -168,7 +167,6 @@ class Suite:
         await self._client.aclose()
         for channel in (*self._channels, self._leaderboard):
             await channel.close()
-        await self._redis.aclose()
 
     # ---------------------------------------------------------------- tokens
 
@@ -293,7 +291,11 @@ class Suite:
         )
         violations = outcome.violations
         if counts[HANG]:
-            violations.append(f"{counts[HANG]} requests unanswered within their deadline")
+            hung = [rid for rid, sent in traffic.requests.items() if sent.outcome == HANG]
+            violations.append(
+                f"{counts[HANG]} requests unanswered within their deadline "
+                f"({options.deadline_seconds:.0f} s), e.g. {', '.join(hung[:5])}"
+            )
         allowed = {OK, *scenario.also_allowed}
         unexpected = Counter(
             {k: v for k, v in counts.items() if k not in allowed and not k.startswith("503")}
@@ -303,13 +305,15 @@ class Suite:
             violations.append(f"answers other than success or 503: {dict(unexpected)}")
         if outcome.recovery_seconds is None:
             violations.append(f"no recovery within {options.recovery_cap_seconds:.0f} s")
-        settled = await wait_settled(
-            self.rig.database_url,
-            self._redis,
-            self._keys,
-            DEFAULT_BOARD,
-            timeout=options.settle_seconds,
-        )
+        # A client of its own each time: a restarted Redis closed the connections of the last.
+        async with aioredis.Redis.from_url(self.rig.redis_url) as redis:
+            settled = await wait_settled(
+                self.rig.database_url,
+                redis,
+                self._keys,
+                DEFAULT_BOARD,
+                timeout=options.settle_seconds,
+            )
         if settled.outbox_rows or settled.pending_events:
             outcome.notes.append(
                 f"not settled after {settled.seconds} s: outbox {settled.outbox_rows}, "
