@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.config import (
+    DEFAULT_BOARD,
     DEFAULT_PORTS,
     ConfigError,
     Env,
@@ -53,6 +54,12 @@ class Settings:
     # ...and a service identity's, higher: every edge process holds one stream with the edge's.
     watch_top10_per_service: int = 1000
     rank: RankSettings = field(default_factory=RankSettings)
+    # Boards whose snapshot hub runs for the life of the process (the first is the default);
+    # any other board's hub runs while it has watchers, and stops after this long without.
+    boards: tuple[str, ...] = (DEFAULT_BOARD,)
+    board_idle_seconds: float = 60.0
+    # At most this many boards streamed at once by one replica.
+    max_boards: int = 1000
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -65,6 +72,9 @@ class Settings:
             subscription_probe_seconds=env.number("STREAM_PROBE_SECONDS", 15.0, minimum=0.1),
             watch_top10_per_principal=env.integer("WATCH_TOP10_PER_PRINCIPAL", 5, minimum=1),
             watch_top10_per_service=env.integer("WATCH_TOP10_PER_SERVICE", 1000, minimum=1),
+            boards=tuple(dict.fromkeys(env.items("BOARDS", (DEFAULT_BOARD,)))),
+            board_idle_seconds=env.number("STREAM_BOARD_IDLE_SECONDS", 60.0, minimum=0.1),
+            max_boards=env.integer("STREAM_MAX_BOARDS", 1000, minimum=1),
             rank=RankSettings(
                 tick_seconds=env.number("RANK_TICK_SECONDS", 3.0, minimum=0.0),
                 tick_chunk=env.integer("RANK_TICK_CHUNK", 500, minimum=1),

@@ -11,7 +11,7 @@ from common.redis_keys import Keys
 from common.service import Deps, ProcessSettings
 from scoreboard.stream.v1 import stream_service_pb2, stream_service_pb2_grpc
 from stream_service.config import Settings
-from stream_service.hub import SnapshotHub
+from stream_service.hubs import HubRegistry
 from stream_service.rank_hub import RankHub
 from stream_service.servicer import StreamServicer
 
@@ -20,13 +20,14 @@ SERVICE_NAME = stream_service_pb2.DESCRIPTOR.services_by_name["StreamService"].f
 
 async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
-    hubs = {
-        DEFAULT_BOARD: SnapshotHub(
-            deps.redis,
-            keys.board(DEFAULT_BOARD),
-            probe_seconds=settings.subscription_probe_seconds,
-        )
-    }
+    hubs = HubRegistry(
+        deps.redis,
+        keys,
+        resident=settings.boards,
+        probe_seconds=settings.subscription_probe_seconds,
+        idle_seconds=settings.board_idle_seconds,
+        max_boards=settings.max_boards,
+    )
     rank_hubs = {
         DEFAULT_BOARD: RankHub(
             deps.redis,
@@ -53,10 +54,10 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         ],
         deps.verifier,
     )
-    running.parts["hubs"] = hubs
+    running.parts["hubs"] = hubs.hubs
+    running.parts["hub_registry"] = hubs
     running.parts["rank_hubs"] = rank_hubs
-    for board, hub in hubs.items():
-        running.tasks.append(asyncio.create_task(hub.run(), name=f"snapshot-hub:{board}"))
+    running.tasks.append(asyncio.create_task(hubs.run(), name="snapshot-hubs"))
     for board, rank_hub in rank_hubs.items():
         running.tasks.append(asyncio.create_task(rank_hub.run(), name=f"rank-hub:{board}"))
         running.tasks.append(
@@ -64,8 +65,7 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         )
 
     async def end_streams() -> None:
-        for hub in hubs.values():
-            hub.close()
+        hubs.close()
         for rank_hub in rank_hubs.values():
             rank_hub.close()
 

@@ -15,11 +15,20 @@ from scoreboard.stream.v1 import stream_service_pb2, stream_service_pb2_grpc
 class Watcher:
     """A WatchTop10 gRPC stream that records (or, paused, does not read) its snapshots."""
 
-    def __init__(self, address: str, token: str, *, reading: bool = True) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        *,
+        reading: bool = True,
+        board: str = "",
+        period: int = 0,
+    ) -> None:
         self.channel = grpc.aio.insecure_channel(address)
         stub = stream_service_pb2_grpc.StreamServiceStub(self.channel)
         self.call = stub.WatchTop10(
-            stream_service_pb2.WatchTop10Request(), metadata=call_metadata(token)
+            stream_service_pb2.WatchTop10Request(board_id=board, period=period),
+            metadata=call_metadata(token),
         )
         self.sequences: list[int] = []
         self.snapshots: list[Any] = []
@@ -39,6 +48,21 @@ class Watcher:
         finally:
             self.ended.set()
             self._new.set()
+
+    async def wait_until(self, check: Any, timeout: float = 20.0) -> Any:
+        """The first snapshot (from the newest back to the last one seen) that passes."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    found = next((s for s in reversed(self.snapshots) if check(s)), None)
+                    if found is not None:
+                        return found
+                    if self.ended.is_set():
+                        raise AssertionError(f"stream ended: {self.error}")
+                    self._new.clear()
+                    await self._new.wait()
+        except TimeoutError:
+            raise AssertionError(f"no such snapshot; got {self.snapshots[-3:]}") from None
 
     def start_reading(self) -> None:
         assert self._task is None

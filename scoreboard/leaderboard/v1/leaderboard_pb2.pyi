@@ -115,9 +115,14 @@ class Top10Snapshot(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
     COMMIT_TIME_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
     board_id: _builtins.str
     sequence: _builtins.int
-    """Increases by one each time the top 10 changes."""
+    """Increases by one each time the top 10 of the period changes."""
+    period: _builtins.int
+    """The board's period this top 10 belongs to (1 for a board that never reset). A snapshot of
+    a later period is newer than any of an earlier one, whatever their sequence numbers.
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaderboardEntry]: ...
     @_builtins.property
@@ -131,10 +136,11 @@ class Top10Snapshot(_message.Message):
         sequence: _builtins.int = ...,
         entries: _abc.Iterable[Global___LeaderboardEntry] | None = ...,
         commit_time: _timestamp_pb2.Timestamp | None = ...,
+        period: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "commit_time", b"commit_time", "entries", b"entries", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "commit_time", b"commit_time", "entries", b"entries", "period", b"period", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

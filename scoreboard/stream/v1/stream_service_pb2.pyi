@@ -64,16 +64,23 @@ class WatchTop10Request(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BOARD_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
     board_id: _builtins.str
     """Empty means the default board."""
+    period: _builtins.int
+    """0 (or absent): follow the board across resets, each new period's (empty) board first of
+    all. N: only period N, which must be the period open now (a closed one is read from the
+    archive, ListPeriodEntries); the stream ends cleanly when the period closes.
+    """
     def __init__(
         self,
         *,
         board_id: _builtins.str = ...,
+        period: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["board_id", b"board_id", "period", b"period"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -54,8 +54,9 @@ class StreamServiceServicer:
     """
 
     def WatchTop10(self, request, context):
-        """The current snapshot at once, then every change in sequence order. A watcher that falls
-        behind skips to the newest snapshot; it never receives an older one after a newer one.
+        """The current snapshot at once, then every change in (period, sequence) order. A watcher that
+        falls behind skips to the newest snapshot; it never receives an older one after a newer
+        one. When the board's period closes, the new period's (empty) board follows at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

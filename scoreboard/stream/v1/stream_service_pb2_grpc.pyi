@@ -36,8 +36,9 @@ class StreamServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> StreamServiceAsyncStub: ...
     WatchTop10: _grpc.UnaryStreamMultiCallable[_stream_service_pb2.WatchTop10Request, _stream_service_pb2.WatchTop10Response]
-    """The current snapshot at once, then every change in sequence order. A watcher that falls
-    behind skips to the newest snapshot; it never receives an older one after a newer one.
+    """The current snapshot at once, then every change in (period, sequence) order. A watcher that
+    falls behind skips to the newest snapshot; it never receives an older one after a newer
+    one. When the board's period closes, the new period's (empty) board follows at once.
     """
     WatchRank: _grpc.UnaryStreamMultiCallable[_stream_service_pb2.WatchRankRequest, _stream_service_pb2.WatchRankResponse]
     """One user's rank at once, then whenever it changes in a way worth telling: the user's own
@@ -55,8 +56,9 @@ class StreamServiceAsyncStub(StreamServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     WatchTop10: _aio.UnaryStreamMultiCallable[_stream_service_pb2.WatchTop10Request, _stream_service_pb2.WatchTop10Response]  # type: ignore[assignment]
-    """The current snapshot at once, then every change in sequence order. A watcher that falls
-    behind skips to the newest snapshot; it never receives an older one after a newer one.
+    """The current snapshot at once, then every change in (period, sequence) order. A watcher that
+    falls behind skips to the newest snapshot; it never receives an older one after a newer
+    one. When the board's period closes, the new period's (empty) board follows at once.
     """
     WatchRank: _aio.UnaryStreamMultiCallable[_stream_service_pb2.WatchRankRequest, _stream_service_pb2.WatchRankResponse]  # type: ignore[assignment]
     """One user's rank at once, then whenever it changes in a way worth telling: the user's own
@@ -77,8 +79,9 @@ class StreamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _stream_service_pb2.WatchTop10Request,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_stream_service_pb2.WatchTop10Response], _abc.AsyncIterator[_stream_service_pb2.WatchTop10Response]]:
-        """The current snapshot at once, then every change in sequence order. A watcher that falls
-        behind skips to the newest snapshot; it never receives an older one after a newer one.
+        """The current snapshot at once, then every change in (period, sequence) order. A watcher that
+        falls behind skips to the newest snapshot; it never receives an older one after a newer
+        one. When the board's period closes, the new period's (empty) board follows at once.
         """
 
     @_abc_1.abstractmethod
