@@ -1,5 +1,6 @@
 // The Scoreboard page: the live top 10 (through the embeddable client), accounts, the player's
-// card and the action catalog. No build step, no external assets.
+// card (pushed live by RANK_UPDATE on the socket), the action catalog and a friends view. No
+// build step, no external assets.
 //
 // Tokens: the access token lives only in this closure (never in a URL, localStorage or a
 // cookie readable by script). The refresh token is an httpOnly SameSite=Strict cookie the edge
@@ -13,7 +14,14 @@
   const ordinal = Scoreboard.ordinal;
   const fmt = (n) => Number(n).toLocaleString("en-US");
   const HINT_KEY = "scoreboard:maybe-signed-in";
+  // Only while the rank cannot be pushed (no socket: polling): how often the card is asked for.
   const CARD_REFRESH_MS = 15000;
+  // A signed-in socket that gives no RANK_UPDATE this long after it opened (an older edge):
+  // the card is asked for over HTTP instead.
+  const RANK_FEED_GRACE_MS = 3000;
+  // The players around you are asked for on a rank change, at most this often.
+  const AROUND_MIN_MS = 3000;
+  const TOAST_MS = 6000;
 
   // ---- Errors ----------------------------------------------------------------------------
   class ApiError extends Error {
@@ -274,6 +282,7 @@
   };
 
   function onStatus(status) {
+    rankStatus(status);
     const box = $("status");
     box.dataset.status = status;
     $("status-text").textContent = STATUS_TEXT[status] || status;
@@ -285,6 +294,13 @@
   }
 
   // ---- The board -------------------------------------------------------------------------
+  // The player's card (filled below); declared first, as the board's callbacks use it.
+  // feed: RANK_UPDATEs arrive on this socket (no asking); feedTimer: the grace before falling
+  // back to HTTP; rank: the latest RANK_UPDATE.
+  const card = {
+    data: null, missing: false, total: null, timer: null, lastFetch: 0,
+    feed: false, feedTimer: null, rank: null,
+  };
   let lastBoard = null;
   const view = Scoreboard.mount($("board"), {
     caption: "Top 10 players",
@@ -298,11 +314,11 @@
         : "Live standings";
       cardFromBoard(board.top10);
     },
+    onRank: cardFromRank,
   });
   $("retry").addEventListener("click", () => view.connection.reconnect());
 
   // ---- The player's card -----------------------------------------------------------------
-  const card = { data: null, missing: false, total: null, timer: null, lastFetch: 0 };
 
   function setStat(id, text) {
     const node = $(id);
@@ -315,6 +331,7 @@
 
   function renderCard() {
     const d = card.data;
+    renderRankExtras(d);
     if (!d) {
       setStat("card-rank", "–");
       setStat("card-score", "0");
@@ -379,16 +396,332 @@
       };
       card.missing = false;
       renderCard();
-      if (changed && !d) scheduleCard(500);
+      if (changed && !d && !card.feed) scheduleCard(500);
     } else if (d) {
       if (d.inTop10) {
-        scheduleCard(300 + Math.random() * 700); // dropped out: where to, exactly?
+        // Dropped out: the rank feed says where to; without it, ask.
+        if (!card.feed) scheduleCard(300 + Math.random() * 700);
       } else if (top10.length >= 10) {
         card.data = { ...d, distanceFromTop10: Math.max(0, top10[9].score + 1 - d.score) };
         renderCard();
       }
     }
-    scheduleCard(CARD_REFRESH_MS * (0.75 + Math.random() * 0.5));
+    if (!card.feed) scheduleCard(CARD_REFRESH_MS * (0.75 + Math.random() * 0.5));
+  }
+
+  // ---- Personal live rank (RANK_UPDATE) -------------------------------------------------
+  // The card follows the rank the socket pushes: "initial" at once, then "self", "overtaken"
+  // (with a toast naming who), "threshold" and "moved". No polling while it does; without a
+  // socket (polling) or from an edge that pushes no rank, the card is asked for over HTTP.
+  function cardFromRank(u) {
+    if (!session.user || !u || u.userId !== session.user.userId) return;
+    card.feed = true;
+    clearTimeout(card.feedTimer);
+    card.feedTimer = null;
+    clearTimeout(card.timer);
+    card.timer = null;
+    if (!u.rank) {
+      card.data = null;
+      card.missing = true;
+      card.total = u.totalPlayers;
+      card.rank = u;
+      renderCard();
+      renderAround([]);
+      return;
+    }
+    const prev = card.data;
+    const inTop10 = u.rank <= 10;
+    let distance = 0;
+    if (!inTop10) {
+      distance = lastBoard && lastBoard.top10.length >= 10
+        ? Math.max(0, lastBoard.top10[9].score + 1 - u.score)
+        : (prev ? prev.distanceFromTop10 : 0);
+    }
+    card.data = {
+      userId: u.userId,
+      username: (prev && prev.username) || session.user.displayName,
+      rank: u.rank,
+      score: u.score,
+      inTop10,
+      distanceFromTop10: distance,
+      totalUsers: u.totalPlayers,
+    };
+    card.rank = u;
+    card.missing = false;
+    renderCard();
+    if (u.reason === "overtaken" && u.overtakenBy) {
+      showToast(`${u.overtakenBy.username} passed you — you are now #${fmt(u.rank)}`);
+    }
+    scheduleAround();
+  }
+
+  function tierName(tier) {
+    if (tier === null || tier === undefined || tier === "") return null;
+    if (typeof tier === "object") return tier.name || tier.id || null;
+    return String(tier);
+  }
+
+  function percentText(p) {
+    if (p === null || p === undefined) return "–";
+    // "top 3.2 %", kept on one line.
+    return `top ${Number(p).toLocaleString("en-US", { maximumFractionDigits: 1 })}\u00a0%`;
+  }
+
+  // What only the pushed rank knows: percentile, tier, points to the next better score.
+  function renderRankExtras(d) {
+    const r = d ? card.rank : null;
+    const pct = r ? r.percentile : d && d.percentile;
+    setStat("card-percentile", percentText(pct));
+    let next = "–";
+    if (d && d.rank === 1) next = "Leader";
+    else if (r && r.distanceToNext !== null && r.distanceToNext !== undefined) next = fmt(r.distanceToNext);
+    setStat("card-next", next);
+    const tier = r ? tierName(r.tier) : null;
+    $("card-tier-stat").hidden = tier === null;
+    if (tier !== null) setStat("card-tier", tier);
+  }
+
+  // Called with every connection status: a new socket sends SUBSCRIBE_RANK itself (the
+  // client does), so the feed starts over; anything but "live" means no feed.
+  function rankStatus(status) {
+    if (status === "live") {
+      if (session.user && !card.feed) awaitRankFeed();
+      return;
+    }
+    if (card.feed) {
+      card.feed = false;
+      card.rank = null;
+      if (session.user && status === "polling") scheduleCard(500);
+    }
+  }
+
+  function awaitRankFeed() {
+    clearTimeout(card.feedTimer);
+    card.feedTimer = setTimeout(() => {
+      card.feedTimer = null;
+      if (session.user && !card.feed) loadCard();
+    }, RANK_FEED_GRACE_MS);
+  }
+
+  function resetRankFeed() {
+    card.feed = false;
+    card.rank = null;
+    clearTimeout(card.feedTimer);
+    card.feedTimer = null;
+    clearTimeout(around.timer);
+    around.timer = null;
+    around.last = 0;
+    renderAround([]);
+    hideToast();
+  }
+
+  // ---- The players around you ------------------------------------------------------------
+  const around = { timer: null, last: 0, busy: false };
+
+  // On a rank change, at most every AROUND_MIN_MS (the first change after a quiet spell at
+  // once, later ones coalesced into one trailing request).
+  function scheduleAround() {
+    if (around.timer || !session.user) return;
+    const wait = Math.max(0, around.last + AROUND_MIN_MS - Date.now());
+    around.timer = setTimeout(() => { around.timer = null; loadAround(); }, wait);
+  }
+
+  async function loadAround() {
+    if (!session.user || !card.data) return;
+    const userId = session.user.userId;
+    around.last = Date.now();
+    try {
+      const data = await api(`/api/leaderboard/user/${encodeURIComponent(userId)}/around?count=1`);
+      if (session.user && session.user.userId === userId) renderAround(data.entries);
+    } catch (err) { /* keep what is shown; the next change asks again */ }
+  }
+
+  function renderAround(entries) {
+    const list = $("around");
+    const me = session.user && session.user.userId;
+    list.replaceChildren(...entries.map((e) => {
+      const li = document.createElement("li");
+      li.dataset.userId = e.userId;
+      if (e.userId === me) li.className = "me";
+      const at = document.createElement("span");
+      at.className = "at";
+      at.textContent = `#${fmt(e.rank)}`;
+      const who = document.createElement("span");
+      who.className = "who";
+      who.textContent = e.userId === me ? `${e.username} (you)` : e.username;
+      const score = document.createElement("span");
+      score.textContent = fmt(e.score);
+      li.append(at, who, score);
+      remember(e.username, e.userId);
+      return li;
+    }));
+    $("around-box").hidden = entries.length === 0;
+  }
+
+  // ---- The toast ---------------------------------------------------------------------------
+  // A polite live region that stays in the page (so screen readers hear what is put in it);
+  // empty, it is not shown.
+  let toastTimer = null;
+  function showToast(text) {
+    const toast = $("toast");
+    clearTimeout(toastTimer);
+    toast.textContent = text;
+    toastTimer = setTimeout(hideToast, TOAST_MS);
+  }
+  function hideToast() {
+    clearTimeout(toastTimer);
+    toastTimer = null;
+    $("toast").textContent = "";
+  }
+  $("toast").addEventListener("click", hideToast);
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape") hideToast(); });
+
+  // ---- Friends -----------------------------------------------------------------------------
+  // A list of names or player ids, kept per player in localStorage as {id, name} pairs. Ids
+  // are used as they are; a name is matched (ignoring case) against the players this page has
+  // seen: the live top 10, the players around you, earlier friends lists. No API finds a user
+  // by name, so other names are reported as unknown.
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+  const MAX_FRIENDS = 100;
+  const seenNames = new Map(); // lower-cased display name -> user id
+
+  function friendsKey() {
+    return `scoreboard:friends:${session.user.userId}`;
+  }
+
+  function remember(name, userId) {
+    if (name && userId) seenNames.set(String(name).toLowerCase(), userId);
+  }
+
+  function storedFriends() {
+    try {
+      const list = JSON.parse(localStorage.getItem(friendsKey()) || "[]");
+      return Array.isArray(list) ? list.filter((f) => f && UUID.test(f.id)) : [];
+    } catch (err) { return []; }
+  }
+
+  function storeFriends(list) {
+    try { localStorage.setItem(friendsKey(), JSON.stringify(list)); } catch (err) { /* storage may be off */ }
+  }
+
+  function knownNames() {
+    if (lastBoard) lastBoard.top10.forEach((e) => remember(e.username, e.userId));
+    for (const f of storedFriends()) remember(f.name, f.id);
+  }
+
+  // "Alex, 6f1c…-…" -> {friends: [{id, name}], unknown: ["…"]}
+  function resolveFriends(text) {
+    knownNames();
+    const friends = [];
+    const unknown = [];
+    const seen = new Set();
+    for (const raw of text.split(/[,\n]/)) {
+      const item = raw.trim();
+      if (!item) continue;
+      const id = UUID.test(item) ? item.toLowerCase() : seenNames.get(item.toLowerCase());
+      if (!id) { unknown.push(item); continue; }
+      if (seen.has(id)) continue;
+      seen.add(id);
+      friends.push({ id, name: UUID.test(item) ? null : item });
+    }
+    return { friends: friends.slice(0, MAX_FRIENDS), unknown, over: friends.length > MAX_FRIENDS };
+  }
+
+  function friendsText(list) {
+    return list.map((f) => f.name || f.id).join(", ");
+  }
+
+  async function loadFriends(list) {
+    const note = $("friends-note");
+    try {
+      const data = await api("/api/leaderboard/users", {
+        method: "POST",
+        body: { userIds: list.map((f) => f.id) },
+      });
+      for (const e of data.entries) remember(e.username, e.userId);
+      // Names as the board shows them now (a friend may have been added by id).
+      const named = list.map((f) => {
+        const entry = data.entries.find((e) => e.userId === f.id);
+        return entry && entry.username ? { id: f.id, name: entry.username } : f;
+      });
+      storeFriends(named);
+      renderFriends(data.entries);
+      return true;
+    } catch (err) {
+      if (err.code !== "SESSION_ENDED") {
+        note.textContent = explain(err);
+        note.hidden = false;
+      }
+      return false;
+    }
+  }
+
+  function renderFriends(entries) {
+    const me = session.user && session.user.userId;
+    const rows = [...entries].sort((a, b) => {
+      if (a.ranked !== b.ranked) return a.ranked ? -1 : 1;
+      return (a.listRank || 0) - (b.listRank || 0);
+    }).map((e) => {
+      const tr = document.createElement("tr");
+      tr.dataset.userId = e.userId;
+      if (e.userId === me) tr.className = "me";
+      const cells = e.ranked
+        ? [`#${fmt(e.listRank)}`, e.username, fmt(e.score), `#${fmt(e.rank)}`]
+        : ["–", e.userId === me ? session.user.displayName : (friendName(e.userId) || e.userId), "–", "not ranked yet"];
+      if (e.userId === me) cells[1] += " (you)";
+      cells.forEach((text, index) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (!e.ranked && index === 3) td.className = "unranked";
+        tr.append(td);
+      });
+      return tr;
+    });
+    $("friends-rows").replaceChildren(...rows);
+    $("friends-table").hidden = rows.length === 0;
+  }
+
+  function friendName(userId) {
+    const f = storedFriends().find((x) => x.id === userId);
+    return f && f.name;
+  }
+
+  $("friends-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!session.user) return;
+    const note = $("friends-note");
+    const { friends, unknown, over } = resolveFriends($("friends-input").value);
+    const notes = [];
+    if (unknown.length) {
+      notes.push(`Not found: ${unknown.join(", ")}. Use the player's id, or a name shown on the board.`);
+    }
+    if (over) notes.push(`Only the first ${MAX_FRIENDS} are compared.`);
+    note.textContent = notes.join(" ");
+    note.hidden = notes.length === 0;
+    const button = event.currentTarget.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      if (await loadFriends(friends)) $("friends-input").value = friendsText(storedFriends());
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  function showFriends() {
+    $("friends").hidden = false;
+    $("friends-my-id").textContent = session.user.userId;
+    const list = storedFriends();
+    $("friends-input").value = friendsText(list);
+    $("friends-note").hidden = true;
+    renderFriends([]);
+    if (list.length) loadFriends(list);
+  }
+
+  function hideFriends() {
+    $("friends").hidden = true;
+    $("friends-rows").replaceChildren();
+    $("friends-table").hidden = true;
+    $("friends-input").value = "";
   }
 
   // ---- Actions ---------------------------------------------------------------------------
@@ -571,7 +904,7 @@
       renderCard();
       clearTimeout(card.timer);
       card.timer = null;
-      scheduleCard(400);
+      if (!card.feed) scheduleCard(400); // live, the "self" RANK_UPDATE follows by itself
     } catch (err) {
       handleActionError(err, a);
     } finally {
@@ -709,8 +1042,10 @@
     card.data = null;
     card.missing = false;
     renderCard();
-    loadCard();
+    // The rank comes with the socket (RANK_UPDATE "initial"); ask only if it does not.
+    awaitRankFeed();
     loadActions();
+    showFriends();
   }
 
   function showSignedOut() {
@@ -723,6 +1058,8 @@
     card.data = null;
     clearTimeout(card.timer);
     card.timer = null;
+    resetRankFeed();
+    hideFriends();
   }
 
   document.addEventListener("visibilitychange", () => {
@@ -730,7 +1067,7 @@
     if (session.expiresAt && session.expiresAt - Date.now() < 30000) {
       refreshSession().then((outcome) => { if (outcome === "denied") signedOut("SESSION_ENDED"); });
     }
-    if (Date.now() - card.lastFetch > CARD_REFRESH_MS) loadCard();
+    if (!card.feed && Date.now() - card.lastFetch > CARD_REFRESH_MS) loadCard();
     loadActions();
   });
 

@@ -55,7 +55,11 @@
    *   pollIntervalMs polling period while WebSockets are unavailable (default 5000)
    *   backoffBaseMs, backoffCapMs   reconnect backoff (default 500, 15000)
    *   heartbeatMs    how often to PING an idle socket (default 25000)
-   * Returns {status, board, reconnect(), refresh(), close()}.
+   *   onRank         function (update): the signed-in viewer's own rank, live (RANK_UPDATE
+   *                  data); given, every signed-in socket sends SUBSCRIBE_RANK once acked
+   *   rankBoard      the board whose rank to follow (default: the default board)
+   * Returns {status, board, rank, reconnect(), refresh(), subscribeRank(board),
+   * unsubscribeRank(), close()}.
    */
   function connect(options) {
     options = options || {};
@@ -84,6 +88,7 @@
     var generation = 0;
     // False after the edge refused an anonymous socket: poll until reconnect() is called.
     var canSocketNow = true;
+    var rankFeed = personalRank(options, conn);
 
     function setStatus(status, info) {
       if (closed && status !== "closed") return;
@@ -244,18 +249,24 @@
             failuresWithoutOpen = 0;
             stopPolling();
             startHeartbeat(ws);
-            setStatus("live", { userId: message.data && message.data.userId });
+            var viewer = message.data && message.data.userId;
+            rankFeed.acked(ws, viewer);
+            setStatus("live", { userId: viewer });
+          } else if (message.type === "RANK_UPDATE") {
+            rankFeed.update(message.data);
           } else if (message.type === "LEADERBOARD_UPDATE") {
             // The first snapshot on a new socket is the truth, whatever came before.
             accept(message.data, "ws", !snapshotOnSocket);
             snapshotOnSocket = true;
           } else if (message.type === "ERROR") {
             refusal = message.data && message.data.code;
+            rankFeed.refused(refusal);
           }
         };
         ws.onclose = function (event) {
           if (ws !== socket) return;
           socket = null;
+          rankFeed.acked(null, null);
           stopHeartbeat();
           if (closed) return;
           var code = event.code;
@@ -343,6 +354,9 @@
       return fetchBoard();
     };
 
+    conn.subscribeRank = rankFeed.subscribe;
+    conn.unsubscribeRank = rankFeed.unsubscribe;
+
     conn.close = function () {
       closed = true;
       generation++;
@@ -362,6 +376,59 @@
     if (options.prefetch !== false) fetchBoard().catch(noop);
     start();
     return conn;
+  }
+
+  // ---- Personal rank ---------------------------------------------------------------------
+  // The signed-in viewer's own rank on its socket: SUBSCRIBE_RANK once the socket is acked
+  // for a user (again on every new socket), RANK_UPDATE to onRank, UNSUBSCRIBE_RANK on demand.
+  // conn.rank is the latest update ({board, rank, score, totalPlayers, percentile, tier,
+  // distanceToNext, reason, overtakenBy, ...}), null while none has come on this socket.
+  function personalRank(options, conn) {
+    var onRank = options.onRank || null;
+    var wanted = !!onRank;
+    var board = options.rankBoard || null;
+    var socket = null; // the acked socket of a signed-in viewer, if any
+    conn.rank = null;
+
+    function send(message) {
+      if (!socket || socket.readyState !== 1) return;
+      try { socket.send(JSON.stringify(message)); } catch (err) { /* the close handler retries */ }
+    }
+
+    function subscribe() {
+      send({ type: "SUBSCRIBE_RANK", data: board ? { board: board } : {} });
+    }
+
+    return {
+      acked: function (ws, userId) {
+        socket = ws && userId ? ws : null;
+        conn.rank = null;
+        if (wanted) subscribe();
+      },
+      update: function (data) {
+        if (!wanted || !data) return;
+        conn.rank = data;
+        try {
+          if (onRank) onRank(data);
+        } catch (err) {
+          if (global.console) global.console.error(err);
+        }
+      },
+      refused: function (code) {
+        // Anonymous or service sockets cannot follow a rank: stop asking on this socket.
+        if (code === "RANK_NEEDS_USER") socket = null;
+      },
+      subscribe: function (boardId) {
+        if (boardId !== undefined) board = boardId || null;
+        wanted = true;
+        subscribe();
+      },
+      unsubscribe: function () {
+        wanted = false;
+        conn.rank = null;
+        send({ type: "UNSUBSCRIBE_RANK" });
+      },
+    };
   }
 
   // ---- Rendering -------------------------------------------------------------------------
