@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
         started = time.monotonic()
         # The stack starts on this thread, which lives for the whole run.
-        rig = open_rig(Path(tmp), args.database_url)
+        try:
+            rig = open_rig(Path(tmp), args.database_url)
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            print(f"the stack did not start: {exc}", file=sys.stderr)
+            for log in sorted((Path(tmp) / "stack" / "logs").glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-5:]
+                print(f"--- {log.name}", *tail, sep="\n", file=sys.stderr)
+            return 2
         try:
             outcomes = asyncio.run(_run(rig, options, scenarios))
         finally:

