@@ -28,10 +28,11 @@ from edge.bodies import HttpError
 from edge.config import Settings
 from edge.fanout import FanOut
 from edge.live import LiveBoard
+from edge.live_boards import BoardCatalog, LiveBoards
 from edge.middleware import BodyLimit, Cors, RedisUnavailable, RequestContext
 from edge.openapi import build_openapi
 from edge.responses import error, from_service_error
-from edge.routes import actions, auth, leaderboard, meta
+from edge.routes import actions, auth, boards, leaderboard, meta
 from edge.state import EdgeState
 from edge.upstream import Upstream
 from edge.ws import CLOSE_RESTART, websocket_endpoint
@@ -39,7 +40,13 @@ from edge.ws import CLOSE_RESTART, websocket_endpoint
 log = logging.getLogger("scoreboard.edge")
 STATIC = Path(__file__).parent / "static"
 VERSION = "0.1.0"
-API_ROUTES: list[ApiRoute] = [*auth.ROUTES, *actions.ROUTES, *leaderboard.ROUTES, *meta.ROUTES]
+API_ROUTES: list[ApiRoute] = [
+    *auth.ROUTES,
+    *actions.ROUTES,
+    *leaderboard.ROUTES,
+    *boards.ROUTES,
+    *meta.ROUTES,
+]
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
@@ -92,6 +99,9 @@ def create_app(settings: Settings) -> Starlette:
             # A logout or a ban closes the sockets its tokens opened, at once.
             verifier.revocations.subscribe(fanout.revoke)
         live = LiveBoard(upstream, lambda board: fanout.publish(board.frame))
+        live_boards = LiveBoards(
+            upstream, fanout, live, idle_seconds=settings.websocket.board_idle_seconds
+        )
         state = EdgeState(
             settings=settings,
             redis=redis,
@@ -101,9 +111,15 @@ def create_app(settings: Settings) -> Starlette:
             limiter=SlidingWindowLimiter(redis, keys),
             fanout=fanout,
             live=live,
+            boards=live_boards,
+            catalog=BoardCatalog(upstream),
         )
         app.state.edge = state
-        tasks = [asyncio.create_task(live.run()), asyncio.create_task(_expiry_sweep(state))]
+        tasks = [
+            asyncio.create_task(live.run()),
+            asyncio.create_task(live_boards.run()),
+            asyncio.create_task(_expiry_sweep(state)),
+        ]
         try:
             yield
         finally:

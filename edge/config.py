@@ -40,6 +40,9 @@ class WebSocketSettings:
     # Kernel send buffer of each viewer socket (SO_SNDBUF); None keeps the kernel's autotuning.
     # A cap bounds kernel memory per slow viewer and makes one that stopped reading stuck sooner.
     send_buffer_bytes: int | None = None
+    # The upstream WatchTop10 stream of a board other than the default one is closed after this
+    # long without a viewer on this process.
+    board_idle_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class Settings:
                 slow_viewer_seconds=env.number("WS_SLOW_VIEWER_SECONDS", 10.0, minimum=0.1),
                 ticket_seconds=env.integer("WS_TICKET_SECONDS", 30, minimum=1),
                 send_buffer_bytes=env.integer("WS_SEND_BUFFER_BYTES", 0, minimum=0) or None,
+                board_idle_seconds=env.number("WS_BOARD_IDLE_SECONDS", 60.0, minimum=0.1),
             ),
             cors_origins=env.items("CORS_ORIGINS"),
             max_body_bytes=env.integer("MAX_BODY_BYTES", 16 * 1024, minimum=256),

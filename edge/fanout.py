@@ -1,5 +1,9 @@
 """Fan-out of top-10 snapshots to every WebSocket viewer of this process (DESIGN decision 6).
 
+Viewers are grouped by the board they watch (issue 17): each board's group has its own newest
+snapshot and its own tick, so a busy board never delays another. A viewer moves between groups
+when it subscribes to another board, and gets that board's newest snapshot at once.
+
 Each snapshot is encoded once. A tick writes the newest snapshot to every viewer that has not
 seen it, at most once per tick interval (counted from the end of the previous broadcast),
 whatever the upstream rate; the first change after a quiet tick goes out at once (a throttle,
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge, Histogram
 
 from common.auth.revocation_mirror import Revoked
+from common.config import DEFAULT_BOARD
 from edge.config import WebSocketSettings
 from edge.ws_messages import TOKEN_EXPIRED_FRAME, TOKEN_REVOKED_FRAME
 from edge.ws_protocol import FrameSocket
@@ -69,13 +74,19 @@ class Frame:
     frame: bytes
     # Commit time (µs since the epoch) of the newest change in the snapshot; 0 when unknown.
     commit_us: int = 0
+    # The board's period: a frame of a later period is newer whatever its sequence.
+    period: int = 0
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return (self.period, self.sequence)
 
 
 class Viewer:
     """One socket as the fan-out sees it. `key` is what the per-user limit counts (None for
     anonymous viewers, which only the per-process limit counts)."""
 
-    __slots__ = ("expires_at", "grant", "key", "last_sequence", "socket", "stuck_since")
+    __slots__ = ("board", "expires_at", "grant", "key", "last_sent", "socket", "stuck_since")
 
     def __init__(
         self,
@@ -84,13 +95,32 @@ class Viewer:
         key: str | None,
         expires_at: float | None,
         grant: Grant | None = None,
+        board: str = DEFAULT_BOARD,
     ) -> None:
         self.socket = socket
         self.key = key
         self.expires_at = expires_at
         self.grant = grant
-        self.last_sequence = -1
+        self.board = board
+        # The number (within its board's group) of the newest frame this viewer was sent.
+        self.last_sent = -1
         self.stuck_since: float | None = None
+
+
+class _Group:
+    """The viewers of one board, its newest frame (numbered in publishing order) and its tick."""
+
+    __slots__ = ("behind", "board", "fresh", "last_sent", "latest", "number", "timer", "timer_at")
+
+    def __init__(self, board: str) -> None:
+        self.board = board
+        self.latest: Frame | None = None
+        self.number = -1
+        self.behind: list[Viewer] = []
+        self.last_sent = -1e18
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.fresh = False
 
 
 class FanOut:
@@ -103,18 +133,14 @@ class FanOut:
         self._settings = settings
         self._clock = clock
         self._viewers: set[Viewer] = set()
-        self._behind: list[Viewer] = []
+        self._groups: dict[str, _Group] = {}
+        self._members: dict[str, set[Viewer]] = {}
         self._admitted = 0
         self._per_key: dict[str, int] = {}
         self._expiries: list[tuple[float, int, Viewer]] = []
         # Revocation index: jti, session and subject -> the viewers admitted with them.
         self._by_name: dict[str, set[Viewer]] = {}
         self._order = itertools.count()
-        self._latest: Frame | None = None
-        self._last_sent = -1e18
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._fresh = False
         # Called by close_all (shutdown): what else feeds these sockets stops too.
         self.on_close_all: list[Callable[[], None]] = []
 
@@ -124,10 +150,40 @@ class FanOut:
 
     @property
     def latest(self) -> Frame | None:
-        return self._latest
+        """The default board's newest frame."""
+        return self.latest_of(DEFAULT_BOARD)
+
+    def latest_of(self, board: str) -> Frame | None:
+        group = self._groups.get(board)
+        return group.latest if group is not None else None
+
+    def viewers_of(self, board: str) -> int:
+        return len(self._members.get(board, ()))
+
+    def boards(self) -> tuple[str, ...]:
+        """Boards with a viewer."""
+        return tuple(b for b, members in self._members.items() if members)
+
+    def drop_board(self, board: str) -> None:
+        """Forget a board nobody watches (its upstream stream was closed)."""
+        if self._members.get(board):
+            return
+        self._members.pop(board, None)
+        group = self._groups.pop(board, None)
+        if group is not None and group.timer is not None:
+            group.timer.cancel()
+
+    def _group(self, board: str) -> _Group:
+        group = self._groups.get(board)
+        if group is None:
+            group = self._groups[board] = _Group(board)
+        return group
 
     def __len__(self) -> int:
         return len(self._viewers)
+
+    def has(self, viewer: Viewer) -> bool:
+        return viewer in self._viewers
 
     # ---- admission
 
@@ -161,15 +217,43 @@ class FanOut:
             self._by_name.setdefault(name, set()).add(viewer)
         if viewer.expires_at is not None:
             heapq.heappush(self._expiries, (viewer.expires_at, next(self._order), viewer))
-        latest = self._latest
-        if latest is not None and viewer.socket.write_frame(latest.frame):
-            viewer.last_sequence = latest.sequence
+        self._join(viewer)
+
+    def _join(self, viewer: Viewer) -> None:
+        """Into its board's group, with that board's newest frame at once."""
+        self._members.setdefault(viewer.board, set()).add(viewer)
+        group = self._group(viewer.board)
+        viewer.last_sent = -1
+        viewer.stuck_since = None
+        latest = group.latest
+        if latest is None:
+            return
+        if viewer.socket.write_frame(latest.frame):
+            viewer.last_sent = group.number
             SENT.inc()
+        elif viewer not in group.behind:
+            group.behind.append(viewer)  # sent when its socket drains
+            self._schedule(group, self._clock() + self._settings.tick_seconds)
+
+    def _leave(self, viewer: Viewer) -> None:
+        members = self._members.get(viewer.board)
+        if members is not None:
+            members.discard(viewer)
+
+    def move(self, viewer: Viewer, board: str) -> None:
+        """Let a viewer watch another board (SUBSCRIBE): it gets that board's newest frame at
+        once, and no frame of the old board after this."""
+        if viewer not in self._viewers or viewer.board == board:
+            return
+        self._leave(viewer)
+        viewer.board = board
+        self._join(viewer)
 
     def remove(self, viewer: Viewer) -> None:
         if viewer not in self._viewers:
             return
         self._viewers.discard(viewer)
+        self._leave(viewer)
         VIEWERS.set(len(self._viewers))
         for name in _index_names(viewer.grant):
             held = self._by_name.get(name)
@@ -181,45 +265,48 @@ class FanOut:
 
     # ---- broadcasting
 
-    def publish(self, frame: Frame) -> None:
-        if self._latest is not None and frame.sequence <= self._latest.sequence:
+    def publish(self, frame: Frame, board: str = DEFAULT_BOARD) -> None:
+        group = self._group(board)
+        if group.latest is not None and frame.version <= group.latest.version:
             return
-        self._latest = frame
-        self._fresh = True
-        self._schedule(self._last_sent + self._settings.tick_seconds)
+        group.latest = frame
+        group.number += 1
+        group.fresh = True
+        self._schedule(group, group.last_sent + self._settings.tick_seconds)
 
-    def _schedule(self, at: float) -> None:
-        if self._timer is not None:
-            if self._timer_at <= at:
+    def _schedule(self, group: _Group, at: float) -> None:
+        if group.timer is not None:
+            if group.timer_at <= at:
                 return
-            self._timer.cancel()  # a retry for stuck viewers must not hold back a fresh change
+            group.timer.cancel()  # a retry for stuck viewers must not hold back a fresh change
         loop = asyncio.get_running_loop()
-        self._timer_at = at
-        self._timer = loop.call_at(at - self._clock() + loop.time(), self._tick)
+        group.timer_at = at
+        group.timer = loop.call_at(at - self._clock() + loop.time(), self._tick, group)
 
-    def _tick(self) -> None:
-        self._timer = None
-        latest = self._latest
-        if latest is None:
+    def _tick(self, group: _Group) -> None:
+        group.timer = None
+        latest = group.latest
+        if latest is None or self._groups.get(group.board) is not group:
             return
+        members = self._members.get(group.board, set())
         now = self._clock()
         TICKS.inc()
-        fresh = self._fresh
-        if fresh and latest.commit_us and self._viewers:
+        fresh = group.fresh
+        if fresh and latest.commit_us and members:
             BROADCAST.observe(max(0.0, time.time() - latest.commit_us / 1e6))
-        self._fresh = False
-        targets = tuple(self._viewers) if fresh else self._behind
+        group.fresh = False
+        targets = tuple(members) if fresh else group.behind
         behind: list[Viewer] = []
         stuck: list[Viewer] = []
         patience = self._settings.slow_viewer_seconds
-        sequence = latest.sequence
+        number = group.number
         data = latest.frame
         sent = 0
         for viewer in targets:
-            if viewer.last_sequence >= sequence:
+            if viewer.last_sent >= number or viewer.board != group.board:
                 continue
             if viewer.socket.write_frame(data):
-                viewer.last_sequence = sequence
+                viewer.last_sent = number
                 viewer.stuck_since = None
                 sent += 1
                 continue
@@ -238,14 +325,14 @@ class FanOut:
         # put the viewers seconds behind.
         done = self._clock()
         if fresh and sent:
-            self._last_sent = done
-        self._behind = behind
+            group.last_sent = done
+        group.behind = behind
         for viewer in stuck:
             SLOW_CLOSED.inc()
             self.remove(viewer)
             viewer.socket.close(CLOSE_TOO_SLOW, "too slow to keep up")
         if behind:
-            self._schedule(done + self._settings.tick_seconds)
+            self._schedule(group, done + self._settings.tick_seconds)
 
     # ---- expiry and shutdown
 

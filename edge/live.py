@@ -1,4 +1,5 @@
-"""The edge's one upstream WatchTop10 stream: reconnects with exponential backoff and full
+"""The edge's upstream WatchTop10 streams, one per board in use (edge.live_boards opens and closes
+them): each reconnects with exponential backoff and full
 jitter when stream_service restarts, and turns each snapshot into the encoded forms the edge
 serves (the WebSocket frame, the GET /api/leaderboard body and its ETag) exactly once. And the
 WatchRank streams of the signed-in viewers who asked for their live rank (RankFeeds)."""
@@ -19,6 +20,7 @@ import grpc
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
+from common.config import DEFAULT_BOARD
 from common.grpc_client import call_metadata
 from edge.fanout import Frame
 from edge.responses import iso
@@ -42,6 +44,8 @@ PROPAGATION = Histogram(
 class Board:
     """One snapshot in every form the edge serves it."""
 
+    board: str
+    period: int
     sequence: int
     commit_us: int
     top10: list[dict[str, Any]]
@@ -58,30 +62,40 @@ def encode(snapshot: leaderboard_pb2.Top10Snapshot) -> Board:
     ]
     commit_us = snapshot.commit_time.seconds * 1_000_000 + snapshot.commit_time.nanos // 1000
     stamp = iso(snapshot.commit_time.ToDatetime(tzinfo=UTC)) if commit_us else None
-    message = leaderboard_update(top10, stamp, snapshot.sequence)
+    board = snapshot.board_id or DEFAULT_BOARD
+    period = snapshot.period or 1
+    message = leaderboard_update(top10, stamp, snapshot.sequence, board, period)
     http_body = orjson.dumps(
         {
             "success": True,
-            "data": {"top10": top10, "lastUpdated": stamp, "sequence": snapshot.sequence},
+            "data": {
+                "top10": top10,
+                "lastUpdated": stamp,
+                "sequence": snapshot.sequence,
+                "board": board,
+                "period": period,
+            },
         }
     )
     return Board(
+        board=board,
+        period=period,
         sequence=snapshot.sequence,
         commit_us=commit_us,
         top10=top10,
         last_updated=stamp,
-        frame=Frame(snapshot.sequence, text_frame(message), commit_us),
+        frame=Frame(snapshot.sequence, text_frame(message), commit_us, period),
         http_body=http_body,
         etag='"' + hashlib.sha256(http_body).hexdigest()[:24] + '"',
     )
 
 
 class LiveBoard:
-    """The edge's one WatchTop10 stream. A stream that worked for a while and then ended (maximum
-    connection age, a draining replica) is reopened at once; failures back off exponentially
-    with full jitter, so edges spread out when stream_service restarts. Viewers stay connected
-    meanwhile; the new stream starts with the current snapshot, and only a newer one than the
-    edge holds is passed on."""
+    """The edge's WatchTop10 stream of one board. A stream that worked for a while and then
+    ended (maximum connection age, a draining replica) is reopened at once; failures back off
+    exponentially with full jitter, so edges spread out when stream_service restarts. Viewers
+    stay connected meanwhile; the new stream starts with the current snapshot, and only a newer
+    one than the edge holds (by period, then sequence) is passed on."""
 
     def __init__(
         self,
@@ -90,7 +104,9 @@ class LiveBoard:
         *,
         max_backoff_seconds: float = 5.0,
         healthy_after_seconds: float = 1.0,
+        board: str = DEFAULT_BOARD,
     ) -> None:
+        self.board = board
         self._upstream = upstream
         self._on_board = on_board
         self._max_backoff = max_backoff_seconds
@@ -106,24 +122,27 @@ class LiveBoard:
             try:
                 token = await self._upstream.service_token.token()
                 call = self._upstream.stream.WatchTop10(
-                    stream_service_pb2.WatchTop10Request(), metadata=call_metadata(token)
+                    stream_service_pb2.WatchTop10Request(board_id=self.board),
+                    metadata=call_metadata(token),
                 )
                 async for reply in call:
                     if opened_at is None:
                         opened_at = time.monotonic()
                         self.streams_opened += 1
                         self.connected.set()
-                        UPSTREAM_CONNECTED.set(1)
+                        if self.board == DEFAULT_BOARD:
+                            UPSTREAM_CONNECTED.set(1)
                     self._offer(reply.snapshot)
                 log.info("WatchTop10 ended; reconnecting")
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                     self._upstream.service_token.invalidate()
-                log.warning("WatchTop10 failed: %s", exc.code().name)
+                log.warning("WatchTop10 failed: %s", exc.code().name, extra={"board": self.board})
             except Exception as exc:  # the token fetch may fail while auth_service restarts
                 log.warning("WatchTop10 cannot start: %s", exc)
             self.connected.clear()
-            UPSTREAM_CONNECTED.set(0)
+            if self.board == DEFAULT_BOARD:
+                UPSTREAM_CONNECTED.set(0)
             UPSTREAM_RECONNECTS.inc()
             if opened_at is not None and time.monotonic() - opened_at >= self._healthy_after:
                 failures = 0
@@ -134,7 +153,11 @@ class LiveBoard:
             await asyncio.sleep(random.uniform(0, cap))
 
     def _offer(self, snapshot: leaderboard_pb2.Top10Snapshot) -> None:
-        if self.latest is not None and snapshot.sequence <= self.latest.sequence:
+        latest = self.latest
+        if latest is not None and (snapshot.period, snapshot.sequence) <= (
+            latest.period,
+            latest.sequence,
+        ):
             return
         board = encode(snapshot)
         if board.commit_us:

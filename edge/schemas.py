@@ -94,6 +94,10 @@ class Leaderboard(BaseModel):
     top10: list[LeaderboardEntry]
     lastUpdated: str | None
     sequence: int = Field(description="Sequence number of this top-10 snapshot (0 when unknown).")
+    board: str = Field(default="default", description="The board.")
+    period: int | None = Field(
+        default=None, description="The board's period shown; null when not known here."
+    )
 
 
 class EntryPage(BaseModel):
@@ -177,3 +181,53 @@ class WsTicket(BaseModel):
 
 class Empty(BaseModel):
     pass
+
+
+class BoardInfo(BaseModel):
+    boardId: str
+    name: str
+    sortOrder: Literal["desc", "asc"] = Field(
+        description="desc: higher is better; asc: lower is better (e.g. a lap time)."
+    )
+    combine: Literal["sum", "best", "latest"] = Field(
+        description="How a player's entries combine on the board."
+    )
+    resetSchedule: str | None = Field(
+        description="5-field cron expression of the resets, read in timeZone; null: never resets."
+    )
+    timeZone: str = Field(description="IANA time zone of the schedule.")
+    currentPeriod: int = Field(description="The period open now (1 for a board never reset).")
+    periodStartsAt: str | None = Field(description="When the current period started.")
+    nextResetAt: str | None = Field(
+        description="When the current period ends (the next reset); null for an endless one."
+    )
+    seasonStartsAt: str | None
+    seasonEndsAt: str | None
+    keepPeriods: int = Field(description="Closed periods whose standings are kept (0: all).")
+    lastClosedPeriod: int | None = Field(description="The newest closed period, if any.")
+    lastWinners: list[LeaderboardEntry] = Field(
+        description="The first three of the last closed period."
+    )
+
+
+class PeriodInfo(BaseModel):
+    period: int
+    startsAt: str
+    endsAt: str | None = Field(description="End (exclusive); null for an endless period.")
+    closed: bool
+    closedAt: str | None
+    entries: int = Field(description="Frozen entries of a closed period (0 while open).")
+
+
+class PeriodList(BaseModel):
+    periods: list[PeriodInfo] = Field(description="Newest first.")
+    nextPageToken: str | None = Field(description="Pass as pageToken for the next page.")
+
+
+class PeriodEntries(BaseModel):
+    period: PeriodInfo
+    entries: list[LeaderboardEntry] = Field(description="Final standings, best first.")
+    nextPageToken: str | None = Field(description="Pass as pageToken for the next page.")
+    userEntry: LeaderboardEntry | None = Field(
+        description="With userId: that user's final entry (the page holds it)."
+    )

@@ -17,6 +17,7 @@ from common.redis_keys import Keys
 from edge.config import Settings
 from edge.fanout import FanOut
 from edge.live import LiveBoard
+from edge.live_boards import BoardCatalog, LiveBoards
 from edge.upstream import Upstream
 
 
@@ -29,7 +30,10 @@ class EdgeState:
     upstream: Upstream
     limiter: SlidingWindowLimiter
     fanout: FanOut
+    # The default board's upstream stream; `boards` holds it and the other boards' in use.
     live: LiveBoard
+    boards: LiveBoards
+    catalog: BoardCatalog
     shutting_down: bool = False
     # Used only while Redis is unreachable, by routes whose policy is to keep limiting.
     local_limiter: LocalWindowLimiter = field(default_factory=LocalWindowLimiter)

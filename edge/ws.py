@@ -7,14 +7,20 @@ then close with a 44xx code (1012 while the server shuts down, 1013 when Redis c
 ticket or token right now: try again). A connection whose token is
 revoked later (logout, ban) is closed at once: ERROR TOKEN_REVOKED, then 4401.
 
-After the CONNECTION_ACK the connection is parked (see edge.ws_protocol): the fan-out writes
-snapshots to it, and the few messages a client may send are answered synchronously: PING, and
-SUBSCRIBE_RANK {"board": id (optional)} / UNSUBSCRIBE_RANK from a signed-in user, which start and
-stop RANK_UPDATE messages for that user's own rank on this socket (edge.live.RankFeeds).
+A viewer watches one board (issue 17): the default one, or ?board=ID at the handshake (an
+unknown board is refused: ERROR NOT_FOUND, close 4404). After the CONNECTION_ACK the connection is
+parked (see edge.ws_protocol): the fan-out writes its board's snapshots to it, and the few
+messages a client may send are answered synchronously: PING; SUBSCRIBE {"board": id}, which
+moves the socket to another board (SUBSCRIBED, then that board's newest LEADERBOARD_UPDATE; an
+unknown board gets ERROR NOT_FOUND and changes nothing), the edge opening its upstream stream of
+that board when it has none; and SUBSCRIBE_RANK {"board": id (optional)} / UNSUBSCRIBE_RANK from
+a signed-in user, which start and stop RANK_UPDATE messages for that user's own rank on this
+socket (edge.live.RankFeeds).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -46,6 +52,7 @@ SUBPROTOCOL = "scoreboard.v1"
 BEARER_PREFIX = "bearer."
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_ORIGIN = 4403
+CLOSE_NO_BOARD = 4404
 CLOSE_LIMIT = 4429
 CLOSE_RESTART = 1012
 CLOSE_INTERNAL = 1011
@@ -170,11 +177,11 @@ def rank_feeds(websocket: WebSocket, state: EdgeState) -> RankFeeds:
 
 
 class WsViewer(Viewer):
-    """A parked /ws connection: answers PING, subscribes a signed-in user to its own rank,
-    refuses anything else, limits the message rate (a token bucket), and leaves the fan-out
-    (and its rank feed) when the connection is lost."""
+    """A parked /ws connection: answers PING, moves to another board on SUBSCRIBE, subscribes a
+    signed-in user to its own rank, refuses anything else, limits the message rate (a token
+    bucket), and leaves the fan-out (and its rank feed) when the connection is lost."""
 
-    __slots__ = ("_allowance", "_checked", "_fanout", "_ranks", "user_id")
+    __slots__ = ("_allowance", "_checked", "_fanout", "_ranks", "_state", "_switch", "user_id")
 
     def __init__(
         self,
@@ -186,9 +193,13 @@ class WsViewer(Viewer):
         grant: Grant | None = None,
         user_id: str | None = None,
         ranks: RankFeeds | None = None,
+        board: str = DEFAULT_BOARD,
+        state: EdgeState | None = None,
     ) -> None:
-        super().__init__(socket, key=key, expires_at=expires_at, grant=grant)
+        super().__init__(socket, key=key, expires_at=expires_at, grant=grant, board=board)
         self._fanout = fanout
+        self._state = state
+        self._switch: asyncio.Task[None] | None = None
         self._allowance = _burst(fanout.settings.messages_per_second)
         self._checked = time.monotonic()
         self.user_id = user_id
@@ -212,6 +223,8 @@ class WsViewer(Viewer):
             kind = body.get("type") if isinstance(body, dict) else None
         if kind == "PING":
             self.socket.write_frame(ws_messages.PONG_FRAME)
+        elif kind == "SUBSCRIBE" and isinstance(body, dict):
+            self._subscribe(body.get("data"))
         elif kind == "SUBSCRIBE_RANK" and isinstance(body, dict):
             self._subscribe_rank(body.get("data"))
         elif kind == "UNSUBSCRIBE_RANK":
@@ -219,6 +232,38 @@ class WsViewer(Viewer):
                 self._ranks.unsubscribe(self)
         else:
             self.socket.write_frame(ws_messages.UNKNOWN_MESSAGE_FRAME)
+
+    def _subscribe(self, data: object) -> None:
+        board = data.get("board") if isinstance(data, dict) else None
+        if board is None:
+            board = DEFAULT_BOARD
+        if not isinstance(board, str) or not _BOARD_ID.fullmatch(board) or self._state is None:
+            self.socket.write_frame(ws_messages.INVALID_BOARD_FRAME)
+            return
+        if self._switch is not None:
+            self._switch.cancel()  # the newest SUBSCRIBE wins
+        self._switch = asyncio.create_task(self._switch_to(board, self._state))
+
+    async def _switch_to(self, board: str, state: EdgeState) -> None:
+        try:
+            known = await state.catalog.exists(board)
+        except ServiceError as exc:
+            self.socket.write_frame(
+                ws_messages.text_frame(ws_messages.error(exc.reason, exc.message))
+            )
+            return
+        if not known:
+            self.socket.write_frame(ws_messages.BOARD_NOT_FOUND_FRAME)
+            return
+        if self.closed_out():
+            return
+        state.boards.open(board)
+        self.socket.write_frame(ws_messages.text_frame(ws_messages.subscribed(board)))
+        self._fanout.move(self, board)
+
+    def closed_out(self) -> bool:
+        """True once the fan-out has let this viewer go (closed, revoked, expired)."""
+        return not self._fanout.has(self)
 
     def _subscribe_rank(self, data: object) -> None:
         if self.user_id is None or self._ranks is None:
@@ -233,6 +278,8 @@ class WsViewer(Viewer):
         self._ranks.subscribe(self, self.user_id, board, self.socket.write_frame)
 
     def on_close(self) -> None:
+        if self._switch is not None:
+            self._switch.cancel()
         self._fanout.remove(self)
         if self._ranks is not None:
             self._ranks.unsubscribe(self)
@@ -269,6 +316,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         code = CLOSE_TRY_AGAIN if exc.code == grpc.StatusCode.UNAVAILABLE else CLOSE_UNAUTHENTICATED
         await _refuse(websocket, code, exc.reason, exc.message, subprotocol)
         return
+    board = websocket.query_params.get("board") or DEFAULT_BOARD
+    refused = await _board_refusal(state, board)
+    if refused is not None:
+        code, reason, text = refused
+        await _refuse(websocket, code, reason, text, subprotocol)
+        return
     refusal = state.fanout.reserve(identity.key)
     if refusal is not None:
         await _refuse(websocket, CLOSE_LIMIT, "CONNECTION_LIMIT", refusal, subprotocol)
@@ -287,12 +340,28 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         grant=identity.grant,
         user_id=identity.user_id,
         ranks=rank_feeds(websocket, state) if identity.user_id is not None else None,
+        board=board,
+        state=state,
     )
+    state.boards.open(board)
     state.fanout.add(viewer)
     socket.park(viewer, settings.slow_viewer_bytes, settings.send_buffer_bytes)
     if _revoked_meanwhile(state, identity.grant):
         # Revoked after the check at the handshake, before the viewer was indexed.
         state.fanout.close_revoked(viewer)
+
+
+async def _board_refusal(state: EdgeState, board: str) -> tuple[int, str, str] | None:
+    """Why a handshake naming this board is refused (close code, reason, message), or None."""
+    if not _BOARD_ID.fullmatch(board):
+        return CLOSE_NO_BOARD, Reason.INVALID_ARGUMENT, "board must be a board id"
+    try:
+        known = await state.catalog.exists(board)
+    except ServiceError as exc:
+        return CLOSE_TRY_AGAIN, exc.reason, exc.message
+    if not known:
+        return CLOSE_NO_BOARD, Reason.NOT_FOUND, f"there is no board {board!r}"
+    return None
 
 
 def _revoked_meanwhile(state: EdgeState, grant: Grant | None) -> bool:

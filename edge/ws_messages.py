@@ -1,8 +1,7 @@
-"""Every message /ws sends, in one place: CONNECTION_ACK, LEADERBOARD_UPDATE, RANK_UPDATE, PONG
-and ERROR,
-encoded as JSON, and the RFC 6455 text frame that carries them (the fixed ones are framed once,
-here). The heartbeat is a WebSocket ping at the protocol level (uvicorn's ws_ping_interval),
-not a message."""
+"""Every message /ws sends, in one place: CONNECTION_ACK, LEADERBOARD_UPDATE, SUBSCRIBED,
+RANK_UPDATE, PONG and ERROR, encoded as JSON, and the RFC 6455 text frame that carries them (the
+fixed ones are framed once, here). The heartbeat is a WebSocket ping at the protocol level
+(uvicorn's ws_ping_interval), not a message."""
 
 from __future__ import annotations
 
@@ -23,10 +22,29 @@ def ack(user_id: str | None, connected_at: str) -> bytes:
     return message("CONNECTION_ACK", {"userId": user_id, "connectedAt": connected_at})
 
 
-def leaderboard_update(top10: list[dict[str, Any]], timestamp: str | None, sequence: int) -> bytes:
+def leaderboard_update(
+    top10: list[dict[str, Any]],
+    timestamp: str | None,
+    sequence: int,
+    board: str = "default",
+    period: int = 1,
+) -> bytes:
+    """LEADERBOARD_UPDATE: the board's top 10 of its period (a new period starts empty)."""
     return message(
-        "LEADERBOARD_UPDATE", {"top10": top10, "timestamp": timestamp, "sequence": sequence}
+        "LEADERBOARD_UPDATE",
+        {
+            "top10": top10,
+            "timestamp": timestamp,
+            "sequence": sequence,
+            "board": board,
+            "period": period,
+        },
     )
+
+
+def subscribed(board: str) -> bytes:
+    """SUBSCRIBED: the socket now watches this board (its newest LEADERBOARD_UPDATE follows)."""
+    return message("SUBSCRIBED", {"board": board})
 
 
 def rank_update(data: dict[str, Any]) -> bytes:
@@ -51,8 +69,12 @@ def text_frame(payload: bytes) -> bytes:
 
 PONG_FRAME = text_frame(message("PONG", {}))
 UNKNOWN_MESSAGE_FRAME = text_frame(
-    error("UNKNOWN_MESSAGE", "only PING, SUBSCRIBE_RANK and UNSUBSCRIBE_RANK are accepted")
+    error(
+        "UNKNOWN_MESSAGE",
+        "only PING, SUBSCRIBE, SUBSCRIBE_RANK and UNSUBSCRIBE_RANK are accepted",
+    )
 )
+BOARD_NOT_FOUND_FRAME = text_frame(error("NOT_FOUND", "there is no such board"))
 RANK_NEEDS_USER_FRAME = text_frame(
     error("RANK_NEEDS_USER", "only a signed-in user can subscribe to its rank")
 )

@@ -1,4 +1,5 @@
-"""The leaderboard over HTTP (the fallback for clients without WebSockets)."""
+"""The leaderboard over HTTP (the fallback for clients without WebSockets). Every route reads
+the default board's open period unless ?board=ID and &period=N say otherwise."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from edge.api import ApiRoute, Param
 from edge.bodies import read_json
 from edge.limits import enforce
 from edge.responses import JSON, iso, ok
+from edge.routes.boards import BOARD_PARAMS, board_query
 from edge.schemas import (
     EntriesAround,
     EntryPage,
@@ -52,12 +54,14 @@ def _cached(request: Request, body: bytes, etag: str) -> Response:
 async def leaderboard(request: Request) -> Response:
     await optional_principal(request)  # optional, but a bad token is still refused
     state = edge_state(request)
-    board = state.live.latest
-    if board is not None:
-        # The live stream keeps the current top 10 in memory, already encoded.
-        return _cached(request, board.http_body, board.etag)
+    board_id, period = board_query(request)
+    live = state.boards.get(board_id) if period == 0 else None
+    if live is not None and live.latest is not None:
+        # A live stream keeps the board's current top 10 in memory, already encoded.
+        return _cached(request, live.latest.http_body, live.latest.etag)
     reply = await state.upstream.call_as_edge(
-        state.upstream.leaderboard.ListEntries, pb.ListEntriesRequest(page_size=10)
+        state.upstream.leaderboard.ListEntries,
+        pb.ListEntriesRequest(board_id=board_id, period=period, page_size=10),
     )
     stamp = iso(reply.update_time.ToDatetime()) if reply.update_time.seconds else None
     body = orjson.dumps(
@@ -67,6 +71,8 @@ async def leaderboard(request: Request) -> Response:
                 "top10": [_entry(e) for e in reply.entries],
                 "lastUpdated": stamp,
                 "sequence": 0,
+                "board": board_id,
+                "period": period or None,
             },
         }
     )
@@ -83,9 +89,10 @@ def _user_id(request: Request) -> str:
 async def user_rank(request: Request) -> Response:
     principal = await require_principal(request)
     state = edge_state(request)
+    board_id, period = board_query(request)
     reply = await state.upstream.call(
         state.upstream.leaderboard.GetUserRank,
-        pb.GetUserRankRequest(user_id=_user_id(request)),
+        pb.GetUserRankRequest(user_id=_user_id(request), board_id=board_id, period=period),
         token=principal.token,
     )
     return ok(
@@ -163,9 +170,12 @@ async def around_user(request: Request) -> Response:
     principal = await require_principal(request)
     state = edge_state(request)
     count = _int_query(request, "count", 5, 0, 50)
+    board_id, period = board_query(request)
     reply = await state.upstream.call(
         state.upstream.leaderboard.ListEntriesAround,
-        pb.ListEntriesAroundRequest(user_id=_user_id(request), count=count),
+        pb.ListEntriesAroundRequest(
+            user_id=_user_id(request), count=count, board_id=board_id, period=period
+        ),
         token=principal.token,
     )
     return ok({"entries": [_entry(e) for e in reply.entries]})
@@ -184,7 +194,10 @@ async def entries(request: Request) -> Response:
             client_address(request),
             state.settings.anonymous_deep_pages_per_minute,
         )
-    message = pb.ListEntriesRequest(page_size=size, page_token=page_token)
+    board_id, period = board_query(request)
+    message = pb.ListEntriesRequest(
+        board_id=board_id, period=period, page_size=size, page_token=page_token
+    )
     if principal is None:
         reply = await state.upstream.call_as_edge(state.upstream.leaderboard.ListEntries, message)
     else:
@@ -215,8 +228,11 @@ ROUTES = [
         "leaderboard",
         auth="optional",
         response=Envelope[Leaderboard],
-        errors=(401,),
-        description="Cacheable for 5 seconds; send If-None-Match with the ETag for a 304.",
+        errors=(400, 401, 404),
+        description="Cacheable for 5 seconds; send If-None-Match with the ETag for a 304. "
+        "?board= picks a board (404 NOT_FOUND when there is none), &period= a closed period's "
+        "final top 10.",
+        params=BOARD_PARAMS,
     ),
     ApiRoute(
         "GET",
@@ -226,7 +242,7 @@ ROUTES = [
         "leaderboard",
         auth="optional",
         response=Envelope[EntryPage],
-        errors=(400, 401, 429),
+        errors=(400, 401, 404, 429),
         description="Without a token, pages past the first (those with a pageToken) are limited "
         "per client address (SCOREBOARD_ANONYMOUS_DEEP_PAGES_PER_MINUTE).",
         params=(
@@ -237,6 +253,7 @@ ROUTES = [
                 schema={"type": "integer", "minimum": 1, "maximum": 100},
             ),
             Param("pageToken", "query", "nextPageToken of the previous page"),
+            *BOARD_PARAMS,
         ),
     ),
     ApiRoute(
@@ -248,7 +265,7 @@ ROUTES = [
         auth="required",
         response=Envelope[UserRank],
         errors=(400, 401, 404),
-        params=(_USER,),
+        params=(_USER, *BOARD_PARAMS),
     ),
     ApiRoute(
         "POST",
@@ -280,6 +297,7 @@ ROUTES = [
                 "entries each side, 0-50 (default 5)",
                 schema={"type": "integer", "minimum": 0, "maximum": 50},
             ),
+            *BOARD_PARAMS,
         ),
     ),
 ]
