@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from common.schedule import Schedule, ScheduleError, parse_zone
+from common.tiers import Tier, TierError
+from common.tiers import validated as validated_tiers
 
 __all__ = [
     "BOARD_COLUMNS",
@@ -77,6 +79,9 @@ class Board:
     keep_periods: int = 0
     min_value: int | None = None
     max_value: int | None = None
+    # Tiers, best first (common.tiers); not in BOARD_COLUMNS: the `tiers` column is read by
+    # leaderboard_service only.
+    tiers: tuple[Tier, ...] = ()
 
     def validated(self) -> Board:
         """This board, or BoardError naming what is wrong."""
@@ -104,6 +109,10 @@ class Board:
             and self.min_value > self.max_value
         ):
             raise BoardError("min value must not exceed max value")
+        try:
+            validated_tiers(self.tiers, asc=self.sort_order == "asc")
+        except TierError as exc:
+            raise BoardError(str(exc)) from exc
         return self
 
     @property

@@ -109,6 +109,13 @@ class BoardKeys:
         return self._board_key("periods")
 
     @property
+    def tiers(self) -> str:
+        """STRING: the board's tier definitions as leaderboard_service last read them from
+        PostgreSQL (common.tiers.encode_copy), rewritten by its period scheduler on a change and
+        every minute; what stream_service's rank hub reads. No TTL."""
+        return self._board_key("tiers")
+
+    @property
     def dead_letters(self) -> str:
         return self._board_key("dead")
 

@@ -35,7 +35,9 @@ __all__ = [
     "Tier",
     "TierError",
     "decode",
+    "decode_copy",
     "encode",
+    "encode_copy",
     "percent_tenths",
     "tier_of",
     "validated",
@@ -177,7 +179,7 @@ def encode(tiers: Sequence[Tier]) -> bytes:
     )
 
 
-def decode(data: bytes | str | list[object] | None) -> tuple[Tier, ...]:
+def decode(data: object) -> tuple[Tier, ...]:
     """What `encode` wrote (or PostgreSQL's jsonb as psycopg reads it); TierError when it is
     not a list of tiers."""
     if data is None:
@@ -201,3 +203,21 @@ def decode(data: bytes | str | list[object] | None) -> tuple[Tier, ...]:
     except (orjson.JSONDecodeError, KeyError) as exc:
         raise TierError(f"stored tiers are not valid: {exc}") from exc
     return tuple(tiers)
+
+
+def encode_copy(tiers: Sequence[Tier], *, asc: bool) -> bytes:
+    """The Redis copy of a board's tiers (BoardKeys.tiers): {"asc": bool, "tiers": [...]}, the
+    sort order included since a score cutoff reads it."""
+    items = orjson.loads(encode(tiers))
+    return orjson.dumps({"asc": asc, "tiers": items})
+
+
+def decode_copy(data: bytes | str) -> tuple[tuple[Tier, ...], bool]:
+    """(tiers, asc) from what encode_copy wrote; TierError when it is not that."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise TierError(f"stored tiers are not valid: {exc}") from exc
+    if not isinstance(value, dict):
+        raise TierError("stored tiers must be a JSON object")
+    return decode(value.get("tiers")), value.get("asc") is True

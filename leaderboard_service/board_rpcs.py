@@ -18,6 +18,8 @@ from common.db import Pool
 from common.errors import Reason, ServiceError, invalid, not_found
 from common.logs import request_id_var
 from common.redis_values import Entry
+from common.tiers import KINDS, Tier, TierError, encode, percent_tenths
+from common.tiers import decode as decode_tiers
 from leaderboard_service import periods
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
@@ -43,7 +45,11 @@ def _time(stamp: Timestamp, present: bool) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC) if present else None
 
 
-def entry_pb(entry: Entry) -> leaderboard_pb2.LeaderboardEntry:
+def tier_pb(tier: Tier | None) -> leaderboard_pb2.Tier | None:
+    return None if tier is None else leaderboard_pb2.Tier(tier_id=tier.id, name=tier.name)
+
+
+def entry_pb(entry: Entry, tier: Tier | None = None) -> leaderboard_pb2.LeaderboardEntry:
     stamp = Timestamp()
     stamp.FromMicroseconds(entry.reached_us)
     return leaderboard_pb2.LeaderboardEntry(
@@ -52,7 +58,37 @@ def entry_pb(entry: Entry) -> leaderboard_pb2.LeaderboardEntry:
         username=entry.username,
         score=entry.score,
         reached_time=stamp,
+        tier=tier_pb(tier),
     )
+
+
+def standing_pb(standing: periods.Standing) -> leaderboard_pb2.LeaderboardEntry:
+    return entry_pb(standing.entry, standing.tier)
+
+
+def _tier_from_pb(index: int, item: pb.TierDefinition) -> Tier:
+    cutoff = item.WhichOneof("cutoff")
+    if cutoff is None:
+        return Tier(item.tier_id, item.name)
+    if cutoff == "top_percent":
+        try:
+            return Tier(item.tier_id, item.name, "top_percent", percent_tenths(item.top_percent))
+        except TierError as exc:
+            raise BoardError(f"tiers[{index}] ({item.tier_id!r}): {exc}") from None
+    value = item.top_rank if cutoff == "top_rank" else item.min_score
+    kind = next(k for k in KINDS if k == cutoff)
+    return Tier(item.tier_id, item.name, kind, value)
+
+
+def tier_definition_pb(tier: Tier) -> pb.TierDefinition:
+    item = pb.TierDefinition(tier_id=tier.id, name=tier.name)
+    if tier.kind == "top_percent":
+        item.top_percent = tier.percent
+    elif tier.kind == "top_rank":
+        item.top_rank = tier.value
+    elif tier.kind == "min_score":
+        item.min_score = tier.value
+    return item
 
 
 def period_pb(period: Period) -> pb.PeriodInfo:
@@ -106,6 +142,7 @@ def board_from_pb(info: pb.BoardInfo) -> Board:
             keep_periods=info.keep_periods,
             min_value=info.min_value if info.HasField("min_value") else None,
             max_value=info.max_value if info.HasField("max_value") else None,
+            tiers=tuple(_tier_from_pb(i, t) for i, t in enumerate(info.tiers)),
         ).validated()
     except BoardError as exc:
         raise invalid(str(exc)) from None
@@ -136,6 +173,7 @@ class BoardRpcs:
             keep_periods=b.keep_periods,
             min_value=b.min_value,
             max_value=b.max_value,
+            tiers=[tier_definition_pb(t) for t in b.tiers],
         )
         if state.current is not None:
             info.current_period = state.current.number
@@ -147,7 +185,7 @@ class BoardRpcs:
             winners = await periods.standings_page(
                 self._pool, b.id, state.previous.number, 0, WINNERS
             )
-            info.last_winners.extend(entry_pb(e) for e in winners)
+            info.last_winners.extend(standing_pb(s) for s in winners)
         return info
 
     async def ListBoards(
@@ -208,11 +246,11 @@ class BoardRpcs:
             found = await periods.standing_of(self._pool, board, period.number, request.user_id)
             if found is None:
                 raise not_found(Reason.USER_NOT_FOUND, "this user has no score in the period")
-            entry, position = found
-            response.user_entry.CopyFrom(entry_pb(entry))
+            standing, position = found
+            response.user_entry.CopyFrom(standing_pb(standing))
             offset = (position - 1) // size * size
         entries = await periods.standings_page(self._pool, board, period.number, offset, size)
-        response.entries.extend(entry_pb(e) for e in entries)
+        response.entries.extend(standing_pb(s) for s in entries)
         if offset + len(entries) < (period.entries or 0):
             response.next_page_token = str(offset + len(entries))
         return response
@@ -239,9 +277,9 @@ class BoardRpcs:
         async with self._pool.connection() as conn, conn.transaction():
             try:
                 await conn.execute(
-                    f"INSERT INTO boards ({BOARD_COLUMNS}) VALUES"
-                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    _board_values(board),
+                    f"INSERT INTO boards ({BOARD_COLUMNS}, tiers) VALUES"
+                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+                    (*_board_values(board), encode(board.tiers).decode()),
                 )
             except pg_errors.UniqueViolation:
                 raise ServiceError(
@@ -258,8 +296,7 @@ class BoardRpcs:
                 request_id=request_id_var.get(),
             )
         await periods.ensure_periods(self._pool, board.id, self._now())
-        if self._scheduler is not None:
-            self._scheduler.wake()
+        await self._board_changed(board.id)
         return pb.CreateBoardResponse(board=await self._board_info(board.id))
 
     async def UpdateBoard(
@@ -270,12 +307,13 @@ class BoardRpcs:
         board = board_from_pb(request.board)
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                f"SELECT {BOARD_COLUMNS} FROM boards WHERE id = %s FOR NO KEY UPDATE", (board.id,)
+                f"SELECT {BOARD_COLUMNS}, tiers FROM boards WHERE id = %s FOR NO KEY UPDATE",
+                (board.id,),
             )
             row = await cur.fetchone()
             if row is None:
                 raise not_found(Reason.NOT_FOUND, f"there is no board {board.id!r}")
-            old = board_from_row(row)
+            old = board_from_row(row[:-1]).with_changes(tiers=decode_tiers(row[-1]))
             if (old.sort_order, old.combine) != (board.sort_order, board.combine):
                 cur = await conn.execute(
                     "SELECT 1 FROM user_scores WHERE board_id = %s LIMIT 1", (board.id,)
@@ -290,8 +328,9 @@ class BoardRpcs:
             await conn.execute(
                 "UPDATE boards SET name = %s, sort_order = %s, combine = %s, reset_cron = %s,"
                 " time_zone = %s, season_start = %s, season_end = %s, keep_periods = %s,"
-                " min_value = %s, max_value = %s, updated_at = now() WHERE id = %s",
-                (*values[1:], board.id),
+                " min_value = %s, max_value = %s, tiers = %s::jsonb, updated_at = now()"
+                " WHERE id = %s",
+                (*values[1:], encode(board.tiers).decode(), board.id),
             )
             # The schedule applies from the next period: periods laid out ahead that have not
             # started are laid out again by the new schedule.
@@ -310,9 +349,15 @@ class BoardRpcs:
                 request_id=request_id_var.get(),
             )
         await periods.ensure_periods(self._pool, board.id, self._now())
-        if self._scheduler is not None:
-            self._scheduler.wake()
+        await self._board_changed(board.id)
         return pb.UpdateBoardResponse(board=await self._board_info(board.id))
+
+    async def _board_changed(self, board: str) -> None:
+        """This replica reads the new definition at once (tiers of its live reads, the Redis
+        copy stream_service reads); the others at their scheduler's next pass."""
+        if self._scheduler is not None:
+            await self._scheduler.refresh(board)
+            self._scheduler.wake()
 
     async def ClosePeriod(
         self, request: pb.ClosePeriodRequest, context: Context
@@ -375,4 +420,7 @@ def _board_detail(board: Board) -> dict[str, object]:
         "keep_periods": board.keep_periods,
         "min_value": board.min_value,
         "max_value": board.max_value,
+        "tiers": [
+            {"id": t.id, "name": t.name, "kind": t.kind, "value": t.value} for t in board.tiers
+        ],
     }

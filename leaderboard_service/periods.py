@@ -24,6 +24,7 @@ from common.boards import BOARD_COLUMNS, PERIOD_COLUMNS, Board, Period, board_fr
 from common.boards import period_from_row as _period
 from common.db import Conn, Pool
 from common.redis_values import Entry
+from common.tiers import Tier, decode
 from scoreboard.events.v1 import events_pb2
 
 log = logging.getLogger("scoreboard.periods")
@@ -40,7 +41,7 @@ _BOARDS_SQL = f"SELECT {BOARD_COLUMNS}, created_at FROM boards ORDER BY id"
 # foreign key takes FOR KEY SHARE on it), and a writer holds its period FOR SHARE, which
 # end_period_now waits for: a full FOR UPDATE here would deadlock with it.
 _LOCK_BOARD_SQL = f"SELECT {BOARD_COLUMNS}, created_at FROM boards WHERE id = %s FOR NO KEY UPDATE"
-_SHARE_BOARD_SQL = f"SELECT {BOARD_COLUMNS}, created_at FROM boards WHERE id = %s FOR SHARE"
+_SHARE_BOARD_SQL = f"SELECT {BOARD_COLUMNS}, tiers FROM boards WHERE id = %s FOR SHARE"
 _PERIODS_SQL = (
     f"SELECT {PERIOD_COLUMNS} FROM board_periods WHERE board_id = %s ORDER BY period DESC LIMIT %s"
 )
@@ -65,8 +66,25 @@ _FREEZE_SQL = (
     " WHERE s.board_id = %s AND s.period = %s AND s.version > 0 AND NOT u.banned"
     " WINDOW w AS (ORDER BY s.total {dir}, s.reached_at, s.user_id)"
 )
+# The same freeze on a board with tiers: each entry's tier (common.tiers.tier_of, the first
+# whose cutoff the entry meets, else the default) frozen with it. The tier's index comes from
+# a CASE of the board's cutoffs (see _tier_case); its id and name from two arrays.
+_FREEZE_TIERS_SQL = (
+    "INSERT INTO period_standings (board_id, period, position, rank, user_id, display_name,"
+    " score, reached_at, tier_id, tier_name)"
+    " SELECT board_id, period, position, rnk, user_id, display_name, total, reached_at,"
+    " (%s::text[])[t], (%s::text[])[t]"
+    " FROM (SELECT r.*, {case} AS t FROM ("
+    " SELECT s.board_id, s.period, row_number() OVER w AS position,"
+    " rank() OVER (ORDER BY s.total {dir}) AS rnk, count(*) OVER () AS n,"
+    " s.user_id, u.display_name, s.total, s.reached_at"
+    " FROM user_scores s JOIN users u ON u.id = s.user_id"
+    " WHERE s.board_id = %s AND s.period = %s AND s.version > 0 AND NOT u.banned"
+    " WINDOW w AS (ORDER BY s.total {dir}, s.reached_at, s.user_id)) r) x"
+)
 _STANDINGS_COLUMNS = (
-    "rank, user_id::text, display_name, score, (extract(epoch FROM reached_at) * 1000000)::bigint"
+    "rank, user_id::text, display_name, score, (extract(epoch FROM reached_at) * 1000000)::bigint,"
+    " tier_id, tier_name"
 )
 _PAGE_SQL = (
     f"SELECT {_STANDINGS_COLUMNS} FROM period_standings"
@@ -89,6 +107,15 @@ _PRUNE_SQL = (
     " board_periods WHERE board_id = %s AND closed_at IS NOT NULL ORDER BY period DESC"
     " OFFSET %s)"
 )
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One entry of a closed period's final standings, with the tier frozen with it (None when
+    the board had no tiers when the period closed)."""
+
+    entry: Entry
+    tier: Tier | None = None
 
 
 class PeriodError(Exception):
@@ -123,6 +150,33 @@ def _timestamp(at: datetime | None) -> Timestamp:
 def _entry(row: tuple[object, ...]) -> Entry:
     rank, user, name, score, reached = row[:5]
     return Entry(int(str(rank)), str(user), str(name), int(str(score)), int(str(reached)))
+
+
+def _standing(row: tuple[object, ...]) -> Standing:
+    tier_id, tier_name = row[5:7]
+    tier = None if tier_id is None else Tier(str(tier_id), str(tier_name))
+    return Standing(_entry(row), tier)
+
+
+def _tier_case(tiers: tuple[Tier, ...], asc: bool) -> tuple[str, list[object]]:
+    """A CASE over the ranked row (rnk, n, total) giving the 1-based index of its tier in
+    `tiers`, as common.tiers.tier_of decides it; and its parameters."""
+    whens: list[str] = []
+    params: list[object] = []
+    default = len(tiers)
+    for index, tier in enumerate(tiers, start=1):
+        if tier.kind is None:
+            default = index
+        elif tier.kind == "top_rank":
+            whens.append("WHEN rnk <= %s THEN %s")
+            params += [tier.value, index]
+        elif tier.kind == "top_percent":
+            whens.append("WHEN rnk * 1000 <= %s * n THEN %s")
+            params += [tier.value, index]
+        else:
+            whens.append(f"WHEN total {'<=' if asc else '>='} %s THEN %s")
+            params += [tier.value, index]
+    return f"CASE {' '.join(whens)} ELSE {default} END", params
 
 
 async def list_boards(pool: Pool) -> list[Board]:
@@ -189,7 +243,7 @@ async def close_period(
         row = await cur.fetchone()
         if row is None:
             raise PeriodError(f"there is no board {board_id!r}")
-        board = board_from_row(row[:-1])
+        board = board_from_row(row[:-1]).with_changes(tiers=decode(row[-1]))
         cur = await conn.execute(_PERIOD_SQL + " FOR UPDATE", (board_id, period))
         found = await cur.fetchone()
         if found is None:
@@ -198,7 +252,20 @@ async def close_period(
         if closing.closed_at is not None or closing.ends_at is None or closing.ends_at > now:
             return None
         direction = "ASC" if board.sort_order == "asc" else "DESC"
-        cur = await conn.execute(_FREEZE_SQL.format(dir=direction), (board_id, period))
+        if board.tiers:
+            case, params = _tier_case(board.tiers, board.sort_order == "asc")
+            cur = await conn.execute(
+                _FREEZE_TIERS_SQL.format(dir=direction, case=case),
+                (
+                    [t.id for t in board.tiers],
+                    [t.name for t in board.tiers],
+                    *params,
+                    board_id,
+                    period,
+                ),
+            )
+        else:
+            cur = await conn.execute(_FREEZE_SQL.format(dir=direction), (board_id, period))
         entries = cur.rowcount
         if fault is not None:
             await fault(board_id, period)
@@ -272,13 +339,15 @@ async def end_period_now(pool: Pool, board_id: str, now: datetime) -> int:
 
 async def board_state(pool: Pool, board_id: str, now: datetime) -> BoardState | None:
     async with pool.connection() as conn:
-        cur = await conn.execute(f"SELECT {BOARD_COLUMNS} FROM boards WHERE id = %s", (board_id,))
+        cur = await conn.execute(
+            f"SELECT {BOARD_COLUMNS}, tiers FROM boards WHERE id = %s", (board_id,)
+        )
         row = await cur.fetchone()
         if row is None:
             return None
         cur = await conn.execute(_PERIODS_SQL, (board_id, 1000))
         periods = [_period(r) for r in await cur.fetchall()]
-    board = board_from_row(row)
+    board = board_from_row(row[:-1]).with_changes(tiers=decode(row[-1]))
     current = next((p for p in reversed(periods) if p.closed_at is None and p.contains(now)), None)
     previous = next((p for p in periods if p.closed_at is not None), None)
     upcoming = next(
@@ -307,23 +376,23 @@ async def get_period(pool: Pool, board_id: str, period: int) -> Period | None:
 
 async def standings_page(
     pool: Pool, board_id: str, period: int, after: int, limit: int
-) -> list[Entry]:
+) -> list[Standing]:
     """A closed period's final standings from position `after` + 1 on."""
     async with pool.connection() as conn:
         cur = await conn.execute(_PAGE_SQL, (board_id, period, after, limit))
-        return [_entry(r) for r in await cur.fetchall()]
+        return [_standing(r) for r in await cur.fetchall()]
 
 
 async def standing_of(
     pool: Pool, board_id: str, period: int, user_id: str
-) -> tuple[Entry, int] | None:
+) -> tuple[Standing, int] | None:
     """A user's final entry in a closed period and its 1-based position; None if unranked."""
     async with pool.connection() as conn:
         cur = await conn.execute(_USER_SQL, (board_id, period, user_id))
         row = await cur.fetchone()
         if row is None:
             return None
-        return _entry(row), int(str(row[5]))
+        return _standing(row), int(str(row[7]))
 
 
 __all__ = [
@@ -331,6 +400,7 @@ __all__ = [
     "CloseHook",
     "Closed",
     "PeriodError",
+    "Standing",
     "board_state",
     "close_period",
     "due_periods",

@@ -23,6 +23,7 @@ from common.boards import Board, Clock
 from common.db import Pool
 from common.lifecycle import raise_if_cancelling
 from common.redis_keys import BoardKeys, Keys
+from common.tiers import encode_copy
 from leaderboard_service.periods import (
     BoardState,
     Closed,
@@ -36,6 +37,8 @@ from leaderboard_service.periods import (
 )
 
 log = logging.getLogger("scoreboard.scheduler")
+# The Redis copy of a board's tiers is rewritten at least this often (a wiped Redis gets it back).
+TIERS_REWRITE_SECONDS = 60.0
 CLOSED = Counter("scoreboard_periods_closed_total", "Periods frozen into the archive.", ["board"])
 CLOSE_SECONDS = Histogram(
     "scoreboard_period_close_seconds",
@@ -116,6 +119,8 @@ class PeriodScheduler:
         self._on_new_period = on_new_period
         self._fault = fault
         self._wake = asyncio.Event()
+        # What this process last wrote as each board's Redis copy of its tiers, and when.
+        self._tiers_written: dict[str, tuple[bytes, float]] = {}
 
     def now(self) -> datetime:
         return self._clock()
@@ -141,16 +146,33 @@ class PeriodScheduler:
                 closed.append(done)
         return closed
 
+    async def refresh(self, board: str) -> None:
+        """Read the board's definition and periods again now (after an admin changed it)."""
+        await self._refresh(board, self._clock())
+
     async def _refresh(self, board: str, now: datetime) -> None:
         state = await board_state(self._pool, board, now)
         if state is None:
             return
+        await self._copy_tiers(state.board)
         new_board, new_period = self._book.update(state)
         if new_board and self._on_new_board is not None:
             self._on_new_board(board)
         if new_period and self._on_new_period is not None and state.current is not None:
             log.info("new period", extra={"board": board, "period": state.current.number})
             self._on_new_period(board, state.current.number)
+
+    async def _copy_tiers(self, board: Board) -> None:
+        """The board's tiers into Redis for stream_service's rank hub (BoardKeys.tiers), when
+        they changed or the last write is a minute old."""
+        data = encode_copy(board.tiers, asc=board.sort_order == "asc")
+        loop = asyncio.get_running_loop()
+        written = self._tiers_written.get(board.id)
+        fresh = written is not None and loop.time() - written[1] < TIERS_REWRITE_SECONDS
+        if fresh and written is not None and written[0] == data:
+            return
+        await self._redis.set(self._book.keys(board.id).tiers, data)
+        self._tiers_written[board.id] = (data, loop.time())
 
     async def _close(self, board: str, period: int, now: datetime) -> Closed | None:
         loop = asyncio.get_running_loop()

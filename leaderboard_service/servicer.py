@@ -21,8 +21,9 @@ from common.errors import Reason, invalid, not_found
 from common.logs import request_id_var
 from common.redis_keys import BoardKeys, Keys
 from common.redis_values import Entry
+from common.tiers import Tier, tier_of
 from leaderboard_service import periods
-from leaderboard_service.board_rpcs import BoardRpcs
+from leaderboard_service.board_rpcs import BoardRpcs, entry_pb, tier_pb
 from leaderboard_service.pg_ranking import PgRanking
 from leaderboard_service.ranking import (
     Listed,
@@ -65,16 +66,6 @@ def _timestamp(micros: int) -> Timestamp:
     stamp = Timestamp()
     stamp.FromMicroseconds(micros)
     return stamp
-
-
-def _entry_pb(entry: Entry) -> leaderboard_pb2.LeaderboardEntry:
-    return leaderboard_pb2.LeaderboardEntry(
-        rank=entry.rank,
-        user_id=entry.user_id,
-        username=entry.username,
-        score=entry.score,
-        reached_time=_timestamp(entry.reached_us),
-    )
 
 
 def encode_page_token(board: str, offset: int) -> str:
@@ -122,7 +113,7 @@ def _listed_ids(principal: Principal, user_ids: Sequence[str]) -> list[str]:
     return list(ids)
 
 
-def _listed_pb(item: Listed) -> leaderboard_pb2.UserListEntry:
+def _listed_pb(item: Listed, tier: Tier | None) -> leaderboard_pb2.UserListEntry:
     if item.entry is None:
         return leaderboard_pb2.UserListEntry(user_id=item.user_id, ranked=False)
     e = item.entry
@@ -134,6 +125,7 @@ def _listed_pb(item: Listed) -> leaderboard_pb2.UserListEntry:
         username=e.username,
         score=e.score,
         reached_time=_timestamp(e.reached_us),
+        tier=tier_pb(tier),
     )
 
 
@@ -173,6 +165,15 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
         if self._book is None:
             return self._keys.board(board, period or 1)
         return self._book.keys(board, period)
+
+    def _tier(self, keys: BoardKeys, entry: Entry | None, total_users: int) -> Tier | None:
+        """A live entry's tier by the board's tiers as this process last read them (the
+        scheduler's pass, or at once after an admin change on this replica)."""
+        state = self._book.state(keys.board) if self._book is not None else None
+        if entry is None or state is None or not state.board.tiers:
+            return None
+        asc = state.board.sort_order == "asc"
+        return tier_of(state.board.tiers, entry.rank, total_users, entry.score, asc=asc)
 
     async def _archived(self, keys: BoardKeys) -> bool:
         """True when the keys' period is closed: its standings are in the archive."""
@@ -229,26 +230,31 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
             )
         return keys
 
-    async def _archive_top(self, keys: BoardKeys, offset: int, count: int) -> TopPage:
+    async def _archive_top(
+        self, keys: BoardKeys, offset: int, count: int
+    ) -> tuple[TopPage, list[Tier | None]]:
+        """A page of a closed period's standings, and the tier each entry froze with."""
         found = await self.closed_period(keys.board, keys.period)
-        entries = await periods.standings_page(self._pool, keys.board, keys.period, offset, count)
+        page = await periods.standings_page(self._pool, keys.board, keys.period, offset, count)
         closed_us = int(found.closed_at.timestamp() * 1_000_000) if found.closed_at else 0
-        return TopPage(entries, found.entries or 0, closed_us, from_fallback=False)
+        top = TopPage([s.entry for s in page], found.entries or 0, closed_us, from_fallback=False)
+        return top, [s.tier for s in page]
 
-    async def _archive_rank(self, keys: BoardKeys, user_id: str) -> UserRank:
+    async def _archive_rank(self, keys: BoardKeys, user_id: str) -> tuple[UserRank, Tier | None]:
         found = await self.closed_period(keys.board, keys.period)
         standing = await periods.standing_of(self._pool, keys.board, keys.period, user_id)
         if standing is None:
             raise not_found(Reason.USER_NOT_FOUND, "this user has no score in the period")
-        entry, position = standing
+        final, position = standing
         tenth = await periods.standings_page(self._pool, keys.board, keys.period, 9, 1)
-        return UserRank(
-            entry=entry,
+        rank = UserRank(
+            entry=final.entry,
             position=position - 1,
             total_users=found.entries or 0,
-            tenth_score=tenth[0].score if tenth else None,
+            tenth_score=tenth[0].entry.score if tenth else None,
             asc=keys.asc,
         )
+        return rank, final.tier
 
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: Context
@@ -260,13 +266,14 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         offset = decode_page_token(request.page_token, keys.board) if request.page_token else 0
         if await self._archived(keys):
-            page = await self._archive_top(keys, offset, min(size, MAX_OFFSET - offset))
+            page, tiers = await self._archive_top(keys, offset, min(size, MAX_OFFSET - offset))
         else:
             page = await self._top(keys, offset, min(size, MAX_OFFSET - offset))
+            tiers = [self._tier(keys, e, page.total_users) for e in page.entries]
         next_offset = offset + len(page.entries)
         more = len(page.entries) == size and next_offset < min(page.total_users, MAX_OFFSET)
         return pb.ListEntriesResponse(
-            entries=[_entry_pb(e) for e in page.entries],
+            entries=[entry_pb(e, t) for e, t in zip(page.entries, tiers, strict=True)],
             next_page_token=encode_page_token(keys.board, next_offset) if more else "",
             total_users=page.total_users,
             update_time=_timestamp(page.update_us),
@@ -279,11 +286,12 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
         _reader(current_principal())
         keys = self._board(request.board_id, request.period)
         if await self._archived(keys):
-            result = await self._archive_rank(keys, _user_id(request.user_id))
+            result, tier = await self._archive_rank(keys, _user_id(request.user_id))
         else:
             result = await self._user_rank(keys, _user_id(request.user_id), 0)
+            tier = self._tier(keys, result.entry, result.total_users)
         return pb.GetUserRankResponse(
-            entry=_entry_pb(result.entry),
+            entry=entry_pb(result.entry, tier),
             in_top10=result.in_top10,
             distance_from_top10=result.distance_from_top10,
             total_users=result.total_users,
@@ -301,7 +309,10 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
         user_ids = _listed_ids(principal, request.user_ids)
         found = await self._for_users(keys, user_ids)
         return pb.ListEntriesForUsersResponse(
-            entries=[_listed_pb(item) for item in listed(user_ids, found.entries, keys.asc)],
+            entries=[
+                _listed_pb(item, self._tier(keys, item.entry, found.total_users))
+                for item in listed(user_ids, found.entries, keys.asc)
+            ],
             total_users=found.total_users,
             from_fallback=found.from_fallback,
         )
@@ -315,7 +326,9 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
             raise invalid(f"count must be between 0 and {MAX_AROUND} (0 means {DEFAULT_AROUND})")
         user_id = _user_id(request.user_id)
         result = await self._user_rank(keys, user_id, request.count or DEFAULT_AROUND)
-        return pb.ListEntriesAroundResponse(entries=[_entry_pb(e) for e in result.nearby])
+        return pb.ListEntriesAroundResponse(
+            entries=[entry_pb(e, self._tier(keys, e, result.total_users)) for e in result.nearby]
+        )
 
     async def RebuildRanking(
         self, request: pb.RebuildRankingRequest, context: Context

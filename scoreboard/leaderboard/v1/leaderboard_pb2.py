@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+scoreboard/leaderboard/v1/leaderboard.proto\x12\x19scoreboard.leaderboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x01\n\x10LeaderboardEntry\x12\x0c\n\x04rank\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08username\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x03\x12\x30\n\x0creached_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\rUserListEntry\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06ranked\x18\x02 \x01(\x08\x12\x0c\n\x04rank\x18\x03 \x01(\x03\x12\x11\n\tlist_rank\x18\x04 \x01(\x03\x12\x10\n\x08username\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x03\x12\x30\n\x0creached_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x01\n\rTop10Snapshot\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12<\n\x07\x65ntries\x18\x03 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12/\n\x0b\x63ommit_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06period\x18\x05 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+scoreboard/leaderboard/v1/leaderboard.proto\x12\x19scoreboard.leaderboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x01\n\x10LeaderboardEntry\x12\x0c\n\x04rank\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08username\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x03\x12\x30\n\x0creached_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x04tier\x18\x06 \x01(\x0b\x32\x1f.scoreboard.leaderboard.v1.Tier\"%\n\x04Tier\x12\x0f\n\x07tier_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xd3\x01\n\rUserListEntry\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06ranked\x18\x02 \x01(\x08\x12\x0c\n\x04rank\x18\x03 \x01(\x03\x12\x11\n\tlist_rank\x18\x04 \x01(\x03\x12\x10\n\x08username\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x03\x12\x30\n\x0creached_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x04tier\x18\x08 \x01(\x0b\x32\x1f.scoreboard.leaderboard.v1.Tier\"\xb2\x01\n\rTop10Snapshot\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12<\n\x07\x65ntries\x18\x03 \x03(\x0b\x32+.scoreboard.leaderboard.v1.LeaderboardEntry\x12/\n\x0b\x63ommit_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06period\x18\x05 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scoreboard.leaderboard.v1.l
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LEADERBOARDENTRY']._serialized_start=108
-  _globals['_LEADERBOARDENTRY']._serialized_end=240
-  _globals['_USERLISTENTRY']._serialized_start=243
-  _globals['_USERLISTENTRY']._serialized_end=407
-  _globals['_TOP10SNAPSHOT']._serialized_start=410
-  _globals['_TOP10SNAPSHOT']._serialized_end=588
+  _globals['_LEADERBOARDENTRY']._serialized_end=287
+  _globals['_TIER']._serialized_start=289
+  _globals['_TIER']._serialized_end=326
+  _globals['_USERLISTENTRY']._serialized_start=329
+  _globals['_USERLISTENTRY']._serialized_end=540
+  _globals['_TOP10SNAPSHOT']._serialized_start=543
+  _globals['_TOP10SNAPSHOT']._serialized_end=721
 # @@protoc_insertion_point(module_scope)

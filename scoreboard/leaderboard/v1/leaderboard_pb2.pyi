@@ -30,6 +30,7 @@ class LeaderboardEntry(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     REACHED_TIME_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     rank: _builtins.int
     """Standard competition rank: equal scores share a rank (1, 2, 2, 4)."""
     user_id: _builtins.str
@@ -40,6 +41,13 @@ class LeaderboardEntry(_message.Message):
     def reached_time(self) -> _timestamp_pb2.Timestamp:
         """When the user reached this score."""
 
+    @_builtins.property
+    def tier(self) -> Global___Tier:
+        """The user's tier, when the board defines tiers: computed by GetUserRank, ListEntries and
+        ListEntriesAround on the live board, frozen into a closed period's standings (the archive's
+        entries carry the tier they had at the close). Unset otherwise, and in top-10 snapshots.
+        """
+
     def __init__(
         self,
         *,
@@ -48,14 +56,39 @@ class LeaderboardEntry(_message.Message):
         username: _builtins.str = ...,
         score: _builtins.int = ...,
         reached_time: _timestamp_pb2.Timestamp | None = ...,
+        tier: Global___Tier | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["reached_time", b"reached_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reached_time", b"reached_time", "tier", b"tier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rank", b"rank", "reached_time", b"reached_time", "score", b"score", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rank", b"rank", "reached_time", b"reached_time", "score", b"score", "tier", b"tier", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeaderboardEntry: _TypeAlias = LeaderboardEntry  # noqa: Y015
+
+@_typing.final
+class Tier(_message.Message):
+    """A tier a player is in (a board's named group of players, BoardInfo.tiers)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIER_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    tier_id: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        tier_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "tier_id", b"tier_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tier: _TypeAlias = Tier  # noqa: Y015
 
 @_typing.final
 class UserListEntry(_message.Message):
@@ -70,6 +103,7 @@ class UserListEntry(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     REACHED_TIME_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     ranked: _builtins.bool
     """False when the user has no score on the board (never scored, excluded, or not a user);
@@ -86,6 +120,10 @@ class UserListEntry(_message.Message):
     def reached_time(self) -> _timestamp_pb2.Timestamp:
         """When the user reached this score."""
 
+    @_builtins.property
+    def tier(self) -> Global___Tier:
+        """The user's tier when ranked and the board defines tiers."""
+
     def __init__(
         self,
         *,
@@ -96,10 +134,11 @@ class UserListEntry(_message.Message):
         username: _builtins.str = ...,
         score: _builtins.int = ...,
         reached_time: _timestamp_pb2.Timestamp | None = ...,
+        tier: Global___Tier | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["reached_time", b"reached_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reached_time", b"reached_time", "tier", b"tier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_rank", b"list_rank", "rank", b"rank", "ranked", b"ranked", "reached_time", b"reached_time", "score", b"score", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_rank", b"list_rank", "rank", b"rank", "ranked", b"ranked", "reached_time", b"reached_time", "score", b"score", "tier", b"tier", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -375,6 +375,7 @@ class BoardInfo(_message.Message):
     LAST_WINNERS_FIELD_NUMBER: _builtins.int
     MIN_VALUE_FIELD_NUMBER: _builtins.int
     MAX_VALUE_FIELD_NUMBER: _builtins.int
+    TIERS_FIELD_NUMBER: _builtins.int
     board_id: _builtins.str
     name: _builtins.str
     sort_order: _builtins.str
@@ -408,6 +409,16 @@ class BoardInfo(_message.Message):
 
     @_builtins.property
     def last_winners(self) -> _containers.RepeatedCompositeFieldContainer[_leaderboard_pb2.LeaderboardEntry]: ...
+    @_builtins.property
+    def tiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierDefinition]:
+        """The board's tiers, best first (empty: none). A player is in the first tier whose cutoff it
+        meets; the last tier is the default (no cutoff: every ranked player in no other tier).
+        Exactly one default, at most 16 tiers, ids unique, and tiers of one cutoff kind strictly
+        looser down the list. CreateBoard and UpdateBoard take the whole list (an UpdateBoard
+        without tiers removes them); a change applies at once to live reads and pushes, and a
+        period's tiers are frozen when it closes.
+        """
+
     def __init__(
         self,
         *,
@@ -427,10 +438,11 @@ class BoardInfo(_message.Message):
         last_winners: _abc.Iterable[_leaderboard_pb2.LeaderboardEntry] | None = ...,
         min_value: _builtins.int | None = ...,
         max_value: _builtins.int | None = ...,
+        tiers: _abc.Iterable[Global___TierDefinition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "max_value", b"max_value", "min_value", b"min_value", "next_reset_time", b"next_reset_time", "period_start_time", b"period_start_time", "season_end_time", b"season_end_time", "season_start_time", b"season_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "board_id", b"board_id", "combine", b"combine", "current_period", b"current_period", "keep_periods", b"keep_periods", "last_closed_period", b"last_closed_period", "last_winners", b"last_winners", "max_value", b"max_value", "min_value", b"min_value", "name", b"name", "next_reset_time", b"next_reset_time", "period_start_time", b"period_start_time", "reset_schedule", b"reset_schedule", "season_end_time", b"season_end_time", "season_start_time", b"season_start_time", "sort_order", b"sort_order", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "board_id", b"board_id", "combine", b"combine", "current_period", b"current_period", "keep_periods", b"keep_periods", "last_closed_period", b"last_closed_period", "last_winners", b"last_winners", "max_value", b"max_value", "min_value", b"min_value", "name", b"name", "next_reset_time", b"next_reset_time", "period_start_time", b"period_start_time", "reset_schedule", b"reset_schedule", "season_end_time", b"season_end_time", "season_start_time", b"season_start_time", "sort_order", b"sort_order", "tiers", b"tiers", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_value: _TypeAlias = _typing.Literal["max_value"]  # noqa: Y015
     _WhichOneofArgType__max_value: _TypeAlias = _typing.Literal["_max_value", b"_max_value"]  # noqa: Y015
@@ -442,6 +454,48 @@ class BoardInfo(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__min_value) -> _WhichOneofReturnType__min_value | None: ...
 
 Global___BoardInfo: _TypeAlias = BoardInfo  # noqa: Y015
+
+@_typing.final
+class TierDefinition(_message.Message):
+    """One tier of a board (BoardInfo.tiers)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIER_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TOP_PERCENT_FIELD_NUMBER: _builtins.int
+    TOP_RANK_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    tier_id: _builtins.str
+    """Lowercase letters, digits, '-' and '_', at most 32 characters; unique on the board."""
+    name: _builtins.str
+    """Shown to players, 1 to 40 characters."""
+    top_percent: _builtins.float
+    """Rank within the top x % of the ranked players (rank * 100 <= x * ranked), x a multiple
+    of 0.1 between 0.1 and 99.9: a player shown "top 1 %" is in a 1 % tier.
+    """
+    top_rank: _builtins.int
+    """Rank n or better (ties share a rank, so tied players share the tier)."""
+    min_score: _builtins.int
+    """Score at least this (at most this on a lower-is-better board)."""
+    def __init__(
+        self,
+        *,
+        tier_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        top_percent: _builtins.float = ...,
+        top_rank: _builtins.int = ...,
+        min_score: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cutoff", b"cutoff", "min_score", b"min_score", "top_percent", b"top_percent", "top_rank", b"top_rank"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cutoff", b"cutoff", "min_score", b"min_score", "name", b"name", "tier_id", b"tier_id", "top_percent", b"top_percent", "top_rank", b"top_rank"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_cutoff: _TypeAlias = _typing.Literal["top_percent", "top_rank", "min_score"]  # noqa: Y015
+    _WhichOneofArgType_cutoff: _TypeAlias = _typing.Literal["cutoff", b"cutoff"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_cutoff) -> _WhichOneofReturnType_cutoff | None: ...
+
+Global___TierDefinition: _TypeAlias = TierDefinition  # noqa: Y015
 
 @_typing.final
 class PeriodInfo(_message.Message):

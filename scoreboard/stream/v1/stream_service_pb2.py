@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from scoreboard.leaderboard.v1 import leaderboard_pb2 as scoreboard_dot_leaderboard_dot_v1_dot_leaderboard__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)scoreboard/stream/v1/stream_service.proto\x12\x14scoreboard.stream.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a+scoreboard/leaderboard/v1/leaderboard.proto\"5\n\x11WatchTop10Request\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\x05\"P\n\x12WatchTop10Response\x12:\n\x08snapshot\x18\x01 \x01(\x0b\x32(.scoreboard.leaderboard.v1.Top10Snapshot\"5\n\x10WatchRankRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"E\n\x11WatchRankResponse\x12\x30\n\x06update\x18\x01 \x01(\x0b\x32 .scoreboard.stream.v1.RankUpdate\"/\n\nRankPlayer\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\"\x97\x03\n\nRankUpdate\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0c\n\x04rank\x18\x04 \x01(\x03\x12\r\n\x05score\x18\x05 \x01(\x03\x12\x15\n\rtotal_players\x18\x06 \x01(\x03\x12\x17\n\npercentile\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04tier\x18\x08 \x01(\tH\x01\x88\x01\x01\x12\x1d\n\x10\x64istance_to_next\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x30\n\x06reason\x18\n \x01(\x0e\x32 .scoreboard.stream.v1.RankReason\x12\x36\n\x0covertaken_by\x18\x0b \x01(\x0b\x32 .scoreboard.stream.v1.RankPlayer\x12\x0f\n\x07\x63rossed\x18\x0c \x03(\t\x12/\n\x0b\x63hange_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_percentileB\x07\n\x05_tierB\x13\n\x11_distance_to_next*\xa5\x01\n\nRankReason\x12\x1b\n\x17RANK_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13RANK_REASON_INITIAL\x10\x01\x12\x14\n\x10RANK_REASON_SELF\x10\x02\x12\x19\n\x15RANK_REASON_OVERTAKEN\x10\x03\x12\x19\n\x15RANK_REASON_THRESHOLD\x10\x04\x12\x15\n\x11RANK_REASON_MOVED\x10\x05\x32\xd2\x01\n\rStreamService\x12\x61\n\nWatchTop10\x12\'.scoreboard.stream.v1.WatchTop10Request\x1a(.scoreboard.stream.v1.WatchTop10Response0\x01\x12^\n\tWatchRank\x12&.scoreboard.stream.v1.WatchRankRequest\x1a\'.scoreboard.stream.v1.WatchRankResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)scoreboard/stream/v1/stream_service.proto\x12\x14scoreboard.stream.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a+scoreboard/leaderboard/v1/leaderboard.proto\"5\n\x11WatchTop10Request\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\x05\"P\n\x12WatchTop10Response\x12:\n\x08snapshot\x18\x01 \x01(\x0b\x32(.scoreboard.leaderboard.v1.Top10Snapshot\"5\n\x10WatchRankRequest\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"E\n\x11WatchRankResponse\x12\x30\n\x06update\x18\x01 \x01(\x0b\x32 .scoreboard.stream.v1.RankUpdate\"/\n\nRankPlayer\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\"\xaa\x03\n\nRankUpdate\x12\x10\n\x08\x62oard_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0c\n\x04rank\x18\x04 \x01(\x03\x12\r\n\x05score\x18\x05 \x01(\x03\x12\x15\n\rtotal_players\x18\x06 \x01(\x03\x12\x17\n\npercentile\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04tier\x18\x08 \x01(\tH\x01\x88\x01\x01\x12\x1d\n\x10\x64istance_to_next\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x30\n\x06reason\x18\n \x01(\x0e\x32 .scoreboard.stream.v1.RankReason\x12\x36\n\x0covertaken_by\x18\x0b \x01(\x0b\x32 .scoreboard.stream.v1.RankPlayer\x12\x0f\n\x07\x63rossed\x18\x0c \x03(\t\x12/\n\x0b\x63hange_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttier_name\x18\x0e \x01(\tB\r\n\x0b_percentileB\x07\n\x05_tierB\x13\n\x11_distance_to_next*\xa5\x01\n\nRankReason\x12\x1b\n\x17RANK_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13RANK_REASON_INITIAL\x10\x01\x12\x14\n\x10RANK_REASON_SELF\x10\x02\x12\x19\n\x15RANK_REASON_OVERTAKEN\x10\x03\x12\x19\n\x15RANK_REASON_THRESHOLD\x10\x04\x12\x15\n\x11RANK_REASON_MOVED\x10\x05\x32\xd2\x01\n\rStreamService\x12\x61\n\nWatchTop10\x12\'.scoreboard.stream.v1.WatchTop10Request\x1a(.scoreboard.stream.v1.WatchTop10Response0\x01\x12^\n\tWatchRank\x12&.scoreboard.stream.v1.WatchRankRequest\x1a\'.scoreboard.stream.v1.WatchRankResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scoreboard.stream.v1.stream_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RANKREASON']._serialized_start=868
-  _globals['_RANKREASON']._serialized_end=1033
+  _globals['_RANKREASON']._serialized_start=887
+  _globals['_RANKREASON']._serialized_end=1052
   _globals['_WATCHTOP10REQUEST']._serialized_start=145
   _globals['_WATCHTOP10REQUEST']._serialized_end=198
   _globals['_WATCHTOP10RESPONSE']._serialized_start=200
@@ -46,7 +46,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RANKPLAYER']._serialized_start=408
   _globals['_RANKPLAYER']._serialized_end=455
   _globals['_RANKUPDATE']._serialized_start=458
-  _globals['_RANKUPDATE']._serialized_end=865
-  _globals['_STREAMSERVICE']._serialized_start=1036
-  _globals['_STREAMSERVICE']._serialized_end=1246
+  _globals['_RANKUPDATE']._serialized_end=884
+  _globals['_STREAMSERVICE']._serialized_start=1055
+  _globals['_STREAMSERVICE']._serialized_end=1265
 # @@protoc_insertion_point(module_scope)

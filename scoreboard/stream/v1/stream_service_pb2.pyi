@@ -35,8 +35,8 @@ class _RankReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RankReason
     RANK_REASON_OVERTAKEN: _RankReason.ValueType  # 3
     """Another player passed the user (overtaken_by names it)."""
     RANK_REASON_THRESHOLD: _RankReason.ValueType  # 4
-    """The user entered or left a top (10, 100, 1,000 by default) or a percentile band; `crossed`
-    names them. Wins over the other reasons when the change crossed one.
+    """The user entered or left a top (10, 100, 1,000 by default), a percentile band or a tier of
+    the board; `crossed` names them. Wins over the other reasons when the change crossed one.
     """
     RANK_REASON_MOVED: _RankReason.ValueType  # 5
     """The board's ticker found a move of at least the configured share of the rank."""
@@ -52,8 +52,8 @@ RANK_REASON_SELF: RankReason.ValueType  # 2
 RANK_REASON_OVERTAKEN: RankReason.ValueType  # 3
 """Another player passed the user (overtaken_by names it)."""
 RANK_REASON_THRESHOLD: RankReason.ValueType  # 4
-"""The user entered or left a top (10, 100, 1,000 by default) or a percentile band; `crossed`
-names them. Wins over the other reasons when the change crossed one.
+"""The user entered or left a top (10, 100, 1,000 by default), a percentile band or a tier of
+the board; `crossed` names them. Wins over the other reasons when the change crossed one.
 """
 RANK_REASON_MOVED: RankReason.ValueType  # 5
 """The board's ticker found a move of at least the configured share of the rank."""
@@ -189,6 +189,7 @@ class RankUpdate(_message.Message):
     OVERTAKEN_BY_FIELD_NUMBER: _builtins.int
     CROSSED_FIELD_NUMBER: _builtins.int
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    TIER_NAME_FIELD_NUMBER: _builtins.int
     board_id: _builtins.str
     period: _builtins.int
     """The board's period. Boards have one endless period for now: 1."""
@@ -203,17 +204,23 @@ class RankUpdate(_message.Message):
     population.
     """
     tier: _builtins.str
-    """The user's tier; absent (boards have no tiers yet)."""
+    """The user's tier id when the board defines tiers and the user is ranked (tier_name is its
+    display name); absent otherwise.
+    """
     distance_to_next: _builtins.int
     """Points to reach the nearest better score; absent at rank 1 or when not ranked."""
     reason: Global___RankReason.ValueType
+    tier_name: _builtins.str
+    """The display name of `tier` (empty when it is absent)."""
     @_builtins.property
     def overtaken_by(self) -> Global___RankPlayer:
         """With OVERTAKEN (or THRESHOLD caused by an overtake): the player who passed."""
 
     @_builtins.property
     def crossed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """With THRESHOLD: what was entered or left, e.g. "top10", "top1%"."""
+        """With THRESHOLD: what was entered or left, e.g. "top10", "top1%", and for a tier change
+        the tier left and the tier entered, e.g. "tier:silver", "tier:gold".
+        """
 
     @_builtins.property
     def change_time(self) -> _timestamp_pb2.Timestamp:
@@ -237,10 +244,11 @@ class RankUpdate(_message.Message):
         overtaken_by: Global___RankPlayer | None = ...,
         crossed: _abc.Iterable[_builtins.str] | None = ...,
         change_time: _timestamp_pb2.Timestamp | None = ...,
+        tier_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_distance_to_next", b"_distance_to_next", "_percentile", b"_percentile", "_tier", b"_tier", "change_time", b"change_time", "distance_to_next", b"distance_to_next", "overtaken_by", b"overtaken_by", "percentile", b"percentile", "tier", b"tier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_distance_to_next", b"_distance_to_next", "_percentile", b"_percentile", "_tier", b"_tier", "board_id", b"board_id", "change_time", b"change_time", "crossed", b"crossed", "distance_to_next", b"distance_to_next", "overtaken_by", b"overtaken_by", "percentile", b"percentile", "period", b"period", "rank", b"rank", "reason", b"reason", "score", b"score", "tier", b"tier", "total_players", b"total_players", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_distance_to_next", b"_distance_to_next", "_percentile", b"_percentile", "_tier", b"_tier", "board_id", b"board_id", "change_time", b"change_time", "crossed", b"crossed", "distance_to_next", b"distance_to_next", "overtaken_by", b"overtaken_by", "percentile", b"percentile", "period", b"period", "rank", b"rank", "reason", b"reason", "score", b"score", "tier", b"tier", "tier_name", b"tier_name", "total_players", b"total_players", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__distance_to_next: _TypeAlias = _typing.Literal["distance_to_next"]  # noqa: Y015
     _WhichOneofArgType__distance_to_next: _TypeAlias = _typing.Literal["_distance_to_next", b"_distance_to_next"]  # noqa: Y015
