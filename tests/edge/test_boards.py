@@ -131,7 +131,7 @@ async def test_boards_periods_and_the_archive_over_rest(stack: Stack, api: Api) 
     assert archived["period"] == 1
 
     async def emptied() -> bool:
-        return (await _top(api, f"board={WEEKLY}"))["top10"] == []
+        return not (await _top(api, f"board={WEEKLY}"))["top10"]
 
     await wait_for(emptied, timeout=20)
     board = (await api.http.get(f"/api/boards/{WEEKLY}")).json()["data"]
