@@ -91,6 +91,13 @@ class DatabaseSettings:
     url: str
     min_connections: int = 1
     max_connections: int = 10
+    # How long a call waits for a free pooled connection before it is answered UNAVAILABLE
+    # (a handler with a caller's deadline may wait less), and the time budget of opening a
+    # connection. A connection whose peer stops answering is dropped by TCP keepalives and
+    # tcp_user_timeout within about `dead_link_seconds`, so no call waits on a dead link.
+    pool_timeout_seconds: float = 2.0
+    connect_timeout_seconds: int = 3
+    dead_link_seconds: int = 10
 
     @classmethod
     def from_env(cls, env: Env, *, max_default: int = 10) -> DatabaseSettings:
@@ -98,6 +105,9 @@ class DatabaseSettings:
             url=env.required("DATABASE_URL"),
             min_connections=env.integer("DB_MIN_CONNECTIONS", 1, minimum=0),
             max_connections=env.integer("DB_MAX_CONNECTIONS", max_default, minimum=1),
+            pool_timeout_seconds=env.number("DB_POOL_TIMEOUT_SECONDS", 2.0, minimum=0.05),
+            connect_timeout_seconds=env.integer("DB_CONNECT_TIMEOUT_SECONDS", 3, minimum=1),
+            dead_link_seconds=env.integer("DB_DEAD_LINK_SECONDS", 10, minimum=2),
         )
 
 

@@ -43,9 +43,26 @@ async def open_pool(settings: DatabaseSettings, *, name: str) -> Pool:
             "row_factory": tuple_row,
             "application_name": name,
             "cursor_factory": TimedCursor,  # statement latency metrics
+            **_time_budgets(settings),
         },
         open=False,
         name=name,
+        timeout=settings.pool_timeout_seconds,
     )
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+def _time_budgets(settings: DatabaseSettings) -> dict[str, int]:
+    """libpq options bounding a connection's waits on TCP (ignored on a Unix socket): opening
+    it, and noticing a peer that stopped answering (keepalives while idle or waiting for a
+    reply; tcp_user_timeout while data sent is not acknowledged)."""
+    dead = settings.dead_link_seconds
+    return {
+        "connect_timeout": settings.connect_timeout_seconds,
+        "keepalives": 1,
+        "keepalives_idle": max(1, dead // 2),
+        "keepalives_interval": max(1, dead // 6),
+        "keepalives_count": 3,
+        "tcp_user_timeout": dead * 1000,
+    }

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import grpc
+import psycopg
+import psycopg_pool
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Histogram
 
@@ -42,6 +44,11 @@ RPC_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 RPC_STARTED = Counter("scoreboard_grpc_server_started_total", "gRPC calls started.", ["method"])
+DEPENDENCY_UNAVAILABLE = Counter(
+    "scoreboard_grpc_dependency_unavailable_total",
+    "Calls answered UNAVAILABLE because Redis or PostgreSQL could not be reached in time.",
+    ["dependency"],
+)
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
@@ -196,19 +203,22 @@ def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 class ErrorInterceptor(_Wrapping):
-    """ServiceError -> status with ErrorInfo; Redis unreachable or out of its time budget ->
-    UNAVAILABLE with a retry_after; anything unexpected -> INTERNAL, logged once."""
+    """ServiceError -> status with ErrorInfo; Redis or PostgreSQL unreachable or out of its time
+    budget -> UNAVAILABLE with a retry_after (a passing fault, logged at most once per
+    `log_every` seconds per kind, never with a trace per call); anything unexpected -> INTERNAL,
+    logged once with its trace."""
+
+    def __init__(self, log_every: float = 10.0) -> None:
+        super().__init__()
+        self._log_every = log_every
+        self._logged_at: dict[str, float] = {}
 
     def wrap_unary(self, method: str, behavior: Unary) -> Unary:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 return await behavior(request, context)
-            except ServiceError as error:
-                await context.abort_with_status(to_status(error))
-            except aioredis.RedisError as exc:
-                await _redis_unavailable(method, context, exc)
             except Exception as exc:
-                await _internal(method, context, exc)
+                await self._abort(method, context, exc)
 
         return call
 
@@ -219,37 +229,44 @@ class ErrorInterceptor(_Wrapping):
             try:
                 async for item in behavior(request, context):
                     yield item
-            except ServiceError as error:
-                await context.abort_with_status(to_status(error))
-            except aioredis.RedisError as exc:
-                await _redis_unavailable(method, context, exc)
             except Exception as exc:
-                await _internal(method, context, exc)
+                await self._abort(method, context, exc)
 
         return call
 
+    async def _abort(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], exc: Exception
+    ) -> None:
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc
+        if isinstance(exc, ServiceError):
+            await context.abort_with_status(to_status(exc))
+            return
+        dependency = _passing_fault(exc)
+        if dependency is None:
+            log.exception("unhandled error in %s", method)
+            await context.abort_with_status(
+                to_status(ServiceError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "internal error"))
+            )
+            return
+        DEPENDENCY_UNAVAILABLE.labels(dependency).inc()
+        now = time.monotonic()
+        if now - self._logged_at.get(dependency, -self._log_every) >= self._log_every:
+            self._logged_at[dependency] = now
+            log.warning("%s unavailable in %s: %r", dependency, method, exc)
+        await context.abort_with_status(to_status(unavailable(f"{dependency} is unavailable")))
 
-async def _redis_unavailable(
-    method: str, context: grpc.aio.ServicerContext[Any, Any], exc: aioredis.RedisError
-) -> None:
-    """A Redis error that reached the handler's edge: timeouts and lost connections are a
-    passing fault (UNAVAILABLE, try again); any other Redis error is a bug (INTERNAL)."""
-    if not isinstance(exc, (aioredis.ConnectionError, aioredis.TimeoutError)):
-        await _internal(method, context, exc)
-        return
-    log.warning("redis unavailable in %s: %r", method, exc)
-    await context.abort_with_status(to_status(unavailable("a dependency is unavailable")))
 
-
-async def _internal(
-    method: str, context: grpc.aio.ServicerContext[Any, Any], exc: Exception
-) -> None:
-    if isinstance(exc, grpc.aio.AbortError):
-        raise exc
-    log.exception("unhandled error in %s", method)
-    await context.abort_with_status(
-        to_status(ServiceError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "internal error"))
-    )
+def _passing_fault(exc: Exception) -> str | None:
+    """The dependency a passing fault is about (unreachable, connection lost, out of its time
+    budget, no pooled connection free in time), or None when the error is a bug."""
+    if isinstance(exc, (aioredis.ConnectionError, aioredis.TimeoutError)):
+        return "redis"
+    if isinstance(
+        exc, (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+    ):
+        return "database"
+    return None
 
 
 class DeadlineInterceptor(_Wrapping):

@@ -214,3 +214,42 @@ async def test_terminated_backends_never_lose_or_double_an_acknowledged_completi
         assert acked[user] <= rows <= acked[user] + unknown[user], (user, rows, acked[user])
     await assert_ledger_invariants(score_stack.pool)
     await assert_counters_match_ledger(score_stack.pool)
+
+
+async def test_reads_and_tickets_answer_unavailable_while_postgresql_is_unreachable(
+    score_stack: Stack, proxy: PgProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not only the score transaction: every RPC whose PostgreSQL cannot be reached answers
+    UNAVAILABLE with a retry_after (the edge's 503 + Retry-After), quietly, instead of INTERNAL."""
+    action = await create_action(score_stack, daily_limit=1000)
+    [user] = await insert_users(score_stack.pool, 1)
+    async with _client(score_stack, proxy.url) as client:
+        listed = await call(
+            client.stub.ListActions(
+                pb.ListActionsRequest(user_id=user), metadata=client.md(), timeout=10
+            )
+        )
+        assert action.action_id in {a.action_id for a in listed.actions}
+        proxy.down()
+        caplog.clear()
+        for _ in range(2):
+            with pytest.raises(ServiceError) as listing:
+                await call(
+                    client.stub.ListActions(
+                        pb.ListActionsRequest(user_id=user), metadata=client.md(), timeout=3
+                    )
+                )
+            with pytest.raises(ServiceError) as starting:
+                await call(
+                    client.stub.StartAction(
+                        pb.StartActionRequest(action_id=action.action_id, user_id=user),
+                        metadata=client.md(),
+                        timeout=3,
+                    )
+                )
+            for refused in (listing.value, starting.value):
+                assert refused.code == grpc.StatusCode.UNAVAILABLE, refused
+                assert refused.metadata.get("retry_after"), refused.metadata
+        proxy.up()
+    traces = [r for r in caplog.records if r.exc_info is not None]
+    assert not traces, [r.getMessage() for r in traces]
