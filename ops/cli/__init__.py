@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.config import ConfigError, Env
-from ops.cli import actions, admin, anomalies, ranking
+from ops.cli import actions, admin, anomalies, boards, ranking
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
     admin.register(sub)
     anomalies.register(sub)
+    boards.register(sub)
     ranking.add_parser(sub)
     actions.register(sub)
     return parser

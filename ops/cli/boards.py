@@ -1,0 +1,208 @@
+"""`scoreboard boards create|update|list|close-period`: boards and their periods through
+LeaderboardService's board RPCs, as an admin service account (issue 17).
+
+`create` defines a board (its schedule: a 5-field cron read in an IANA time zone, none for a
+board that never resets); `update` changes the options given and keeps the others (sort order
+and combine cannot change once the board has scores; a schedule change applies from the next
+period); `list` shows every board with its current period and next reset; `close-period` ends
+the board's open period now and freezes its standings (the next period starts at once).
+
+The account's client id and secret come from SCOREBOARD_CLIENT_ID and SCOREBOARD_CLIENT_SECRET
+(or --client-secret-file), the addresses from SCOREBOARD_AUTH_ADDR and
+SCOREBOARD_LEADERBOARD_ADDR. Answers print as JSON; refusals print their reason and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from common.config import ClientCredentials, ConfigError, Env
+from ops.cli.admin import TIMEOUT, add_account_options
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+    from scoreboard.leaderboard.v1.leaderboard_service_pb2_grpc import (
+        LeaderboardServiceAsyncStub,
+    )
+
+Call = Callable[["LeaderboardServiceAsyncStub", argparse.Namespace], Awaitable["Message"]]
+
+
+def register(sub: Any) -> None:
+    """Add `boards` and its commands to the `scoreboard` parser's subcommands."""
+    boards = sub.add_parser(
+        "boards",
+        help="create, change and list boards, close a period by hand (admin service account)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_account_options(boards)
+    verbs = boards.add_subparsers(dest="verb", required=True)
+    create = verbs.add_parser("create", help="define a new board (audited)")
+    create.add_argument("board_id", help="^[a-z0-9][a-z0-9_-]{0,31}$")
+    create.add_argument("--name", required=True)
+    _definition_options(create, defaults=True)
+    create.set_defaults(handler=_run, call=_create)
+    update = verbs.add_parser("update", help="change a board's definition (audited)")
+    update.add_argument("board_id")
+    update.add_argument("--name")
+    _definition_options(update, defaults=False)
+    update.set_defaults(handler=_run, call=_update)
+    listing = verbs.add_parser("list", help="every board, its current period and next reset")
+    listing.set_defaults(handler=_run, call=_list)
+    close = verbs.add_parser("close-period", help="close the board's open period now (audited)")
+    close.add_argument("board_id")
+    close.set_defaults(handler=_run, call=_close)
+
+
+def _definition_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    parser.add_argument(
+        "--sort-order", choices=["desc", "asc"], default="desc" if defaults else None
+    )
+    parser.add_argument(
+        "--combine", choices=["sum", "best", "latest"], default="sum" if defaults else None
+    )
+    parser.add_argument(
+        "--reset-schedule",
+        metavar="CRON",
+        help='5-field cron, e.g. "0 0 * * 1" (Mondays 00:00); "" for none',
+    )
+    parser.add_argument("--time-zone", metavar="ZONE", help="IANA zone of the schedule (UTC)")
+    parser.add_argument("--season-start", type=datetime.fromisoformat, metavar="ISO")
+    parser.add_argument("--season-end", type=datetime.fromisoformat, metavar="ISO")
+    parser.add_argument("--keep-periods", type=int, help="closed periods kept (0: all)")
+
+
+def _apply(info: Any, args: argparse.Namespace) -> Any:
+    """The board definition with the options given."""
+    if args.name is not None:
+        info.name = args.name
+    if args.sort_order is not None:
+        info.sort_order = args.sort_order
+    if args.combine is not None:
+        info.combine = args.combine
+    if args.reset_schedule is not None:
+        info.reset_schedule = args.reset_schedule
+    if args.time_zone is not None:
+        info.time_zone = args.time_zone
+    if args.season_start is not None:
+        info.season_start_time.FromDatetime(args.season_start)
+    if args.season_end is not None:
+        info.season_end_time.FromDatetime(args.season_end)
+    if args.keep_periods is not None:
+        info.keep_periods = args.keep_periods
+    return info
+
+
+async def _create(stub: LeaderboardServiceAsyncStub, args: argparse.Namespace) -> Message:
+    from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
+
+    info = _apply(pb.BoardInfo(board_id=args.board_id), args)
+    return await stub.CreateBoard(
+        pb.CreateBoardRequest(board=info), metadata=args.metadata, timeout=TIMEOUT
+    )
+
+
+async def _update(stub: LeaderboardServiceAsyncStub, args: argparse.Namespace) -> Message:
+    from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
+
+    current = await stub.GetBoard(
+        pb.GetBoardRequest(board_id=args.board_id), metadata=args.metadata, timeout=TIMEOUT
+    )
+    info = pb.BoardInfo()
+    info.CopyFrom(current.board)
+    return await stub.UpdateBoard(
+        pb.UpdateBoardRequest(board=_apply(info, args)), metadata=args.metadata, timeout=TIMEOUT
+    )
+
+
+async def _list(stub: LeaderboardServiceAsyncStub, args: argparse.Namespace) -> Message:
+    from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
+
+    every = pb.ListBoardsResponse()
+    token = ""
+    while True:
+        page = await stub.ListBoards(
+            pb.ListBoardsRequest(page_size=100, page_token=token),
+            metadata=args.metadata,
+            timeout=TIMEOUT,
+        )
+        every.boards.extend(page.boards)
+        token = page.next_page_token
+        if not token:
+            return every
+
+
+async def _close(stub: LeaderboardServiceAsyncStub, args: argparse.Namespace) -> Message:
+    from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
+
+    return await stub.ClosePeriod(
+        pb.ClosePeriodRequest(board_id=args.board_id), metadata=args.metadata, timeout=TIMEOUT
+    )
+
+
+def _credentials(args: argparse.Namespace, env: Env) -> ClientCredentials:
+    client_id = args.client_id or env.required("CLIENT_ID")
+    if args.client_secret_file is not None:
+        try:
+            secret = args.client_secret_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.client_secret_file}: {exc}") from None
+    else:
+        secret = env.required("CLIENT_SECRET")
+    return ClientCredentials(client_id, secret)
+
+
+async def _call(args: argparse.Namespace, env: Env) -> Message:
+    from common.auth.principal import SCOPE_ADMIN
+    from common.auth.service_token import ServiceTokenSource
+    from common.config import Endpoints
+    from common.grpc_client import call_metadata, open_channel
+    from scoreboard.auth.v1 import auth_service_pb2_grpc
+    from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
+
+    endpoints = Endpoints.from_env(env)
+    credentials = _credentials(args, env)
+    auth_channel = open_channel(endpoints.auth)
+    board_channel = open_channel(endpoints.leaderboard)
+    try:
+        tokens = ServiceTokenSource(
+            auth_service_pb2_grpc.AuthServiceStub(auth_channel),
+            credentials,
+            scopes=(SCOPE_ADMIN,),
+        )
+        args.metadata = call_metadata(await tokens.token())
+        call: Call = args.call
+        stub = leaderboard_service_pb2_grpc.LeaderboardServiceStub(board_channel)
+        return await call(stub, args)
+    finally:
+        await auth_channel.close()
+        await board_channel.close()
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Sign in, make the call, print the answer as JSON (0) or the refusal (1)."""
+    import grpc
+    import orjson
+    from google.protobuf.json_format import MessageToDict
+
+    from common.errors import ServiceError, from_rpc_error
+
+    try:
+        reply = asyncio.run(_call(args, Env()))
+    except grpc.aio.AioRpcError as exc:
+        error = from_rpc_error(exc)
+        print(f"refused: {error.reason}: {error.message}", file=sys.stderr)
+        return 1
+    except ServiceError as error:  # the token request was refused
+        print(f"refused: {error.reason}: {error.message}", file=sys.stderr)
+        return 1
+    body = MessageToDict(reply, preserving_proto_field_name=True)
+    sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
