@@ -46,6 +46,12 @@ def open_channel(target: str) -> grpc.aio.Channel:
             # and a long-lived stream would not notice a server that vanished).
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.enable_retries", 1),
+            # A restarted server is found again within about a second: gRPC's default backoff
+            # grows to two minutes, which kept the edge answering 503 for seconds after a
+            # score_service restart.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 1_000),
         ],
     )
 

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import RETRY_AFTER_SECONDS
 from common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+from edge.upstream import request_started_var
 
 log = logging.getLogger("scoreboard.edge.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -72,6 +73,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        request_started_var.set(time.monotonic())
         status = 500
 
         async def send_wrapper(message: Message) -> None:

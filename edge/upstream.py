@@ -4,6 +4,8 @@ and one way to call that maps failures to the error contract and gives every cal
 
 from __future__ import annotations
 
+import contextvars
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -13,7 +15,7 @@ import grpc
 from common.auth.principal import SCOPE_LEADERBOARD_READ, SCOPE_STREAM_WATCH
 from common.auth.service_token import ServiceTokenSource
 from common.config import ClientCredentials, Endpoints
-from common.errors import from_rpc_error
+from common.errors import deadline_exceeded, from_rpc_error
 from common.grpc_client import call_metadata, open_channel
 from scoreboard.auth.v1 import auth_service_pb2_grpc
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
@@ -28,6 +30,14 @@ if TYPE_CHECKING:
 
 Resp = TypeVar("Resp")
 DEFAULT_TIMEOUT = 5.0
+# When the HTTP request being served started (time.monotonic()), set by the request middleware:
+# the upstream calls of one request share its budget, so the edge's own work before them (rate
+# limit, ticket checks) cannot push the answer past the deadline.
+request_started_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "request_started", default=None
+)
+# Below this much time left, a call is not started: the answer is already late.
+_MIN_CALL_SECONDS = 0.05
 
 
 @dataclass
@@ -79,9 +89,15 @@ class Upstream:
         extra: tuple[tuple[str, str], ...] = (),
         timeout: float | None = None,
     ) -> Resp:
-        """Call with the caller's token (or none) and a deadline; errors become ServiceError
-        (a passed deadline: DEADLINE_EXCEEDED, with a retry_after)."""
+        """Call with the caller's token (or none) and a deadline (within an HTTP request, what is
+        left of the request's budget); errors become ServiceError (a passed deadline:
+        DEADLINE_EXCEEDED, with a retry_after)."""
         budget = self.timeout if timeout is None else timeout
+        started = request_started_var.get()
+        if started is not None:
+            budget = min(budget, self.timeout - (time.monotonic() - started))
+            if budget < _MIN_CALL_SECONDS:
+                raise deadline_exceeded("the request ran out of time; try again")
         try:
             return await method(request, metadata=call_metadata(token) + extra, timeout=budget)
         except grpc.aio.AioRpcError as exc:
