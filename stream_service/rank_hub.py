@@ -8,6 +8,9 @@ streams) by user and:
   script's limit), after one script call that reads only those users' ranks;
 - every tick, ranks only the users with a watch (chunks of users, one script call each,
   pipelined) and pushes a threshold crossed or a move of at least a share of the rank.
+Each state carries the user's tier by the board's tiers, read from the Redis copy that
+leaderboard_service's scheduler keeps (BoardKeys.tiers) at most every TIERS_SECONDS; a change of
+tier (a move, or a new definition found by the ticker) is a threshold.
 Nothing enumerates the players a score displaces. Each watch sends at most one update per
 interval, coalesced to the latest state (a throttle: the first change after a quiet interval
 goes out at once).
@@ -21,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -32,6 +35,7 @@ from redis.commands.core import AsyncScript
 
 from common.redis_keys import BoardKeys
 from common.redis_values import MalformedValue, Move, decode_moves
+from common.tiers import Tier, TierError, decode_copy, tier_of
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from stream_service.config import RankSettings
 from stream_service.ranks import Player, RankState, build_update, crossed, significant
@@ -55,6 +59,9 @@ TICKER_COMMANDS = Counter(
 RANK_READ_USERS = Counter(
     "scoreboard_rank_users_read_total", "User ranks read from Redis, by cause.", ["cause"]
 )
+
+# The board's tiers are read again from Redis when the last read is this old (seconds).
+TIERS_SECONDS = 2.0
 
 _REASON_NAMES = {
     pb.RANK_REASON_INITIAL: "initial",
@@ -181,6 +188,9 @@ class RankHub:
         self._closed = False
         self._delay = 0.1
         self.subscribed = asyncio.Event()
+        self._tiers: tuple[Tier, ...] = ()
+        self._asc = keys.asc
+        self._tiers_read = -1e18
         # Ticker passes run and Redis commands they ran (for tests and the bench).
         self.ticks = 0
         self.ticker_commands = 0
@@ -200,6 +210,32 @@ class RankHub:
     def __len__(self) -> int:
         return sum(len(w) for w in self._watches.values())
 
+    # ---- tiers
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        return self._tiers
+
+    async def load_tiers(self, *, max_age: float = TIERS_SECONDS) -> None:
+        """Read the board's tiers from Redis when the last read is older than `max_age`. A
+        missing copy means none (yet); a malformed one keeps what was read before."""
+        now = time.monotonic()
+        if now - self._tiers_read < max_age:
+            return
+        self._tiers_read = now
+        data = await self._redis.get(self._keys.tiers)
+        if data is None:
+            self._tiers = ()
+            return
+        try:
+            self._tiers, self._asc = decode_copy(data)
+        except TierError as exc:
+            log.error("malformed tiers of board %s in redis: %s", self._keys.board, exc)
+
+    def _tiered(self, state: RankState) -> RankState:
+        tier = tier_of(self._tiers, state.rank, state.total, state.score, asc=self._asc)
+        return state if tier == state.tier else replace(state, tier=tier)
+
     # ---- watches
 
     async def watch(self, user_id: str) -> RankWatch:
@@ -208,6 +244,7 @@ class RankHub:
         self._watches.setdefault(user_id, set()).add(watch)
         RANK_WATCHERS.inc()
         try:
+            await self.load_tiers()
             states = await self.read([user_id], cause="initial")
         except BaseException:
             self.unwatch(watch)
@@ -301,8 +338,8 @@ class RankHub:
         for index, user in enumerate(users):
             rank, score, nxt, _name = reply[3 + 4 * index : 7 + 4 * index]
             next_text = nxt.decode() if isinstance(nxt, bytes) else str(nxt)
-            states[user] = RankState(
-                int(rank), int(score), total, int(next_text) if next_text else None
+            states[user] = self._tiered(
+                RankState(int(rank), int(score), total, int(next_text) if next_text else None)
             )
         return states
 
@@ -312,9 +349,10 @@ class RankHub:
         """SELF to the movers' watches (from the move), OVERTAKEN to the watches of the users
         they passed (one read of those users only)."""
         passers: dict[str, Move] = {}
+        await self.load_tiers()
         for move in moves:
             for watch in self._watches.get(move.user_id, ()):
-                state = RankState(move.new_rank, move.score, ranked, move.next_score)
+                state = self._tiered(RankState(move.new_rank, move.score, ranked, move.next_score))
                 watch.offer(state, pb.RANK_REASON_SELF, change_us=move.commit_us)
             for passed in move.passed:
                 if passed in self._watches:
@@ -338,6 +376,7 @@ class RankHub:
         """One pass: rank the users with a watch, push what is significant. Returns the users
         ranked. Chunk by chunk, yielding to the event loop after each, so a pass over thousands
         of subscribers never holds up the process's other streams (WatchTop10, moves)."""
+        await self.load_tiers()
         users = list(self._watches)
         if not users:
             return 0
@@ -401,6 +440,7 @@ class RankHub:
             probed = False
             kind = message.get("type")
             if kind == "subscribe":
+                await self.load_tiers(max_age=0)
                 self.subscribed.set()
                 self._delay = 0.1
                 # Moves published while the subscription was down are not replayed: the next

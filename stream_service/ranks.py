@@ -3,7 +3,8 @@ telling (thresholds, moves of a share of the rank), and the RankUpdate message b
 
 The percentile is GetUserRank's (leaderboard_service.ranking.percentile; services share no code,
 tests/stream_service/test_rank_logic.py checks both agree): top x % = rank / ranked users * 100,
-rounded up to a tenth, hidden below the minimum population.
+rounded up to a tenth, hidden below the minimum population. The tier is common.tiers.tier_of over
+the board's tiers (the rank hub puts it in the state); a change of tier is a threshold.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.tiers import Tier
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from stream_service.config import RankSettings
 
@@ -21,13 +23,15 @@ SINGLE_PERIOD = 1
 
 @dataclass(frozen=True)
 class RankState:
-    """Where a user stands: competition rank (0 = not ranked), score, ranked users, and the
-    nearest better total (None at rank 1 or when not ranked)."""
+    """Where a user stands: competition rank (0 = not ranked), score, ranked users, the
+    nearest better total (None at rank 1 or when not ranked), and its tier on a board with tiers
+    (None otherwise or when not ranked)."""
 
     rank: int
     score: int
     total: int
     next_score: int | None = None
+    tier: Tier | None = None
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,13 @@ def _band(state: RankState, settings: RankSettings) -> float | None:
 
 def crossed(old: RankState, new: RankState, settings: RankSettings) -> list[str]:
     """The thresholds entered or left between two states: every top and percentile band whose
-    membership differs, e.g. ["top10"] for 11th -> 9th, ["top100", "top10"] for 150th -> 5th."""
+    membership differs, e.g. ["top10"] for 11th -> 9th, ["top100", "top10"] for 150th -> 5th,
+    and the tier left and the tier entered, e.g. ["tier:silver", "tier:gold"]."""
     names: list[str] = []
+    old_tier = old.tier.id if old.tier is not None else None
+    new_tier = new.tier.id if new.tier is not None else None
+    if old_tier != new_tier:
+        names += [f"tier:{t}" for t in (old_tier, new_tier) if t is not None]
     for top in settings.tops:
         if (0 < old.rank <= top) != (0 < new.rank <= top):
             names.append(f"top{top}")
@@ -115,6 +124,9 @@ def build_update(
     share = percentile(state.rank, state.total, settings.percentile_min_players)
     if share is not None:
         update.percentile = share
+    if state.rank and state.tier is not None:
+        update.tier = state.tier.id
+        update.tier_name = state.tier.name
     if state.rank > 1 and state.next_score is not None:
         update.distance_to_next = max(0, state.next_score - state.score)
     if by is not None:

@@ -6,11 +6,19 @@ from __future__ import annotations
 import asyncio
 import time
 
+from common.tiers import Tier
 from leaderboard_service.ranking import percentile as leaderboard_percentile
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from stream_service.config import RankSettings
 from stream_service.rank_hub import RankWatch
-from stream_service.ranks import Player, RankState, crossed, percentile, significant
+from stream_service.ranks import (
+    Player,
+    RankState,
+    build_update,
+    crossed,
+    percentile,
+    significant,
+)
 
 SETTINGS = RankSettings(percentile_min_players=100)
 
@@ -36,6 +44,25 @@ def test_thresholds_crossed() -> None:
     # Percentile bands count only with a percentile shown (100+ ranked users).
     assert crossed(RankState(200, 0, 1000), RankState(300, 0, 1000), SETTINGS) == ["top25%"]
     assert crossed(RankState(200, 0, 50), RankState(300, 0, 50), SETTINGS) == []
+
+
+SILVER = Tier("silver", "Silver", "min_score", 100)
+BRONZE = Tier("bronze", "Bronze")
+
+
+def test_a_tier_change_is_a_threshold() -> None:
+    """Entering a tier names the tier left and the tier entered; the ticker pushes it even for
+    a move far below its share of the rank; the update carries the tier's id and name."""
+    before = RankState(5000, 99, 10**6, 100, BRONZE)
+    after = RankState(4999, 100, 10**6, 101, SILVER)
+    assert crossed(before, after, SETTINGS) == ["tier:bronze", "tier:silver"]
+    assert significant(before, after, SETTINGS)
+    assert crossed(after, RankState(0, 0, 10**6), SETTINGS)[-1:] == ["tier:silver"]
+    assert crossed(after, RankState(4000, 150, 10**6, 151, SILVER), SETTINGS) == []
+    update = build_update("default", "u", after, pb.RANK_REASON_THRESHOLD, SETTINGS)
+    assert (update.tier, update.tier_name) == ("silver", "Silver")
+    untiered = build_update("default", "u", RankState(3, 5, 10), pb.RANK_REASON_SELF, SETTINGS)
+    assert not untiered.HasField("tier") and untiered.tier_name == ""
 
 
 def test_significant_moves() -> None:
