@@ -47,6 +47,14 @@ lint: install buf proto-check
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+## make bench-cpu: CPU ms per completion per process only (about 2 minutes, own stack)
+bench-cpu: install
+	$(BIN)/python -m bench --own-stack --phases idle,cpu-grpc,cpu-rest --seconds 20 --users 100000 $(BENCH_ARGS)
+
+## make bench-scale: throughput with 1 and then 2 score_service replicas and edge processes
+bench-scale: install
+	$(BIN)/python -m bench --own-stack --replicas 1 2 --generators 2 --phases cpu-grpc,grpc-uniform,rest $(BENCH_ARGS)
+
 ## make faults: the fault suite (FAULTS_ARGS="--scenarios redis-pause kill-score --pause 3")
 faults: install
 	$(BIN)/python -m bench.faults $(FAULTS_ARGS)
