@@ -307,16 +307,114 @@
     getTicket,
     onStatus,
     onUpdate(board) {
-      lastBoard = board;
+      boardShown(board);
       const stamp = board.timestamp ? new Date(board.timestamp) : null;
       $("updated").textContent = stamp && !Number.isNaN(stamp.getTime())
         ? `Last change ${stamp.toLocaleTimeString()}`
         : "Live standings";
+      if (board.board && board.board !== "default") return; // the card is the default board's
+      lastBoard = board;
       cardFromBoard(board.top10);
     },
     onRank: cardFromRank,
   });
   $("retry").addEventListener("click", () => view.connection.reconnect());
+
+  // ---- Boards and resets (issue 17) -------------------------------------------------------
+  // The board switcher (GET /api/boards), the countdown to the shown board's next reset, and
+  // its last period's winners. A LEADERBOARD_UPDATE of a new period (a reset) reloads the
+  // boards, so the countdown and the winners follow at once.
+  const boards = { list: [], shown: "default", period: null, timer: null, loading: null };
+
+  function shownBoard() {
+    return boards.list.find((b) => b.boardId === boards.shown) || null;
+  }
+
+  function loadBoards() {
+    if (boards.loading) return boards.loading;
+    boards.loading = send("/api/boards", { token: null })
+      .then((list) => { boards.list = list; renderBoards(); })
+      .catch(() => { /* the switcher stays as it was; the next reset or minute tries again */ })
+      .finally(() => { boards.loading = null; });
+    return boards.loading;
+  }
+
+  function renderBoards() {
+    const select = $("board-select");
+    const options = boards.list.map((b) => {
+      const option = document.createElement("option");
+      option.value = b.boardId;
+      option.textContent = b.name;
+      return option;
+    });
+    select.replaceChildren(...options);
+    select.value = boards.shown;
+    $("boards-bar").hidden = boards.list.length < 2; // one board: nothing to switch
+    renderCountdown();
+    renderWinners();
+  }
+
+  function until(ms) {
+    const s = Math.max(0, Math.floor(ms / 1000));
+    const d = Math.floor(s / 86400);
+    const h = Math.floor((s % 86400) / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    if (d) return `${d}d ${h}h ${m}m`;
+    if (h) return `${h}h ${m}m ${s % 60}s`;
+    return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+  }
+
+  function renderCountdown() {
+    const b = shownBoard();
+    const out = $("reset-countdown");
+    if (!b) { out.textContent = ""; return; }
+    const next = b.nextResetAt ? new Date(b.nextResetAt).getTime() : null;
+    const period = `Period ${fmt(boards.period || b.currentPeriod)}`;
+    if (!next) { out.textContent = `${period} · never resets`; return; }
+    const left = next - Date.now();
+    out.textContent = left > 0 ? `${period} · resets in ${until(left)}` : `${period} · resetting…`;
+    out.title = `Next reset: ${new Date(next).toLocaleString()} (${b.timeZone})`;
+    if (left <= 0 && !boards.loading) setTimeout(loadBoards, 1500);
+  }
+
+  function renderWinners() {
+    const b = shownBoard();
+    const winners = b && b.lastClosedPeriod ? b.lastWinners : [];
+    $("winners").hidden = winners.length === 0;
+    if (!winners.length) return;
+    $("winners-title").textContent = `Period ${fmt(b.lastClosedPeriod)} winners`;
+    $("winners-list").replaceChildren(...winners.map((w) => {
+      const li = document.createElement("li");
+      li.dataset.userId = w.userId;
+      li.textContent = `${ordinal(w.rank)} ${w.username} · ${fmt(w.score)}`;
+      return li;
+    }));
+  }
+
+  // Every shown snapshot: a new period of the shown board is a reset.
+  function boardShown(board) {
+    if (board.board && board.board !== boards.shown) return;
+    if (board.period && boards.period && board.period > boards.period) loadBoards();
+    boards.period = board.period || boards.period;
+    renderCountdown();
+  }
+
+  function showBoard(id) {
+    if (id === boards.shown) return;
+    boards.shown = id;
+    boards.period = null;
+    const b = shownBoard();
+    $("board-title").textContent = b && id !== "default" ? `Top 10 · ${b.name}` : "Top 10";
+    $("updated").textContent = "Waiting for the board…";
+    view.connection.subscribeBoard(id);
+    renderCountdown();
+    renderWinners();
+  }
+
+  $("board-select").addEventListener("change", (event) => showBoard(event.currentTarget.value));
+  boards.timer = setInterval(renderCountdown, 1000);
+  setInterval(loadBoards, 60000);
+  loadBoards();
 
   // ---- The player's card -----------------------------------------------------------------
 

@@ -58,8 +58,10 @@
    *   onRank         function (update): the signed-in viewer's own rank, live (RANK_UPDATE
    *                  data); given, every signed-in socket sends SUBSCRIBE_RANK once acked
    *   rankBoard      the board whose rank to follow (default: the default board)
+   *   board          the board to show (default: the default board); board = {top10, sequence,
+   *                  timestamp, source, board, period} names it and its period
    * Returns {status, board, rank, reconnect(), refresh(), subscribeRank(board),
-   * unsubscribeRank(), close()}.
+   * unsubscribeRank(), subscribeBoard(board), close()}.
    */
   function connect(options) {
     options = options || {};
@@ -74,6 +76,8 @@
     var canSocket = options.webSocket !== false && typeof global.WebSocket === "function";
 
     var conn = { status: "connecting", board: null, version: VERSION };
+    // The board shown (null: the default one); subscribeBoard() changes it.
+    var boardId = options.board || null;
     var socket = null;
     var socketOpened = false;
     var snapshotOnSocket = false;
@@ -102,7 +106,13 @@
     }
 
     function accept(data, source, force) {
+      if (data.board && data.board !== (boardId || "default")) return; // another board's
       var current = conn.board;
+      // A later period is newer whatever its sequence (a reset starts the count again).
+      if (current && data.period && current.period && data.period !== current.period) {
+        if (data.period < current.period) return;
+        force = true;
+      }
       if (current && (data.sequence || 0) === current.sequence &&
           sameBoard(current.top10, data.top10 || [])) return; // nothing new
       if (!force && current) {
@@ -116,6 +126,8 @@
         sequence: data.sequence || 0,
         timestamp: data.timestamp || data.lastUpdated || null,
         source: source,
+        board: data.board || boardId || "default",
+        period: data.period || null,
       };
       try {
         onUpdate(conn.board);
@@ -126,7 +138,8 @@
 
     // ---- HTTP ----------------------------------------------------------------------------
     function fetchBoard() {
-      return global.fetch(base + "/api/leaderboard", {
+      var query = boardId ? "?board=" + encodeURIComponent(boardId) : "";
+      return global.fetch(base + "/api/leaderboard" + query, {
         headers: { accept: "application/json" },
         cache: "no-cache", // revalidate with the ETag: a 304 costs the edge almost nothing
       }).then(function (response) {
@@ -171,8 +184,11 @@
 
     // ---- WebSocket -----------------------------------------------------------------------
     function socketUrl(ticket) {
+      var params = [];
+      if (ticket) params.push("ticket=" + encodeURIComponent(ticket));
+      if (boardId) params.push("board=" + encodeURIComponent(boardId));
       var url = base.replace(/^http/, "ws") + "/ws";
-      return ticket ? url + "?ticket=" + encodeURIComponent(ticket) : url;
+      return params.length ? url + "?" + params.join("&") : url;
     }
 
     function scheduleSocket(delay, reason) {
@@ -354,6 +370,19 @@
       return fetchBoard();
     };
 
+    // Show another board: the socket moves with SUBSCRIBE (the board's newest snapshot comes
+    // at once); polling asks for it. The next snapshot replaces the old board's.
+    conn.subscribeBoard = function (id) {
+      boardId = id && id !== "default" ? id : null;
+      conn.board = null;
+      snapshotOnSocket = false;
+      if (socket && socket.readyState === 1 && socketOpened) {
+        try {
+          socket.send(JSON.stringify({ type: "SUBSCRIBE", data: { board: boardId || "default" } }));
+        } catch (err) { /* the close handler reconnects, naming the board */ }
+      }
+      if (polling || !socketOpened) fetchBoard().catch(noop);
+    };
     conn.subscribeRank = rankFeed.subscribe;
     conn.unsubscribeRank = rankFeed.unsubscribe;
 
