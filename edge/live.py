@@ -189,7 +189,11 @@ def rank_frame(update: stream_service_pb2.RankUpdate) -> bytes:
                 "score": update.score,
                 "totalPlayers": update.total_players,
                 "percentile": update.percentile if update.HasField("percentile") else None,
-                "tier": update.tier if update.HasField("tier") else None,
+                "tier": (
+                    {"id": update.tier, "name": update.tier_name}
+                    if update.HasField("tier")
+                    else None
+                ),
                 "distanceToNext": (
                     update.distance_to_next if update.HasField("distance_to_next") else None
                 ),

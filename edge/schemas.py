@@ -110,6 +110,11 @@ class EntriesAround(BaseModel):
     entries: list[LeaderboardEntry]
 
 
+class TierRef(BaseModel):
+    id: str = Field(description="The tier's id on its board.")
+    name: str = Field(description="The tier's display name.")
+
+
 class UserRank(BaseModel):
     userId: str
     username: str
@@ -122,6 +127,11 @@ class UserRank(BaseModel):
         description="Top x % (rank / totalUsers, rounded up to a tenth: 0.1 is the best); "
         "null on a board with too few ranked users."
     )
+    tier: TierRef | None = Field(
+        default=None,
+        description="The player's tier when the board defines tiers (frozen into a closed "
+        "period's standings); null otherwise.",
+    )
 
 
 class ListedUser(BaseModel):
@@ -133,6 +143,10 @@ class ListedUser(BaseModel):
     )
     username: str | None = Field(description="Public display name; null when not ranked.")
     score: int | None = Field(description="Null when not ranked.")
+    tier: TierRef | None = Field(
+        default=None,
+        description="The player's tier when ranked and the board defines tiers; else null.",
+    )
 
 
 class UsersRanks(BaseModel):

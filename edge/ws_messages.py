@@ -49,7 +49,8 @@ def subscribed(board: str) -> bytes:
 
 def rank_update(data: dict[str, Any]) -> bytes:
     """RANK_UPDATE: {board, period, userId, rank (null when not ranked), score, totalPlayers,
-    percentile, tier, distanceToNext, reason (initial, self, overtaken, threshold, moved),
+    percentile, tier {id, name} or null, distanceToNext, reason (initial, self, overtaken,
+    threshold, moved),
     overtakenBy {userId, username} or null, crossed [...], timestamp (of the change) or null}."""
     return message("RANK_UPDATE", data)
 

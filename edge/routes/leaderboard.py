@@ -105,8 +105,17 @@ async def user_rank(request: Request) -> Response:
             "distanceFromTop10": reply.distance_from_top10,
             "totalUsers": reply.total_users,
             "percentile": reply.percentile if reply.HasField("percentile") else None,
+            "tier": _tier(reply.entry),
         }
     )
+
+
+def _tier(
+    e: leaderboard_pb2.LeaderboardEntry | leaderboard_pb2.UserListEntry,
+) -> dict[str, str] | None:
+    if not e.HasField("tier"):
+        return None
+    return {"id": e.tier.tier_id, "name": e.tier.name}
 
 
 def _listed(e: leaderboard_pb2.UserListEntry) -> dict[str, object]:
@@ -118,6 +127,7 @@ def _listed(e: leaderboard_pb2.UserListEntry) -> dict[str, object]:
             "listRank": None,
             "username": None,
             "score": None,
+            "tier": None,
         }
     return {
         "userId": e.user_id,
@@ -126,6 +136,7 @@ def _listed(e: leaderboard_pb2.UserListEntry) -> dict[str, object]:
         "listRank": e.list_rank,
         "username": e.username,
         "score": e.score,
+        "tier": _tier(e),
     }
 
 

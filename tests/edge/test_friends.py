@@ -15,7 +15,7 @@ from tests.support.servers import wait_for
 from tests.support.stack import Stack
 
 ROUTE = "/api/leaderboard/users"
-KEYS = {"userId", "ranked", "rank", "listRank", "username", "score"}
+KEYS = {"userId", "ranked", "rank", "listRank", "username", "score", "tier"}
 
 
 def _envelope(reply: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -81,6 +81,7 @@ async def test_a_friends_list_with_the_caller(shared_stack: Stack, api: Api) -> 
             "listRank": entry["listRank"],
             "username": player.display_name,
             "score": rank["score"],
+            "tier": None,
         }
     assert entries[1]["rank"] == entries[2]["rank"]  # a tie shares the global rank too
     for entry in entries[3:]:
@@ -91,6 +92,7 @@ async def test_a_friends_list_with_the_caller(shared_stack: Stack, api: Api) -> 
             "listRank": None,
             "username": None,
             "score": None,
+            "tier": None,
         }
     assert body["data"]["totalUsers"] == (await _rank(api, me, me.user_id))["totalUsers"]
 

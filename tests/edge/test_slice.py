@@ -77,6 +77,7 @@ async def test_register_login_complete_and_watch(shared_stack: Stack, api: Api) 
         "distanceFromTop10",
         "totalUsers",
         "percentile",
+        "tier",
     }
 
 
