@@ -7,6 +7,12 @@ and combine cannot change once the board has scores; a schedule change applies f
 period); `list` shows every board with its current period and next reset; `close-period` ends
 the board's open period now and freezes its standings (the next period starts at once).
 
+--tiers gives the board's tiers, best first, as comma-separated ID:NAME:CUTOFF items, the last
+one ID:NAME without a cutoff (the default tier); a cutoff is top_percent=P, top_rank=N or
+min_score=S, e.g. "diamond:Diamond:top_percent=1,gold:Gold:top_rank=10,
+silver:Silver:min_score=100,bronze:Bronze". --tiers "" removes them; `update` without --tiers
+keeps them.
+
 The account's client id and secret come from SCOREBOARD_CLIENT_ID and SCOREBOARD_CLIENT_SECRET
 (or --client-secret-file), the addresses from SCOREBOARD_AUTH_ADDR and
 SCOREBOARD_LEADERBOARD_ADDR. Answers print as JSON; refusals print their reason and exit 1.
@@ -32,6 +38,9 @@ if TYPE_CHECKING:
     )
 
 Call = Callable[["LeaderboardServiceAsyncStub", argparse.Namespace], Awaitable["Message"]]
+# A tier as --tiers gives it: (id, name, cutoff kind or None, value as written).
+TierSpec = tuple[str, str, str | None, str]
+_CUTOFFS = ("top_percent", "top_rank", "min_score")
 
 
 def register(sub: Any) -> None:
@@ -77,6 +86,35 @@ def _definition_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
     parser.add_argument("--season-start", type=datetime.fromisoformat, metavar="ISO")
     parser.add_argument("--season-end", type=datetime.fromisoformat, metavar="ISO")
     parser.add_argument("--keep-periods", type=int, help="closed periods kept (0: all)")
+    parser.add_argument(
+        "--tiers",
+        type=_tiers,
+        metavar="ID:NAME:CUTOFF,...",
+        help='tiers best first, the last without a cutoff, e.g. "gold:Gold:top_rank=10,'
+        'bronze:Bronze"; "" for none',
+    )
+
+
+def _tiers(text: str) -> list[TierSpec]:
+    """--tiers parsed (the server checks the rest: one default, last, looser down the list)."""
+    specs: list[TierSpec] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        parts = item.split(":")
+        if len(parts) == 2:
+            specs.append((parts[0], parts[1], None, ""))
+            continue
+        kind, _, value = parts[2].partition("=") if len(parts) == 3 else ("", "", "")
+        if kind not in _CUTOFFS or not value:
+            raise argparse.ArgumentTypeError(
+                f"tier {item!r}: expected ID:NAME or ID:NAME:CUTOFF=VALUE with a cutoff of"
+                f" {', '.join(_CUTOFFS)}"
+            )
+        try:
+            float(value) if kind == "top_percent" else int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"tier {item!r}: {value!r} is not a number") from None
+        specs.append((parts[0], parts[1], kind, value))
+    return specs
 
 
 def _apply(info: Any, args: argparse.Namespace) -> Any:
@@ -97,6 +135,19 @@ def _apply(info: Any, args: argparse.Namespace) -> Any:
         info.season_end_time.FromDatetime(args.season_end)
     if args.keep_periods is not None:
         info.keep_periods = args.keep_periods
+    if args.tiers is not None:
+        from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
+
+        del info.tiers[:]
+        for tier_id, name, kind, value in args.tiers:
+            tier = pb.TierDefinition(tier_id=tier_id, name=name)
+            if kind == "top_percent":
+                tier.top_percent = float(value)
+            elif kind == "top_rank":
+                tier.top_rank = int(value)
+            elif kind == "min_score":
+                tier.min_score = int(value)
+            info.tiers.append(tier)
     return info
 
 

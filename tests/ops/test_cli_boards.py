@@ -121,3 +121,32 @@ async def test_boards_cli_creates_lists_updates_and_closes_a_period(stack: Stack
     assert [w["username"] for w in season["last_winners"]] == ["Ann"]
     code, body, err = await _cli(stack, "close-period", "nope")
     assert code == 1 and "NO_OPEN_PERIOD" in err, err
+
+
+async def test_boards_cli_sets_and_keeps_tiers(stack: Stack, api: Api) -> None:
+    tiers = "diamond:Diamond:top_percent=1,gold:Gold:top_rank=10,silver:Silver:min_score=100,"
+    code, body, err = await _cli(
+        stack, "create", "tiered", "--name", "Tiered", "--tiers", tiers + "bronze:Bronze"
+    )
+    assert code == 0, err
+    shown = [
+        (t["tier_id"], t["name"], t.get("top_percent"), t.get("top_rank"), t.get("min_score"))
+        for t in body["board"]["tiers"]
+    ]
+    assert shown == [
+        ("diamond", "Diamond", 1.0, None, None),
+        ("gold", "Gold", None, "10", None),
+        ("silver", "Silver", None, None, "100"),
+        ("bronze", "Bronze", None, None, None),
+    ]
+    # update without --tiers keeps them; --tiers "" removes them.
+    code, body, err = await _cli(stack, "update", "tiered", "--name", "Renamed")
+    assert code == 0, err
+    assert [t["tier_id"] for t in body["board"]["tiers"]] == ["diamond", "gold", "silver", "bronze"]
+    code, body, err = await _cli(stack, "update", "tiered", "--tiers", tiers)  # no default
+    assert code == 1 and "exactly one tier must be the default" in err, err
+    code, body, err = await _cli(stack, "update", "tiered", "--tiers", "gold:Gold:best=3")
+    assert code == 2 and "expected ID:NAME" in err, err
+    code, body, err = await _cli(stack, "update", "tiered", "--tiers", "")
+    assert code == 0, err
+    assert body["board"].get("tiers", []) == []
