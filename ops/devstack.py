@@ -34,14 +34,18 @@ import httpx
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.auth.principal import SCOPE_ADMIN
 from common.auth.signing_keys import ensure_keys
-from common.config import DEFAULT_PORTS, Env
+from common.config import DEFAULT_PORTS, ClientCredentials, Endpoints, Env
+from ops.dev_boards import DevBoard, ensure_dev_board
 from ops.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
 from ops.migrate import ensure_database, migrate
 
 SERVICES = ("auth_service", "score_service", "leaderboard_service", "stream_service")
 EDGE_SCOPES = "leaderboard:read stream:watch"
 GAME_SERVER_SCOPES = "scores:write leaderboard:read stream:watch"
+# The dev stack's admin account: its weekly board and the CLI's admin commands.
+DEV_ADMIN = "dev-admin"
 
 
 def _secret(path: Path, length: int = 32) -> str:
@@ -240,9 +244,11 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
         stack.env = env
         edge_secret = _secret(data_dir / "secrets" / "edge-client-secret")
         game_secret = _secret(data_dir / "secrets" / "game-server-client-secret")
+        admin_secret = _secret(data_dir / "secrets" / f"{DEV_ADMIN}-client-secret")
         for client, secret, scopes in (
             ("edge", edge_secret, EDGE_SCOPES),
             ("game-server", game_secret, GAME_SERVER_SCOPES),
+            (DEV_ADMIN, admin_secret, SCOPE_ADMIN),
         ):
             save_service_account(env, client, secret, scopes)
         ticket_secret = _secret(data_dir / "secrets" / "ticket-secret", 48)
@@ -286,6 +292,7 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
             asyncio.run(_wait_http(stack.edge_url, stack.children[-1][1], 60))
             if edge_processes > 1:  # the port answered, but maybe from an earlier edge
                 _wait_listening(stack.children[-1][1], edge_port, 60)
+        boards = _dev_boards(env_reader, addresses, admin_secret)
     except BaseException:
         stack.stop()
         raise
@@ -295,12 +302,39 @@ def start_stack(environ: dict[str, str] | None = None, *, quiet: bool = False) -
         print(f"  logs: {data_dir / 'logs'}   data: {data_dir}")
         secret_file = data_dir / "secrets" / "game-server-client-secret"
         print(f"  game-server client: id=game-server, secret in {secret_file}")
+        admin_file = data_dir / "secrets" / f"{DEV_ADMIN}-client-secret"
+        print(f"  admin client (scoreboard boards, ...): id={DEV_ADMIN}, secret in {admin_file}")
+        print(f"  boards: {boards}")
         print("  gRPC: " + "  ".join(f"{k}={v}" for k, v in addresses.items()))
         print("Press Ctrl-C to stop.", flush=True)
     return stack
 
 
 STACK_FILE = "stack.json"
+
+
+def _dev_boards(env_reader: Env, addresses: dict[str, str], admin_secret: str) -> str:
+    """The weekly board beside the default one, through the admin path (issue 17), unless
+    SCOREBOARD_DEV_WEEKLY_BOARD=false; what there is, for the banner."""
+    if not env_reader.flag("DEV_WEEKLY_BOARD", True):
+        return "default (all time)"
+    board = DevBoard()
+    endpoints = Endpoints(
+        auth=addresses["auth"],
+        score=addresses["score"],
+        leaderboard=addresses["leaderboard"],
+        stream=addresses["stream"],
+    )
+    seeded = asyncio.run(
+        ensure_dev_board(endpoints, ClientCredentials(DEV_ADMIN, admin_secret), board)
+    )
+    done = ["created"] if seeded.created else []
+    if seeded.linked:
+        done.append(f"now counting {', '.join(seeded.linked)}")
+    return (
+        f"default (all time); {board.board_id} ({board.name}, resets at {board.reset_schedule!r}"
+        f" in {board.time_zone}{'; ' if done else ''}{'; '.join(done)})"
+    )
 
 
 def _replica(name: str, index: int) -> str:

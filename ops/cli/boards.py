@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from common.config import ClientCredentials, ConfigError, Env
 from ops.cli.admin import TIMEOUT, add_account_options
 
 if TYPE_CHECKING:
+    import grpc
     from google.protobuf.message import Message
 
     from scoreboard.leaderboard.v1.leaderboard_service_pb2_grpc import (
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 Call = Callable[["LeaderboardServiceAsyncStub", argparse.Namespace], Awaitable["Message"]]
 # A tier as --tiers gives it: (id, name, cutoff kind or None, value as written).
 TierSpec = tuple[str, str, str | None, str]
+Metadata = tuple[tuple[str, str], ...]
 _CUTOFFS = ("top_percent", "top_rank", "min_score")
 
 
@@ -210,31 +213,43 @@ def _credentials(args: argparse.Namespace, env: Env) -> ClientCredentials:
     return ClientCredentials(client_id, secret)
 
 
-async def _call(args: argparse.Namespace, env: Env) -> Message:
+@contextlib.asynccontextmanager
+async def admin_channel(
+    auth: str, target: str, credentials: ClientCredentials
+) -> AsyncIterator[tuple[grpc.aio.Channel, Metadata]]:
+    """A channel to `target` and call metadata with a token of the `admin` scope for
+    `credentials`, from auth_service at `auth`: how `scoreboard boards` signs in (and `make
+    run`, setting up its weekly board). Both channels close on the way out."""
     from common.auth.principal import SCOPE_ADMIN
     from common.auth.service_token import ServiceTokenSource
-    from common.config import Endpoints
     from common.grpc_client import call_metadata, open_channel
     from scoreboard.auth.v1 import auth_service_pb2_grpc
-    from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
 
-    endpoints = Endpoints.from_env(env)
-    credentials = _credentials(args, env)
-    auth_channel = open_channel(endpoints.auth)
-    board_channel = open_channel(endpoints.leaderboard)
+    auth_channel = open_channel(auth)
+    channel = open_channel(target)
     try:
         tokens = ServiceTokenSource(
             auth_service_pb2_grpc.AuthServiceStub(auth_channel),
             credentials,
             scopes=(SCOPE_ADMIN,),
         )
-        args.metadata = call_metadata(await tokens.token())
-        call: Call = args.call
-        stub = leaderboard_service_pb2_grpc.LeaderboardServiceStub(board_channel)
-        return await call(stub, args)
+        yield channel, call_metadata(await tokens.token())
     finally:
         await auth_channel.close()
-        await board_channel.close()
+        await channel.close()
+
+
+async def _call(args: argparse.Namespace, env: Env) -> Message:
+    from common.config import Endpoints
+    from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
+
+    endpoints = Endpoints.from_env(env)
+    credentials = _credentials(args, env)
+    async with admin_channel(endpoints.auth, endpoints.leaderboard, credentials) as signed_in:
+        channel, args.metadata = signed_in
+        call: Call = args.call
+        stub = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
+        return await call(stub, args)
 
 
 def _run(args: argparse.Namespace) -> int:
