@@ -18,22 +18,31 @@ from prometheus_client import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "k8s" / "monitoring"
-# Every module that defines metrics, so the registry holds them all.
-MODULES = (
-    "common.grpc_interceptors",
-    "common.telemetry",
-    "edge.middleware",
-    "edge.fanout",
-    "edge.live",
-    "score_service.servicer",
-    "score_service.relay",
-    "score_service.backlog",
-    "score_service.admin",
-    "leaderboard_service.consumer",
-    "leaderboard_service.keeper",
-    "leaderboard_service.stream_metrics",
-    "stream_service.hub",
+PACKAGES = (
+    "common",
+    "auth_service",
+    "score_service",
+    "leaderboard_service",
+    "stream_service",
+    "edge",
 )
+
+
+def _metric_modules() -> tuple[str, ...]:
+    """Every product module that may define metrics (its source mentions prometheus_client), so
+    the registry holds them all; a new module needs no list kept by hand. __main__ modules start
+    a service when imported, so they are left out (they define no metrics)."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name == "__main__.py" or "prometheus_client" not in path.read_text():
+                continue
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return tuple(found)
+
+
+MODULES = _metric_modules()
 _SELECTOR = re.compile(r"\b(scoreboard_[a-z0-9_]+)(\{[^}]*\})?")
 _MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
 _GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
@@ -105,6 +114,13 @@ def test_alerts_cover_the_slos() -> None:
         assert metric in exprs, f"no alert on {metric}"
 
 
+def test_every_metric_module_is_imported() -> None:
+    modules = set(MODULES)
+    for known in ("common.telemetry", "score_service.group_commit", "stream_service.rank_hub"):
+        assert known in modules, known
+    assert not any(m.endswith("__main__") for m in modules)
+
+
 def test_alerts_and_dashboard_query_only_real_metrics_and_labels() -> None:
     exported = _exported()
     problems = {
@@ -143,6 +159,21 @@ def test_the_dashboard_is_grafana_json_with_every_area() -> None:
         if metric.endswith("_created"):
             continue
         assert family in text, f"the dashboard shows nothing of {family}"
+
+
+def test_the_dashboard_panels_fit_the_grid_without_overlapping() -> None:
+    dashboard = json.loads((MONITORING / "dashboard.json").read_text())
+    taken: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["w"] > 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        assert pos["y"] >= 0 and pos["h"] > 0, panel["title"]
+        if panel["type"] == "row":
+            assert (pos["x"], pos["w"], pos["h"]) == (0, 24, 1), panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in taken, f"{panel['title']} overlaps {taken[(x, y)]}"
+                taken[(x, y)] = panel["title"]
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
