@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(DEFAULT_PHASES),
         help="comma-separated: idle (the stack's CPU with no load), cpu-grpc, cpu-rest (CPU "
         "per completion at a fixed rate), "
-        "grpc-uniform, grpc-skewed, rest, reads, viewers",
+        "grpc-uniform, grpc-skewed, rest, reads, viewers, rank (personal live rank: the "
+        "ticker's Redis commands and CPU, p99 from a score change to RankUpdate)",
     )
     parser.add_argument(
         "--cpu-grpc-rate",
@@ -79,6 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
         " (issue 17; run with 1 to see what the others cost)",
     )
     parser.add_argument(
+        "--rank-players", type=int, default=1_000_000, help="ranked players of the rank phase"
+    )
+    parser.add_argument(
+        "--rank-subscribers",
+        type=int,
+        default=10_000,
+        help="online rank subscribers (WatchRank) of the rank phase",
+    )
+    parser.add_argument(
+        "--rank-write-rate",
+        type=float,
+        default=500.0,
+        help="score changes/s applied in the rank phase",
+    )
+    parser.add_argument(
+        "--rank-tick-seconds",
+        type=float,
+        default=3.0,
+        help="interval of the rank ticker's passes in the rank phase",
+    )
+    parser.add_argument(
         "--out-dir",
         default=".bench",
         help="where the JSON results (and an own stack's data) go (default .bench)",
@@ -109,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             replicas=tuple(args.replicas),
             generators=max(1, args.generators),
             boards=args.boards,
+            rank_players=args.rank_players,
+            rank_subscribers=args.rank_subscribers,
+            rank_write_rate=args.rank_write_rate,
+            rank_tick_seconds=args.rank_tick_seconds,
             use_running=not args.own_stack,
             out_dir=Path(args.out_dir).resolve(),
             data_dir=Path(Env().text("DATA_DIR", ".data")).resolve(),

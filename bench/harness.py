@@ -5,8 +5,10 @@ Phases: seed the population (COPY), CPU per completion (gRPC and REST writes at 
 saturation: CPU seconds of every process of the stack, PostgreSQL's backends and Redis included,
 divided by the completions accepted), gRPC writes (uniform over the population, then skewed so
 the top 10 changes on almost every action), REST writes through the edge, reads, WebSocket
-viewers on the edge while skewed gRPC writes run (commit-to-receipt propagation), and finally the
-nothing-lost checks (outbox drained, consumer caught up, ledger == totals, Redis == PostgreSQL).
+viewers on the edge while skewed gRPC writes run (commit-to-receipt propagation), personal live
+rank (bench.rank_phase, issue 18: the ticker's Redis commands and CPU, score change to RankUpdate
+for self and overtaken), and finally the nothing-lost checks (outbox drained, consumer caught up,
+ledger == totals, Redis == PostgreSQL).
 
 With `--replicas 1 2` the phases run once per N on a stack of N score_service replicas and N
 edge processes (ops.devstack's SCOREBOARD_SCORE_REPLICAS / SCOREBOARD_EDGE_PROCESSES), and a
@@ -34,6 +36,7 @@ import redis.asyncio as aioredis
 
 from bench.invariants import Settled, ledger_mismatches, wait_settled
 from bench.population import seed
+from bench.rank_phase import RankSizes, measure, print_table
 from bench.resources import ResourceMonitor, postgres_pids, redis_pid
 from bench.stats import summary_ms
 from bench.viewers import CommitLog, Fleet, propagation, raise_fd_limit, rss_bytes
@@ -73,6 +76,7 @@ DEFAULT_PHASES = (
     "rest",
     "reads",
     "viewers",
+    "rank",
 )
 # The rows of the CPU table, in the stack's order (process names of ops.devstack, replicas
 # folded into their service).
@@ -112,6 +116,12 @@ class BenchConfig:
     # Boards each completion counts on (issue 17): the default board and up to two more (a
     # weekly board resetting in Berlin, a season board), each with its own ledger row and event.
     boards: int = 3
+    # The rank phase (issue 18): ranked players, online rank subscribers, score changes per
+    # second, and the ticker's interval.
+    rank_players: int = 1_000_000
+    rank_subscribers: int = 10_000
+    rank_write_rate: float = 500.0
+    rank_tick_seconds: float = 3.0
 
 
 @dataclass
@@ -464,6 +474,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "phases": [phase for one in runs for phase in one["phases"]],
         "viewers": [seen for one in runs for seen in one["viewers"]],
+        "rank": [rank for one in runs for rank in one["rank"]],
         "checks": {
             **first["checks"],
             "nothing_lost": all(one["checks"]["nothing_lost"] for one in runs),
@@ -489,6 +500,7 @@ async def _run(config: BenchConfig, target: Target, replicas: int) -> dict[str, 
     await _prepare(target, config, token)
     phases: list[Phase] = []
     viewer_runs: list[dict[str, Any]] = []
+    rank_runs: list[dict[str, Any]] = []
     base = {
         "users": config.users,
         "seconds": config.seconds,
@@ -592,6 +604,15 @@ async def _run(config: BenchConfig, target: Target, replicas: int) -> dict[str, 
                 phase.name += suffix
                 phases.append(phase)
                 viewer_runs.append({**seen, "replicas": replicas})
+        elif name == "rank":
+            sizes = RankSizes(
+                players=config.rank_players,
+                subscribers=config.rank_subscribers,
+                write_rate=config.rank_write_rate,
+                tick_seconds=config.rank_tick_seconds,
+                seconds=min(config.seconds, 30.0),
+            )
+            rank_runs.append({**await measure(target.redis_url, sizes), "replicas": replicas})
         else:
             raise ValueError(f"unknown phase {name!r}")
     for phase in phases:
@@ -605,6 +626,7 @@ async def _run(config: BenchConfig, target: Target, replicas: int) -> dict[str, 
         "replicas": replicas,
         "phases": [asdict(p) for p in phases],
         "viewers": viewer_runs,
+        "rank": rank_runs,
         "checks": checks,
     }
 
@@ -671,6 +693,7 @@ def _print(report: dict[str, Any]) -> None:
                 f"{v['max_ms']:>8}{v['viewers_with_final_snapshot']:>9}"
                 f"{v['edge_kb_per_idle_connection']:>13}"
             )
+    print_table(report["rank"])
     print()
     checks = report["checks"]
     print(
