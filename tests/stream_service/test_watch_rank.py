@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from common.redis_values import parse_user_state
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from stream_service.config import RankSettings
 from tests.conftest import StackFactory
@@ -43,11 +44,23 @@ async def _complete(stack: Stack, token: str, action_id: str, times: int = 1) ->
             await client.complete(action_id)
 
 
+async def _wait_ranked(stack: Stack, user_id: str, *, version: int) -> None:
+    users = stack.keys.board("default").users
+
+    async def applied() -> bool:
+        raw = await stack.redis.hget(users, user_id)
+        return raw is not None and parse_user_state(raw).version >= version
+
+    await wait_for(applied)
+
+
 async def test_self_then_overtaken_naming_the_passer_then_self(stack: Stack) -> None:
     action = await create_action(stack, base_points=7, daily_limit=1000)
     a_id, a_token, _ = await _player(stack, "alice")
     b_id, b_token, b_name = await _player(stack, "bob")
     await _complete(stack, a_token, action.action_id, 3)  # A: 21
+    # The watch must open on A's 21 already ranked, or its first message would be A's own move.
+    await _wait_ranked(stack, a_id, version=3)
     watcher = RankWatcher(stack.address("stream"), a_token)
     try:
         first = await watcher.wait(lambda u: u.score == 21)
