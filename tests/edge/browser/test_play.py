@@ -201,8 +201,10 @@ async def test_keyboard_only_sign_up_and_play(live_stack: Stack, context: Browse
     await expect(page.locator("#me-title")).to_have_text("Keyboard Kid")
     await page.keyboard.press("Tab")
     await expect(page.get_by_role("button", name="Sign out")).to_be_focused()
-    await page.keyboard.press("Tab")
+    # A keyboard user tabs on once the actions are there (they load after sign-in).
     first_action = page.locator("#actions li button").first
+    await expect(first_action).to_be_enabled()
+    await page.keyboard.press("Tab")
     await expect(first_action).to_be_focused()
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("status").filter(has_text="points for")).to_be_visible()
