@@ -104,36 +104,25 @@ async def _writer(
     next_at = time.monotonic()
     while time.monotonic() < ends:
         now_us = time.time_ns() // 1000
-        args: list[Any] = [keys.channel, str(now_us), "bench", per_batch]
+        events: list[list[str]] = []
         for index in range(per_batch):
             pool = watched if random.random() < watched_share else users
             user = random.choice(pool)
             version = versions.get(user, 1) + 1
             versions[user] = version
             totals[user] += random.randint(1, 50)
-            args += [
-                user,
-                str(version),
-                str(ranking_score(totals[user])),
-                reached_key(now_us + index),
-                "0",
-                "bench",
-                str(now_us),
-            ]
-        await scripts.apply(
-            keys=[
-                keys.ranking,
-                keys.users,
-                keys.top,
-                keys.meta,
-                keys.ready,
-                keys.rebuild_lock,
-                keys.touched,
-                keys.events,
-                keys.rank_channel,
-            ],
-            args=args,
-        )
+            events.append(
+                [
+                    user,
+                    str(version),
+                    str(ranking_score(totals[user])),
+                    reached_key(now_us + index),
+                    "0",
+                    "bench",
+                    str(now_us),
+                ]
+            )
+        await scripts.apply_events(keys, events, now_us=now_us, group="bench")
         written += per_batch
         next_at += interval
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))

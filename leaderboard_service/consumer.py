@@ -370,29 +370,12 @@ class EventConsumer:
         """Apply events of one period to that period's keys (the stream is the board's)."""
         if self._fault is not None:
             await self._fault([entry_id for entry_id, _ in batch])
-        args: list[Any] = [
-            keys.channel,
-            str(time.time_ns() // 1000),
-            self._settings.group,
-            len(batch),
-        ]
-        for _, event_args in batch:
-            args.extend(event_args)
-        args.extend(entry_id for entry_id, _ in batch)
-        applied, seq, ready = await self._scripts.of(keys).apply(
-            keys=[
-                keys.ranking,
-                keys.users,
-                keys.top,
-                keys.meta,
-                keys.ready,
-                keys.rebuild_lock,
-                keys.touched,
-                keys.events,
-                # Rank moves are published on it (DESIGN decision 12).
-                keys.rank_channel,
-            ],
-            args=args,
+        applied, seq, ready = await self._scripts.apply_events(
+            keys,
+            (event_args for _, event_args in batch),
+            now_us=time.time_ns() // 1000,
+            group=self._settings.group,
+            entry_ids=[entry_id for entry_id, _ in batch],
         )
         APPLIED.inc(int(applied))
         if text(seq) != "0":

@@ -106,22 +106,12 @@ async def apply_states(
     changed = 0
     for start in range(0, len(rows), REPAIR_BATCH):
         chunk = rows[start : start + REPAIR_BATCH]
-        # No stream entries to acknowledge: the group argument is not used.
-        args: list[str | int] = [keys.channel, str(time.time_ns() // 1000), "", len(chunk)]
-        for row in chunk:
-            args.extend(script_args(_event(keys.board, row, keys.period), keys.asc))
-        applied, _seq, _ready = await scripts.of(keys).apply(
-            keys=[
-                keys.ranking,
-                keys.users,
-                keys.top,
-                keys.meta,
-                keys.ready,
-                keys.rebuild_lock,
-                keys.touched,
-                keys.events,
-            ],
-            args=args,
+        # No stream entries to acknowledge (no group), and no rank moves published.
+        applied, _seq, _ready = await scripts.apply_events(
+            keys,
+            (script_args(_event(keys.board, row, keys.period), keys.asc) for row in chunk),
+            now_us=time.time_ns() // 1000,
+            rank_moves=False,
         )
         changed += int(applied)
     if changed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -54,6 +55,43 @@ class Scripts:
             self._other = Scripts(self._redis, max_passed=self._max_passed, asc=not self.asc)
             self._other._other = self
         return self._other
+
+    async def apply_events(
+        self,
+        keys: BoardKeys,
+        events: Iterable[Sequence[Any]],
+        *,
+        now_us: int,
+        group: str = "",
+        entry_ids: Sequence[str] = (),
+        rank_moves: bool = True,
+    ) -> Any:
+        """Run apply.lua on the keys' board with these events (each its script_args), as of
+        `now_us`; `entry_ids` are the stream entries the consumer `group` acknowledges with them.
+        Without `rank_moves` no rank move is published (a repair's writes). Returns the script's
+        reply, [applied, seq, ready]."""
+        batch = list(events)
+        args: list[Any] = [keys.channel, str(now_us), group, len(batch)]
+        for event in batch:
+            args.extend(event)
+        args.extend(entry_ids)
+        return await self.of(keys).apply(keys=apply_keys(keys, rank_moves=rank_moves), args=args)
+
+
+def apply_keys(keys: BoardKeys, *, rank_moves: bool = True) -> list[str]:
+    """apply.lua's KEYS, in its order; the rank channel last, where rank moves are published
+    (DESIGN decision 12), only with `rank_moves`."""
+    names = [
+        keys.ranking,
+        keys.users,
+        keys.top,
+        keys.meta,
+        keys.ready,
+        keys.rebuild_lock,
+        keys.touched,
+        keys.events,
+    ]
+    return [*names, keys.rank_channel] if rank_moves else names
 
 
 def text(value: Any) -> str:

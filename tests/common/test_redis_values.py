@@ -97,25 +97,12 @@ async def _apply(redis: aioredis.Redis, keys: BoardKeys, changes: list[Change]) 
     pubsub = redis.pubsub()
     await pubsub.subscribe(keys.channel)
     try:
-        args: list[Any] = [keys.channel, str(NOW_US), "contract", len(changes)]
-        for change in changes:
-            args += change.args(keys.asc)
-        applied, seq, _ready = (
-            await Scripts(redis)
-            .of(keys)
-            .apply(
-                keys=[
-                    keys.ranking,
-                    keys.users,
-                    keys.top,
-                    keys.meta,
-                    keys.ready,
-                    keys.rebuild_lock,
-                    keys.touched,
-                    keys.events,
-                ],
-                args=args,
-            )
+        applied, seq, _ready = await Scripts(redis).apply_events(
+            keys,
+            [change.args(keys.asc) for change in changes],
+            now_us=NOW_US,
+            group="contract",
+            rank_moves=False,
         )
         assert int(applied) == len(changes)
         if int(seq) == 0:

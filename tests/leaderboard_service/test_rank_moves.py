@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -63,23 +62,7 @@ async def _apply(
     pubsub = redis.pubsub()
     await pubsub.subscribe(keys.rank_channel)
     try:
-        args: list[Any] = [keys.channel, str(T0), "g", len(events)]
-        for event in events:
-            args += event
-        await Scripts(redis, max_passed=max_passed).apply(
-            keys=[
-                keys.ranking,
-                keys.users,
-                keys.top,
-                keys.meta,
-                keys.ready,
-                keys.rebuild_lock,
-                keys.touched,
-                keys.events,
-                keys.rank_channel,
-            ],
-            args=args,
-        )
+        await Scripts(redis, max_passed=max_passed).apply_events(keys, events, now_us=T0, group="g")
         async with asyncio.timeout(2):
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)

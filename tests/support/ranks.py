@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -29,9 +28,8 @@ async def place_players(
     """New users with these totals (version 1, excluded from nothing); returns their ids."""
     now = time.time_ns() // 1000
     users = [str(uuid.uuid4()) for _ in scores]
-    args: list[Any] = [keys.channel, str(now), "", len(scores)]
-    for index, (user, total) in enumerate(zip(users, scores, strict=True)):
-        args += script_args(
+    events = [
+        script_args(
             events_pb2.ScoreUpdated(
                 board_id=keys.board,
                 user_id=user,
@@ -42,17 +40,7 @@ async def place_players(
                 commit_time=_stamp(now + index),
             )
         )
-    await Scripts(redis).apply(
-        keys=[
-            keys.ranking,
-            keys.users,
-            keys.top,
-            keys.meta,
-            keys.ready,
-            keys.rebuild_lock,
-            keys.touched,
-            keys.events,
-        ],
-        args=args,
-    )
+        for index, (user, total) in enumerate(zip(users, scores, strict=True))
+    ]
+    await Scripts(redis).apply_events(keys, events, now_us=now, rank_moves=False)
     return users
