@@ -20,18 +20,17 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
-from redis.asyncio.client import PubSub
 
 from common.redis_keys import BoardKeys
 from common.redis_values import SEQ_FIELD, TS_FIELD, MalformedValue, stored_top10
 from scoreboard.events.v1 import events_pb2
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from stream_service.snapshots import Version, build, from_json, version
+from stream_service.subscription import Subscription
 
 log = logging.getLogger("scoreboard.hub")
 
@@ -55,7 +54,6 @@ class SnapshotHub:
         self._redis = redis
         self._keys = keys
         self._probe_seconds = probe_seconds
-        self._delay = 0.1
         # Subscriptions confirmed so far (1 + re-subscriptions), for metrics and tests.
         self.subscriptions = 0
         self._latest: leaderboard_pb2.Top10Snapshot | None = None
@@ -116,58 +114,33 @@ class SnapshotHub:
                 await follower
 
     async def _subscribe_forever(self) -> None:
-        while True:
-            # Subscribe confirmations are kept: redis-py re-subscribes by itself after a dropped
-            # connection, and each confirmation is when the stored snapshot must be re-read
-            # (changes published while the subscription was down are not replayed).
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self._keys.channel)
-                await self._listen(pubsub)
-            except (OSError, aioredis.RedisError) as exc:
-                self.subscribed.clear()
-                RESUBSCRIBES.inc()
-                log.warning("redis subscription lost; resubscribing: %s", exc)
-                await asyncio.sleep(self._delay * (0.5 + random.random()))
-                self._delay = min(self._delay * 2, 5.0)
-            finally:
-                with contextlib.suppress(OSError, aioredis.RedisError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        # Subscribe confirmations are kept: redis-py re-subscribes by itself after a dropped
+        # connection, and each confirmation is when the stored snapshot must be re-read
+        # (changes published while the subscription was down are not replayed).
+        subscription = Subscription(
+            self._redis, self._keys.channel, self, probe_seconds=self._probe_seconds
+        )
+        await subscription.run()
 
-    async def _listen(self, pubsub: PubSub) -> None:
-        """Until the connection fails. A quiet channel is probed with PING: a subscription whose
-        server vanished without closing the connection is detected, not waited on forever."""
-        quiet_since = time.monotonic()
-        probed = False
-        while True:
-            message = await pubsub.get_message(timeout=self._probe_seconds)
-            now = time.monotonic()
-            if message is None:
-                if now - quiet_since < self._probe_seconds:
-                    continue
-                if probed:
-                    raise ConnectionError("no reply from redis to a subscription PING")
-                await pubsub.ping()
-                probed = True
-                quiet_since = now
-                continue
-            quiet_since = now
-            probed = False
-            kind = message.get("type")
-            if kind == "subscribe":
-                await self._move_to(await self._discover_period())
-                self.subscriptions += 1
-                self.subscribed.set()
-                self._delay = 0.1
-            elif kind == "message":
-                snapshot = from_json(self._keys.board, message["data"], max(self.period, 1))
-                if snapshot is None:
-                    log.error("malformed snapshot on the channel")
-                    continue
-                RECEIVED.inc()
-                if snapshot.period > self.period:
-                    self._set_period(snapshot.period)
-                self.offer(snapshot)
+    async def on_subscribe(self) -> None:
+        await self._move_to(await self._discover_period())
+        self.subscriptions += 1
+        self.subscribed.set()
+
+    async def on_message(self, data: Any) -> None:
+        snapshot = from_json(self._keys.board, data, max(self.period, 1))
+        if snapshot is None:
+            log.error("malformed snapshot on the channel")
+            return
+        RECEIVED.inc()
+        if snapshot.period > self.period:
+            self._set_period(snapshot.period)
+        self.offer(snapshot)
+
+    def on_lost(self, exc: Exception) -> None:
+        self.subscribed.clear()
+        RESUBSCRIBES.inc()
+        log.warning("redis subscription lost; resubscribing: %s", exc)
 
     def _set_period(self, period: int) -> None:
         if period > self.period:

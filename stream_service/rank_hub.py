@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -30,7 +29,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge, Histogram
-from redis.asyncio.client import PubSub
 from redis.commands.core import AsyncScript
 
 from common.redis_keys import BoardKeys
@@ -39,6 +37,7 @@ from common.tiers import Tier, TierError, decode_copy, tier_of
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from stream_service.config import RankSettings
 from stream_service.ranks import Player, RankState, build_update, crossed, significant
+from stream_service.subscription import Subscription
 
 log = logging.getLogger("scoreboard.rank_hub")
 
@@ -186,7 +185,6 @@ class RankHub:
         self._script: AsyncScript = redis.register_script(_script())
         self._watches: dict[str, set[RankWatch]] = {}
         self._closed = False
-        self._delay = 0.1
         self.subscribed = asyncio.Event()
         self._tiers: tuple[Tier, ...] = ()
         self._asc = keys.asc
@@ -407,51 +405,28 @@ class RankHub:
     # ---- subscription
 
     async def run(self) -> None:
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self._keys.rank_channel)
-                await self._listen(pubsub)
-            except (OSError, aioredis.RedisError) as exc:
-                self.subscribed.clear()
-                log.warning("rank subscription lost; resubscribing: %s", exc)
-                await asyncio.sleep(self._delay * (0.5 + random.random()))
-                self._delay = min(self._delay * 2, 5.0)
-            finally:
-                with contextlib.suppress(OSError, aioredis.RedisError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        subscription = Subscription(
+            self._redis, self._keys.rank_channel, self, probe_seconds=self._probe_seconds
+        )
+        await subscription.run()
 
-    async def _listen(self, pubsub: PubSub) -> None:
-        quiet_since = time.monotonic()
-        probed = False
-        while True:
-            message = await pubsub.get_message(timeout=self._probe_seconds)
-            now = time.monotonic()
-            if message is None:
-                if now - quiet_since < self._probe_seconds:
-                    continue
-                if probed:
-                    raise ConnectionError("no reply from redis to a subscription PING")
-                await pubsub.ping()
-                probed = True
-                quiet_since = now
-                continue
-            quiet_since = now
-            probed = False
-            kind = message.get("type")
-            if kind == "subscribe":
-                await self.load_tiers(max_age=0)
-                self.subscribed.set()
-                self._delay = 0.1
-                # Moves published while the subscription was down are not replayed: the next
-                # ticker pass finds what they changed.
-            elif kind == "message":
-                if not self._watches:
-                    continue
-                try:
-                    moves = decode_moves(message["data"])
-                except MalformedValue:
-                    log.error("malformed rank moves on the channel")
-                    continue
-                MOVES_RECEIVED.inc()
-                await self.on_moves(moves.ranked, moves.moves)
+    async def on_subscribe(self) -> None:
+        await self.load_tiers(max_age=0)
+        self.subscribed.set()
+        # Moves published while the subscription was down are not replayed: the next ticker
+        # pass finds what they changed.
+
+    async def on_message(self, data: Any) -> None:
+        if not self._watches:
+            return
+        try:
+            moves = decode_moves(data)
+        except MalformedValue:
+            log.error("malformed rank moves on the channel")
+            return
+        MOVES_RECEIVED.inc()
+        await self.on_moves(moves.ranked, moves.moves)
+
+    def on_lost(self, exc: Exception) -> None:
+        self.subscribed.clear()
+        log.warning("rank subscription lost; resubscribing: %s", exc)
