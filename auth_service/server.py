@@ -85,14 +85,5 @@ async def check_eviction_policy(denylist: Denylist, *, require_noeviction: bool)
 
 
 async def serve(settings: Settings) -> None:
-    await service.serve(
-        ProcessSettings(
-            name="auth_service",
-            log_level=settings.log_level,
-            redis=settings.redis,
-            verifier=settings.verifier,
-            grace_seconds=settings.grpc.grace_seconds,
-            database=settings.database,
-        ),
-        lambda deps: build_server(settings, deps),
-    )
+    process = ProcessSettings.of("auth_service", settings, database=settings.database)
+    await service.serve(process, lambda deps: build_server(settings, deps))

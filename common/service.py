@@ -7,13 +7,19 @@ import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
 from common.auth.tokens import TokenVerifier
 from common.auth.verifier import open_verifier
-from common.config import ConfigError, DatabaseSettings, RedisSettings, VerifierSettings
+from common.config import (
+    ConfigError,
+    DatabaseSettings,
+    GrpcServerSettings,
+    RedisSettings,
+    VerifierSettings,
+)
 from common.db import Pool, open_pool
 from common.grpc_server import RunningServer
 from common.lifecycle import run_main
@@ -39,6 +45,22 @@ class Deps:
         return self.pool
 
 
+class ServiceSettings(Protocol):
+    """What every gRPC service's settings hold."""
+
+    @property
+    def grpc(self) -> GrpcServerSettings: ...
+
+    @property
+    def redis(self) -> RedisSettings: ...
+
+    @property
+    def verifier(self) -> VerifierSettings: ...
+
+    @property
+    def log_level(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class ProcessSettings:
     name: str
@@ -47,6 +69,20 @@ class ProcessSettings:
     verifier: VerifierSettings
     grace_seconds: float
     database: DatabaseSettings | None = None
+
+    @classmethod
+    def of(
+        cls, name: str, settings: ServiceSettings, *, database: DatabaseSettings | None = None
+    ) -> ProcessSettings:
+        """The process settings of a service's settings (with a database pool when given)."""
+        return cls(
+            name=name,
+            log_level=settings.log_level,
+            redis=settings.redis,
+            verifier=settings.verifier,
+            grace_seconds=settings.grpc.grace_seconds,
+            database=database,
+        )
 
 
 async def serve(

@@ -91,14 +91,5 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
 
 
 async def serve(settings: Settings) -> None:
-    await service.serve(
-        ProcessSettings(
-            name="score_service",
-            log_level=settings.log_level,
-            redis=settings.redis,
-            verifier=settings.verifier,
-            grace_seconds=settings.grpc.grace_seconds,
-            database=settings.database,
-        ),
-        lambda deps: build_server(settings, deps),
-    )
+    process = ProcessSettings.of("score_service", settings, database=settings.database)
+    await service.serve(process, lambda deps: build_server(settings, deps))

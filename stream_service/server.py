@@ -74,13 +74,5 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
 
 
 async def serve(settings: Settings) -> None:
-    await service.serve(
-        ProcessSettings(
-            name="stream_service",
-            log_level=settings.log_level,
-            redis=settings.redis,
-            verifier=settings.verifier,
-            grace_seconds=settings.grpc.grace_seconds,
-        ),
-        lambda deps: build_server(settings, deps),
-    )
+    process = ProcessSettings.of("stream_service", settings)
+    await service.serve(process, lambda deps: build_server(settings, deps))
