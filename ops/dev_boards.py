@@ -17,7 +17,7 @@ import grpc
 
 from common.config import ClientCredentials, Endpoints
 from common.errors import ServiceError, from_rpc_error
-from ops.cli.boards import admin_channel
+from ops.cli.account import admin_channel
 
 TIMEOUT = 10.0
 

@@ -10,13 +10,10 @@ exit 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.config import ClientCredentials, ConfigError, Env
+from ops.cli.account import TIMEOUT, add_account_options, run_call
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -24,7 +21,6 @@ if TYPE_CHECKING:
     from scoreboard.admin.v1.admin_service_pb2_grpc import AdminServiceAsyncStub
 
 Call = Callable[["AdminServiceAsyncStub", argparse.Namespace], Awaitable["Message"]]
-TIMEOUT = 30.0
 
 
 def register(sub: Any) -> None:
@@ -68,12 +64,6 @@ def register(sub: Any) -> None:
     for listing in (ledger, audit, anomalies):
         listing.add_argument("--page-size", type=int, default=0)
         listing.add_argument("--page-token", default="")
-
-
-def add_account_options(parser: argparse.ArgumentParser) -> None:
-    """The admin service account's options (its secret never as a flag)."""
-    parser.add_argument("--client-id", help="default: SCOREBOARD_CLIENT_ID")
-    parser.add_argument("--client-secret-file", type=Path, help="default: SCOREBOARD_CLIENT_SECRET")
 
 
 async def _ban(stub: AdminServiceAsyncStub, args: argparse.Namespace) -> Message:
@@ -138,61 +128,11 @@ async def _anomalies(stub: AdminServiceAsyncStub, args: argparse.Namespace) -> M
     return await stub.ListAnomalies(request, metadata=args.metadata, timeout=TIMEOUT)
 
 
-def _credentials(args: argparse.Namespace, env: Env) -> ClientCredentials:
-    client_id = args.client_id or env.required("CLIENT_ID")
-    if args.client_secret_file is not None:
-        try:
-            secret = args.client_secret_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {args.client_secret_file}: {exc}") from None
-    else:
-        secret = env.required("CLIENT_SECRET")
-    return ClientCredentials(client_id, secret)
-
-
-async def _call(args: argparse.Namespace, env: Env) -> Message:
-    from common.auth.principal import SCOPE_ADMIN
-    from common.auth.service_token import ServiceTokenSource
-    from common.config import Endpoints
-    from common.grpc_client import call_metadata, open_channel
-    from scoreboard.admin.v1 import admin_service_pb2_grpc
-    from scoreboard.auth.v1 import auth_service_pb2_grpc
-
-    endpoints = Endpoints.from_env(env)
-    credentials = _credentials(args, env)
-    auth_channel = open_channel(endpoints.auth)
-    score_channel = open_channel(endpoints.score)
-    try:
-        tokens = ServiceTokenSource(
-            auth_service_pb2_grpc.AuthServiceStub(auth_channel),
-            credentials,
-            scopes=(SCOPE_ADMIN,),
-        )
-        args.metadata = call_metadata(await tokens.token())
-        call: Call = args.call
-        return await call(admin_service_pb2_grpc.AdminServiceStub(score_channel), args)
-    finally:
-        await auth_channel.close()
-        await score_channel.close()
-
-
 def run(args: argparse.Namespace) -> int:
-    """Sign in, make the call in args.call, print the answer as JSON (0) or the refusal (1)."""
-    import grpc
-    import orjson
-    from google.protobuf.json_format import MessageToDict
+    """Sign in, make the call in args.call on score_service's AdminService, print the answer as
+    JSON (0) or the refusal (1)."""
+    from scoreboard.admin.v1 import admin_service_pb2_grpc
 
-    from common.errors import ServiceError, from_rpc_error
-
-    try:
-        reply = asyncio.run(_call(args, Env()))
-    except grpc.aio.AioRpcError as exc:
-        error = from_rpc_error(exc)
-        print(f"refused: {error.reason}: {error.message}", file=sys.stderr)
-        return 1
-    except ServiceError as error:  # the token request was refused
-        print(f"refused: {error.reason}: {error.message}", file=sys.stderr)
-        return 1
-    body = MessageToDict(reply, preserving_proto_field_name=True)
-    sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
+    return run_call(
+        args, lambda endpoints: endpoints.score, admin_service_pb2_grpc.AdminServiceStub
+    )

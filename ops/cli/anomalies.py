@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from ops.cli.admin import TIMEOUT, add_account_options, run
+from ops.cli.account import TIMEOUT, add_account_options
+from ops.cli.admin import run
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message

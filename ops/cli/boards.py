@@ -21,28 +21,20 @@ SCOREBOARD_LEADERBOARD_ADDR. Answers print as JSON; refusals print their reason 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from common.config import ClientCredentials, ConfigError, Env
-from ops.cli.admin import TIMEOUT, add_account_options
+from ops.cli.account import TIMEOUT, add_account_options, run_call
 
 if TYPE_CHECKING:
-    import grpc
     from google.protobuf.message import Message
 
     from scoreboard.leaderboard.v1.leaderboard_service_pb2_grpc import (
         LeaderboardServiceAsyncStub,
     )
 
-Call = Callable[["LeaderboardServiceAsyncStub", argparse.Namespace], Awaitable["Message"]]
 # A tier as --tiers gives it: (id, name, cutoff kind or None, value as written).
 TierSpec = tuple[str, str, str | None, str]
-Metadata = tuple[tuple[str, str], ...]
 _CUTOFFS = ("top_percent", "top_rank", "min_score")
 
 
@@ -201,74 +193,10 @@ async def _close(stub: LeaderboardServiceAsyncStub, args: argparse.Namespace) ->
     )
 
 
-def _credentials(args: argparse.Namespace, env: Env) -> ClientCredentials:
-    client_id = args.client_id or env.required("CLIENT_ID")
-    if args.client_secret_file is not None:
-        try:
-            secret = args.client_secret_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {args.client_secret_file}: {exc}") from None
-    else:
-        secret = env.required("CLIENT_SECRET")
-    return ClientCredentials(client_id, secret)
-
-
-@contextlib.asynccontextmanager
-async def admin_channel(
-    auth: str, target: str, credentials: ClientCredentials
-) -> AsyncIterator[tuple[grpc.aio.Channel, Metadata]]:
-    """A channel to `target` and call metadata with a token of the `admin` scope for
-    `credentials`, from auth_service at `auth`: how `scoreboard boards` signs in (and `make
-    run`, setting up its weekly board). Both channels close on the way out."""
-    from common.auth.principal import SCOPE_ADMIN
-    from common.auth.service_token import ServiceTokenSource
-    from common.grpc_client import call_metadata, open_channel
-    from scoreboard.auth.v1 import auth_service_pb2_grpc
-
-    auth_channel = open_channel(auth)
-    channel = open_channel(target)
-    try:
-        tokens = ServiceTokenSource(
-            auth_service_pb2_grpc.AuthServiceStub(auth_channel),
-            credentials,
-            scopes=(SCOPE_ADMIN,),
-        )
-        yield channel, call_metadata(await tokens.token())
-    finally:
-        await auth_channel.close()
-        await channel.close()
-
-
-async def _call(args: argparse.Namespace, env: Env) -> Message:
-    from common.config import Endpoints
+def _run(args: argparse.Namespace) -> int:
+    """Sign in, make the call on LeaderboardService, print the answer as JSON (0) or the refusal
+    (1)."""
     from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
 
-    endpoints = Endpoints.from_env(env)
-    credentials = _credentials(args, env)
-    async with admin_channel(endpoints.auth, endpoints.leaderboard, credentials) as signed_in:
-        channel, args.metadata = signed_in
-        call: Call = args.call
-        stub = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
-        return await call(stub, args)
-
-
-def _run(args: argparse.Namespace) -> int:
-    """Sign in, make the call, print the answer as JSON (0) or the refusal (1)."""
-    import grpc
-    import orjson
-    from google.protobuf.json_format import MessageToDict
-
-    from common.errors import ServiceError, from_rpc_error
-
-    try:
-        reply = asyncio.run(_call(args, Env()))
-    except grpc.aio.AioRpcError as exc:
-        error = from_rpc_error(exc)
-        print(f"refused: {error.reason}: {error.message}", file=sys.stderr)
-        return 1
-    except ServiceError as error:  # the token request was refused
-        print(f"refused: {error.reason}: {error.message}", file=sys.stderr)
-        return 1
-    body = MessageToDict(reply, preserving_proto_field_name=True)
-    sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
+    stub = leaderboard_service_pb2_grpc.LeaderboardServiceStub
+    return run_call(args, lambda endpoints: endpoints.leaderboard, stub)
