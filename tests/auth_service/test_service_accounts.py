@@ -4,7 +4,6 @@ failed calls limited per address."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import uuid
@@ -22,6 +21,7 @@ from scoreboard.score.v1 import score_service_pb2 as score_pb
 from scoreboard.score.v1 import score_service_pb2_grpc
 from tests.conftest import StackFactory
 from tests.support.clients import Api, metadata
+from tests.support.processes import run_process
 from tests.support.stack import Stack
 
 FAILURES_PER_ADDRESS = 4
@@ -36,19 +36,9 @@ async def stack(stack_factory: StackFactory) -> AsyncIterator[Stack]:
 
 async def cli(stack: Stack, *args: str) -> tuple[int, dict[str, str], str]:
     env = {**os.environ, "SCOREBOARD_DATABASE_URL": stack.config.database_url}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "auth_service",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode is not None
+    code, out, err = await run_process(sys.executable, "-m", "auth_service", *args, env=env)
     pairs = dict(line.split("=", 1) for line in out.decode().splitlines() if "=" in line)
-    return process.returncode, pairs, err.decode()
+    return code, pairs, err
 
 
 async def issue(

@@ -4,7 +4,6 @@ in the ledger under the account's name, and the top 10 it watches must show the 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -13,6 +12,7 @@ import pytest
 
 from tests.conftest import StackFactory
 from tests.support.clients import Api, Player
+from tests.support.processes import run_process
 from tests.support.stack import Stack
 
 
@@ -32,19 +32,9 @@ async def _run_example(stack: Stack, *args: str, secret: str) -> tuple[int, str,
         "SCOREBOARD_CLIENT_SECRET": secret,
     }
     env.pop("SCOREBOARD_CLIENT_ID", None)  # the example's default: game-server
-    # Not subprocess.run: the servers answering it run on this event loop.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "examples.game_server",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    argv = (sys.executable, "-m", "examples.game_server", *args)
+    code, out, err = await run_process(*argv, env=env, timeout=60)
+    return code, out.decode(), err
 
 
 async def _player(stack: Stack) -> Player:

@@ -4,7 +4,6 @@ without false alarms while events are in flight."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.leaderboard_service.support import (
     redis_order,
     seed,
 )
+from tests.support.processes import run_process
 from tests.support.servers import wait_for
 from tests.support.stack import Stack
 
@@ -41,17 +41,9 @@ async def scoreboard(stack: Stack, *args: str, client: str = "admin-tool") -> tu
         SCOREBOARD_AUTH_ADDR=stack.address("auth"),
         SCOREBOARD_LEADERBOARD_ADDR=stack.address("leaderboard"),
     )
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "scoreboard"),
-        "ranking",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    argv = (str(Path(sys.executable).parent / "scoreboard"), "ranking", *args)
+    code, out, err = await run_process(*argv, env=env, timeout=120)
+    return code, out.decode(), err
 
 
 async def make_drift(stack: Stack, rows: list[Seeded]) -> int:

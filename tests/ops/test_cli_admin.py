@@ -3,16 +3,12 @@ account's credentials in its environment, talking to the stack over gRPC."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from tests.support.clients import Api
 from tests.support.ledger import assert_ledger_invariant, score_row
+from tests.support.processes import admin_cli
 from tests.support.stack import Stack
 from tests.support.stack_fixtures import stack_and_api
 
@@ -22,28 +18,7 @@ stack, api = stack_and_api(scope="module")
 async def _cli(
     stack: Stack, *args: str, client: str = "admin-tool", secret: str | None = None
 ) -> tuple[int, Any, str]:
-    env = {
-        **os.environ,
-        "SCOREBOARD_AUTH_ADDR": stack.address("auth"),
-        "SCOREBOARD_SCORE_ADDR": stack.address("score"),
-        "SCOREBOARD_CLIENT_ID": client,
-        "SCOREBOARD_CLIENT_SECRET": stack.admin_secret if secret is None else secret,
-    }
-    # Not subprocess.run: the servers answering it run on this event loop.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ops",
-        "admin",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode is not None
-    body = orjson.loads(out) if out.strip() else None
-    return process.returncode, body, err.decode()
+    return await admin_cli(stack, "admin", *args, client=client, secret=secret)
 
 
 async def test_admin_cli_adjusts_voids_bans_and_reads_the_audit(stack: Stack, api: Api) -> None:

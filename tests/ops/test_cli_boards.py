@@ -5,15 +5,11 @@ connected viewer of the board as the empty new period."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from typing import Any
-
-import orjson
 
 from tests.support.boards import Scored, score
 from tests.support.clients import Api, Viewer
+from tests.support.processes import admin_cli
 from tests.support.servers import wait_for
 from tests.support.stack import Stack
 from tests.support.stack_fixtures import stack_and_api
@@ -25,28 +21,7 @@ SEASON = "season"
 async def _cli(
     stack: Stack, *args: str, client: str = "admin-tool", secret: str | None = None
 ) -> tuple[int, Any, str]:
-    env = {
-        **os.environ,
-        "SCOREBOARD_AUTH_ADDR": stack.address("auth"),
-        "SCOREBOARD_LEADERBOARD_ADDR": stack.address("leaderboard"),
-        "SCOREBOARD_CLIENT_ID": client,
-        "SCOREBOARD_CLIENT_SECRET": stack.admin_secret if secret is None else secret,
-    }
-    # Not subprocess.run: the servers answering it run on this event loop.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ops",
-        "boards",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode is not None
-    body = orjson.loads(out) if out.strip() else None
-    return process.returncode, body, err.decode()
+    return await admin_cli(stack, "boards", *args, client=client, secret=secret)
 
 
 async def test_boards_cli_creates_lists_updates_and_closes_a_period(stack: Stack, api: Api) -> None:

@@ -13,6 +13,7 @@ import orjson
 from common.errors import Reason
 from tests.score_service.helpers import new_action_id
 from tests.support.clients import Api
+from tests.support.processes import run_process
 from tests.support.stack import Stack
 
 SCOREBOARD = str(Path(sys.executable).parent / "scoreboard")
@@ -28,17 +29,8 @@ async def _cli(
         SCOREBOARD_AUTH_ADDR=stack.address("auth"),
         SCOREBOARD_SCORE_ADDR=stack.address("score"),
     )
-    process = await asyncio.create_subprocess_exec(
-        SCOREBOARD,
-        "actions",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    code, out, err = await run_process(SCOREBOARD, "actions", *args, env=env, timeout=60)
+    return code, out.decode(), err
 
 
 async def test_create_list_and_update_through_the_cli(score_stack: Stack, api: Api) -> None:

@@ -4,9 +4,6 @@ and through `scoreboard anomalies list|review` run as a separate process."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +22,7 @@ from tests.score_service.admin.support import (
     game_server_metadata,
 )
 from tests.support.clients import Api, Player, metadata
+from tests.support.processes import admin_cli
 from tests.support.stack import Stack
 
 # Any two completions within an hour are flagged fast_completion; the cap stays out of the way.
@@ -160,28 +158,7 @@ async def test_review_refuses_unknown_ids_bad_input_and_non_admins(stack: Stack)
 async def _cli(
     stack: Stack, *args: str, client: str = "admin-tool", secret: str | None = None
 ) -> tuple[int, Any, str]:
-    env = {
-        **os.environ,
-        "SCOREBOARD_AUTH_ADDR": stack.address("auth"),
-        "SCOREBOARD_SCORE_ADDR": stack.address("score"),
-        "SCOREBOARD_CLIENT_ID": client,
-        "SCOREBOARD_CLIENT_SECRET": stack.admin_secret if secret is None else secret,
-    }
-    # Not subprocess.run: the servers answering it run on this event loop.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ops",
-        "anomalies",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode is not None
-    body = orjson.loads(out) if out.strip() else None
-    return process.returncode, body, err.decode()
+    return await admin_cli(stack, "anomalies", *args, client=client, secret=secret)
 
 
 async def test_scoreboard_anomalies_list_and_review(stack: Stack) -> None:
