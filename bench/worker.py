@@ -11,6 +11,7 @@ import json
 import os
 import random
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +83,7 @@ async def rest_writes(config: dict[str, Any]) -> LoadResult:
         except orjson.JSONDecodeError:
             return str(reply.status)
 
-    try:
-        return await run_open_loop(
-            call,
-            rate=config["rate"],
-            seconds=config["seconds"],
-            max_in_flight=config.get("connections", 64),
-        )
-    finally:
-        await pool.close()
+    return await _run_over(pool, call, config)
 
 
 async def reads(config: dict[str, Any]) -> LoadResult:
@@ -111,6 +104,14 @@ async def reads(config: dict[str, Any]) -> LoadResult:
             reply = await pool.request("GET", "/api/leaderboard")
         return "ok" if reply.status == 200 else str(reply.status)
 
+    return await _run_over(pool, call, config)
+
+
+async def _run_over(
+    pool: HttpPool, call: Callable[[int], Awaitable[str]], config: dict[str, Any]
+) -> LoadResult:
+    """The open loop of `call`s, as many in flight at most as the pool has connections; the pool
+    is closed at the end."""
     try:
         return await run_open_loop(
             call,

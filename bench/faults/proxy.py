@@ -20,15 +20,53 @@ from contextlib import asynccontextmanager
 _CHUNK = 65536
 
 
-class TcpProxy:
+class ProxyServer:
+    """The listening side of a proxy on 127.0.0.1: each accepted connection is handled by
+    `_handle` in a task of its own; `close` cuts what `_cut_all` cuts, cancels those tasks and
+    stops listening. (tests/support/pg_proxy.py builds on it too.)"""
+
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def start(self, port: int = 0) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._cut_all()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def _cut_all(self) -> None:
+        """Cut the open links before their tasks are cancelled (none by default)."""
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._handle(reader, writer)
+        finally:
+            self._tasks.discard(task)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class TcpProxy(ProxyServer):
+    def __init__(self, target_host: str, target_port: int) -> None:
+        super().__init__(target_host, target_port)
         self._flowing = asyncio.Event()
         self._flowing.set()
         self.delay_seconds = 0.0
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -42,23 +80,7 @@ class TcpProxy:
         """Stop passing bytes, in both directions, on open and new connections."""
         self._flowing.clear()
 
-    async def start(self, port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._flowing.wait()
             up_reader, up_writer = await asyncio.open_connection(*self._target)
@@ -70,7 +92,6 @@ class TcpProxy:
             pass
         finally:
             writer.close()
-            self._tasks.discard(task)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()

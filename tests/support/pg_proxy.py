@@ -28,6 +28,7 @@ from typing import Any, Literal
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import score_service.server
+from bench.faults.proxy import ProxyServer
 from common.auth.verifier import open_verifier
 from common.db import open_pool
 from common.redis_conn import open_redis
@@ -53,17 +54,14 @@ class _Link:
             writer.transport.abort()
 
 
-class PgProxy:
+class PgProxy(ProxyServer):
     def __init__(self, target_url: str) -> None:
         info = conninfo_to_dict(target_url)
+        super().__init__(str(info.get("host", "127.0.0.1")), int(str(info.get("port") or 5432)))
         self._target_url = target_url
-        self._target = (str(info.get("host", "127.0.0.1")), int(str(info.get("port") or 5432)))
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._links: set[_Link] = set()
         self._armed: list[Mode | None] = []
         self.marker = b""
-        self.port = 0
         self.is_down = False
         # COMMITs cut so far, by mode.
         self.cuts: list[Mode] = []
@@ -92,25 +90,11 @@ class PgProxy:
     def up(self) -> None:
         self.is_down = False
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+    def _cut_all(self) -> None:
         for link in list(self._links):
             link.cut()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link: _Link | None = None
         try:
             if self.is_down:
@@ -126,7 +110,6 @@ class PgProxy:
                 self._links.discard(link)
                 link.cut()
             writer.transport.abort()
-            self._tasks.discard(task)
 
     async def _upstream(self, reader: asyncio.StreamReader, link: _Link) -> None:
         """Client to server, message by message."""
