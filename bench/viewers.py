@@ -30,8 +30,6 @@ import resource
 import secrets
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from array import array
@@ -48,7 +46,7 @@ from common.config import DEFAULT_BOARD
 from common.grpc_client import call_metadata
 from common.redis_keys import Keys
 from common.redis_values import decode_top10
-from ops.devstack import Stack, start_stack
+from ops.devstack import Stack, save_service_account, start_stack
 from ops.embedded import free_port
 from scoreboard.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
@@ -299,21 +297,7 @@ async def _prepare(
 ) -> _Driver:
     secret = secrets.token_urlsafe(24)
     await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "auth_service",
-            "create-service-account",
-            "--client-id",
-            BENCH_CLIENT,
-            "--scopes",
-            "scores:write admin",
-            f"--secret={secret}",  # a generated secret may start with "-"
-        ],
-        env=stack.env,
-        check=True,
-        stdout=subprocess.DEVNULL,
+        save_service_account, stack.env, BENCH_CLIENT, secret, "scores:write admin"
     )
     auth = auth_service_pb2_grpc.AuthServiceStub(channel_auth)
     issued = await auth.IssueServiceToken(

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from bench.invariants import ledger_mismatches, wait_settled
 from common.config import DEFAULT_BOARD
 from common.grpc_client import call_metadata, open_channel
 from common.redis_keys import Keys
+from ops.devstack import save_service_account
 from scoreboard.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2, score_service_pb2_grpc
 
@@ -135,21 +134,7 @@ class Suite:
     async def _admin_token(self) -> str:
         secret = secrets.token_urlsafe(24)
         await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "auth_service",
-                "create-service-account",
-                "--client-id",
-                ADMIN_CLIENT,
-                "--scopes",
-                ADMIN_SCOPES,
-                f"--secret={secret}",
-            ],
-            env=self.rig.stack.env,
-            check=True,
-            stdout=subprocess.DEVNULL,
+            save_service_account, self.rig.stack.env, ADMIN_CLIENT, secret, ADMIN_SCOPES
         )
         auth = auth_service_pb2_grpc.AuthServiceStub(self._channels[0])
         issued = await auth.IssueServiceToken(
