@@ -160,24 +160,7 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body: Any = orjson.dumps(
-        {
-            "success": False,
-            "error": f"the body is larger than {limit} bytes",
-            "code": "PAYLOAD_TOO_LARGE",
-        }
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await _send_error(send, 413, f"the body is larger than {limit} bytes", "PAYLOAD_TOO_LARGE")
 
 
 class RedisUnavailable:
@@ -211,24 +194,30 @@ class RedisUnavailable:
 
 
 async def _unavailable(send: Send) -> None:
-    body: Any = orjson.dumps(
-        {
-            "success": False,
-            "error": "A service is temporarily unavailable. Try again shortly.",
-            "code": "UNAVAILABLE",
-        }
+    await _send_error(
+        send,
+        503,
+        "A service is temporarily unavailable. Try again shortly.",
+        "UNAVAILABLE",
+        extra_headers=[(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
-            ],
-        }
-    )
+
+
+async def _send_error(
+    send: Send,
+    status: int,
+    error: str,
+    code: str,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Answers a raw ASGI request with the error envelope."""
+    body: Any = orjson.dumps({"success": False, "error": error, "code": code})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra_headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
