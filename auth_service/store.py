@@ -164,13 +164,7 @@ class AuthStore:
                     return RefreshOutcome(None, family_id, reused=True)
                 return RefreshOutcome(None, None)
             family_id, user_id = str(row[0]), str(row[1])
-            cur = await conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (user_id,))
-            user = _user(await cur.fetchone())
-            await conn.execute(
-                "INSERT INTO refresh_tokens (family_id, user_id, token_hash, expires_at, issued_at)"
-                " VALUES (%s, %s, %s, %s, clock_timestamp())",
-                (family_id, user_id, new_hash, expires_at),
-            )
+            user = await self._issue_successor(conn, family_id, user_id, new_hash, expires_at)
             return RefreshOutcome(user, family_id)
 
     @staticmethod
@@ -219,6 +213,14 @@ class AuthStore:
         )
         if await cur.fetchone() is None:
             return None
+        user = await AuthStore._issue_successor(conn, family_id, user_id, new_hash, expires_at)
+        return RefreshOutcome(user, family_id, retried=True)
+
+    @staticmethod
+    async def _issue_successor(
+        conn: Conn, family_id: str, user_id: str, new_hash: bytes, expires_at: datetime
+    ) -> UserRow | None:
+        """Stores the family's next refresh token; the user it is for."""
         cur = await conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (user_id,))
         user = _user(await cur.fetchone())
         await conn.execute(
@@ -226,7 +228,7 @@ class AuthStore:
             " VALUES (%s, %s, %s, %s, clock_timestamp())",
             (family_id, user_id, new_hash, expires_at),
         )
-        return RefreshOutcome(user, family_id, retried=True)
+        return user
 
     async def family_of(self, token_hash: bytes) -> tuple[str, str] | None:
         """The family and user of a refresh token."""
