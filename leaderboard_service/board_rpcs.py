@@ -4,6 +4,7 @@ audited). A mixin of LeaderboardServicer: protobuf <-> leaderboard_service.perio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -255,15 +256,15 @@ class BoardRpcs:
             response.next_page_token = str(offset + len(entries))
         return response
 
-    async def _audit_board(
-        self, principal: Principal, action: str, board: str, detail: dict[str, object]
+    async def _audit(
+        self, principal: Principal, action: str, target: str, detail: Mapping[str, object]
     ) -> None:
         async with self._pool.connection() as conn, conn.transaction():
             await write_audit(
                 conn,
                 actor=principal.actor,
                 action=action,
-                target=f"board:{board}",
+                target=target,
                 detail=detail,
                 request_id=request_id_var.get(),
             )
@@ -383,10 +384,10 @@ class BoardRpcs:
                 Reason.PERIOD_ALREADY_CLOSED,
                 "the period was closed already",
             )
-        await self._audit_board(
+        await self._audit(
             principal,
             "board.close_period",
-            board,
+            f"board:{board}",
             {"period": closed.period, "entries": closed.entries},
         )
         return pb.ClosePeriodResponse(period=closed.period, entries=closed.entries)

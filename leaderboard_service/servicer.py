@@ -6,7 +6,7 @@ import base64
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -14,11 +14,9 @@ import orjson
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.audit import write_audit
 from common.auth.principal import SCOPE_LEADERBOARD_READ, Principal, current_principal
 from common.db import Pool
 from common.errors import Reason, invalid, not_found
-from common.logs import request_id_var
 from common.redis_keys import BoardKeys, Keys
 from common.redis_values import Entry
 from common.tiers import Tier, tier_of
@@ -368,16 +366,3 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
             mismatched=drift.mismatched,
             repaired=repaired,
         )
-
-    async def _audit(
-        self, principal: Principal, action: str, board: str, detail: Mapping[str, object]
-    ) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
-            await write_audit(
-                conn,
-                actor=principal.actor,
-                action=action,
-                target=board,
-                detail=detail,
-                request_id=request_id_var.get(),
-            )
