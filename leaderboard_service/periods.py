@@ -185,6 +185,17 @@ async def list_boards(pool: Pool) -> list[Board]:
         return [board_from_row(row[:-1]) for row in await cur.fetchall()]
 
 
+async def _lock_board(conn: Conn, board_id: str) -> tuple[Board, datetime]:
+    """The board (locked for the transaction) and when it was created."""
+    cur = await conn.execute(_LOCK_BOARD_SQL, (board_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise PeriodError(f"there is no board {board_id!r}")
+    created = row[-1]
+    assert isinstance(created, datetime)
+    return board_from_row(row[:-1]), created
+
+
 async def _ensure(conn: Conn, board: Board, created: datetime, now: datetime) -> list[Period]:
     """Under the board's row lock: periods until one holds `now`, then the one after it (when
     the current one ends). Returns the new periods."""
@@ -212,13 +223,8 @@ async def _ensure(conn: Conn, board: Board, created: datetime, now: datetime) ->
 async def ensure_periods(pool: Pool, board_id: str, now: datetime) -> list[Period]:
     """Make sure the board's period open at `now` exists, and the next one when it ends."""
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(_LOCK_BOARD_SQL, (board_id,))
-        row = await cur.fetchone()
-        if row is None:
-            raise PeriodError(f"there is no board {board_id!r}")
-        created = row[-1]
-        assert isinstance(created, datetime)
-        return await _ensure(conn, board_from_row(row[:-1]), created, now)
+        board, created = await _lock_board(conn, board_id)
+        return await _ensure(conn, board, created, now)
 
 
 async def due_periods(pool: Pool, board_id: str, now: datetime) -> list[int]:
@@ -304,13 +310,7 @@ async def end_period_now(pool: Pool, board_id: str, now: datetime) -> int:
     """End the board's open period at `now` (a close by hand): the next period starts now and
     ends where the schedule fires next. Returns the ended period (to close)."""
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(_LOCK_BOARD_SQL, (board_id,))
-        row = await cur.fetchone()
-        if row is None:
-            raise PeriodError(f"there is no board {board_id!r}")
-        created = row[-1]
-        assert isinstance(created, datetime)
-        board = board_from_row(row[:-1])
+        board, created = await _lock_board(conn, board_id)
         await _ensure(conn, board, created, now)
         cur = await conn.execute(
             f"SELECT {PERIOD_COLUMNS} FROM board_periods WHERE board_id = %s"
