@@ -116,12 +116,7 @@ class AdminStore:
         async with self._pool.connection() as conn, conn.transaction():
             # The default board's row of its open period exists before anything is locked, so
             # a first completion racing the ban cannot create it behind the ban's back.
-            period = await _open_period(conn, board)
-            await conn.execute(
-                "INSERT INTO user_scores (board_id, period, user_id) SELECT %s, %s, id FROM users"
-                " WHERE id = %s ON CONFLICT DO NOTHING",
-                (board, period, user_id),
-            )
+            await _open_period_with_row(conn, board, user_id)
             # The open periods the user has a score in, then the score rows, in the writers'
             # order (periods, then rows by board and period).
             await conn.execute(
@@ -244,12 +239,7 @@ class AdminStore:
         self, board: str, user_id: str, points: int, act: Act
     ) -> tuple[pb.LedgerEntry, pb.ScoreState, int]:
         async with self._pool.connection() as conn, conn.transaction():
-            period = await _open_period(conn, board)
-            await conn.execute(
-                "INSERT INTO user_scores (board_id, period, user_id) SELECT %s, %s, id FROM users"
-                " WHERE id = %s ON CONFLICT DO NOTHING",
-                (board, period, user_id),
-            )
+            period = await _open_period_with_row(conn, board, user_id)
             total, _, banned, name = await _lock_user(conn, board, period, user_id)
             if total + points < 0:
                 raise precondition(
@@ -310,6 +300,18 @@ async def _open_period(conn: Conn, board: str) -> int:
     if row is None:
         raise precondition(Reason.NO_OPEN_PERIOD, f"board {board} has no open period")
     return as_int(row[0])
+
+
+async def _open_period_with_row(conn: Conn, board: str, user_id: str) -> int:
+    """The board's open period (_open_period), with the user's score row in it created if
+    missing (an existing user only)."""
+    period = await _open_period(conn, board)
+    await conn.execute(
+        "INSERT INTO user_scores (board_id, period, user_id) SELECT %s, %s, id FROM users"
+        " WHERE id = %s ON CONFLICT DO NOTHING",
+        (board, period, user_id),
+    )
+    return period
 
 
 async def _lock_user(
