@@ -336,19 +336,9 @@ def run_demo(
         if code != 0:
             return code
         print(f"The stack keeps running at {target}. Press Ctrl-C to stop.", flush=True)
-        stopping = False
-
-        def request_stop(signum: int, frame: object) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
-        while not stopping:
-            if any(process.poll() is not None for _, process in stack.children):
-                print("a service exited; stopping", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
+        if stack.wait_for_stop() is not None:
+            print("a service exited; stopping", file=sys.stderr)
+            return 1
         return 0
     finally:
         print("Stopping…", flush=True)

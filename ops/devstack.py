@@ -97,6 +97,23 @@ class Stack:
         if self.postgres is not None:
             self.postgres.stop()
 
+    def wait_for_stop(self) -> tuple[str, subprocess.Popen[bytes]] | None:
+        """Block until SIGINT or SIGTERM (None) or until a child exits (that child)."""
+        stopping = False
+
+        def request_stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        while not stopping:
+            for name, process in self.children:
+                if process.poll() is not None:
+                    return name, process
+            time.sleep(0.2)
+        return None
+
 
 def save_service_account(env: dict[str, str], client_id: str, secret: str, scopes: str) -> None:
     """Create or rotate a service account (the secret travels in the environment, never in
@@ -372,23 +389,13 @@ def run(environ: dict[str, str] | None = None) -> int:
     except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
         print(f"scoreboard run: {exc}", file=sys.stderr)
         return 1
-    stopping = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
     code = 0
     try:
-        while not stopping:
-            for name, process in stack.children:
-                if process.poll() is not None:
-                    print(f"{name} exited with {process.returncode}; stopping", file=sys.stderr)
-                    stopping, code = True, 1
-                    break
-            time.sleep(0.2)
+        exited = stack.wait_for_stop()
+        if exited is not None:
+            name, process = exited
+            print(f"{name} exited with {process.returncode}; stopping", file=sys.stderr)
+            code = 1
     finally:
         print("Stopping…", flush=True)
         stack.stop()
