@@ -6,8 +6,8 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
 
 log = logging.getLogger("scoreboard.lifecycle")
 
@@ -69,6 +69,14 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any], patience: float = 1.0) -> N
         error = None if task.cancelled() else task.exception()
         if error is not None:
             raise error
+
+
+async def sweep_forever(sweep: Callable[[], object], idle_seconds: float) -> NoReturn:
+    """Call `sweep` every half `idle_seconds` (at least 50 ms, at most 10 s apart) until
+    cancelled, so what sat unused for idle_seconds is dropped at most half that later."""
+    while True:
+        await asyncio.sleep(max(0.05, min(idle_seconds / 2, 10.0)))
+        sweep()
 
 
 def raise_if_cancelling() -> None:

@@ -21,7 +21,7 @@ from prometheus_client import Gauge
 
 from common.config import DEFAULT_BOARD
 from common.errors import ServiceError
-from common.lifecycle import cancel_and_wait
+from common.lifecycle import cancel_and_wait, sweep_forever
 from edge.fanout import FanOut
 from edge.live import Board, LiveBoard
 from edge.upstream import Upstream
@@ -107,9 +107,7 @@ class LiveBoards:
     async def run(self) -> None:
         """Sweep idle streams until cancelled; then close every stream this registry opened."""
         try:
-            while True:
-                await asyncio.sleep(max(0.05, min(self._idle_seconds / 2, 10.0)))
-                self.sweep()
+            await sweep_forever(self.sweep, self._idle_seconds)
         finally:
             await cancel_and_wait(*self._tasks.values())
 

@@ -21,7 +21,7 @@ from prometheus_client import Gauge
 
 from common.boards import BOARD_ID
 from common.errors import Reason, ServiceError, invalid, not_found, unavailable
-from common.lifecycle import cancel_and_wait
+from common.lifecycle import cancel_and_wait, sweep_forever
 from common.redis_keys import Keys
 from stream_service.hub import SnapshotHub
 
@@ -126,9 +126,7 @@ class HubRegistry:
     async def run(self) -> None:
         """Sweep idle hubs until cancelled; then stop every hub."""
         try:
-            while True:
-                await asyncio.sleep(max(0.05, min(self._idle_seconds / 2, 10.0)))
-                self.sweep()
+            await sweep_forever(self.sweep, self._idle_seconds)
         finally:
             self.close()
             with contextlib.suppress(Exception):
