@@ -6,11 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import (
-    DEFAULT_PORTS,
-    DatabaseSettings,
     Env,
-    GrpcServerSettings,
-    RedisSettings,
+    ServiceSettings,
     VerifierSettings,
 )
 
@@ -51,11 +48,7 @@ class RegistrationLimits:
 
 
 @dataclass(frozen=True)
-class Settings:
-    grpc: GrpcServerSettings
-    database: DatabaseSettings
-    redis: RedisSettings
-    verifier: VerifierSettings
+class Settings(ServiceSettings):
     signing_key_file: Path
     access_token_seconds: int = 900
     refresh_token_seconds: int = 30 * 86400
@@ -82,10 +75,7 @@ class Settings:
         if key_file is None:
             raise ValueError("SCOREBOARD_SIGNING_KEY_FILE must be set for auth_service")
         return cls(
-            grpc=GrpcServerSettings.from_env(env, default_port=DEFAULT_PORTS["auth"]),
-            database=DatabaseSettings.from_env(env, max_default=8),
-            redis=RedisSettings.from_env(env),
-            verifier=verifier,
+            **ServiceSettings.basics_from_env(env, "auth", max_connections=8, verifier=verifier),
             signing_key_file=key_file,
             access_token_seconds=env.integer("ACCESS_TOKEN_SECONDS", 900, minimum=30),
             refresh_token_seconds=env.integer("REFRESH_TOKEN_SECONDS", 30 * 86400, minimum=60),

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 ENV_PREFIX = "SCOREBOARD_"
 
@@ -279,4 +280,40 @@ class Endpoints:
 
 
 DEFAULT_PORTS = {"auth": 50051, "score": 50052, "leaderboard": 50053, "stream": 50054}
+
+
+class ServiceBasics(TypedDict):
+    grpc: GrpcServerSettings
+    database: DatabaseSettings
+    redis: RedisSettings
+    verifier: VerifierSettings
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the Settings of auth_service, score_service and leaderboard_service start with:
+    the gRPC server, PostgreSQL, Redis and the token verifier."""
+
+    grpc: GrpcServerSettings
+    database: DatabaseSettings
+    redis: RedisSettings
+    verifier: VerifierSettings
+
+    @staticmethod
+    def basics_from_env(
+        env: Env,
+        service: str,
+        *,
+        max_connections: int,
+        verifier: VerifierSettings | None = None,
+    ) -> ServiceBasics:
+        """The four, read in that order (`verifier` when the service has read it already)."""
+        return ServiceBasics(
+            grpc=GrpcServerSettings.from_env(env, default_port=DEFAULT_PORTS[service]),
+            database=DatabaseSettings.from_env(env, max_default=max_connections),
+            redis=RedisSettings.from_env(env),
+            verifier=VerifierSettings.from_env(env) if verifier is None else verifier,
+        )
+
+
 DEFAULT_BOARD = "default"

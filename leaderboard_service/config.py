@@ -11,13 +11,9 @@ from dataclasses import dataclass, field
 from common.boards import Clock, system_clock
 from common.config import (
     DEFAULT_BOARD,
-    DEFAULT_PORTS,
     ConfigError,
-    DatabaseSettings,
     Env,
-    GrpcServerSettings,
-    RedisSettings,
-    VerifierSettings,
+    ServiceSettings,
 )
 
 # Awaited with the entry ids of each apply script call just before it runs (tests only).
@@ -51,11 +47,7 @@ class ConsumerSettings:
 
 
 @dataclass(frozen=True)
-class Settings:
-    grpc: GrpcServerSettings
-    database: DatabaseSettings
-    redis: RedisSettings
-    verifier: VerifierSettings
+class Settings(ServiceSettings):
     consumer: ConsumerSettings = ConsumerSettings()
     # Boards this service ranks; the first is the one a request without board_id means.
     boards: tuple[str, ...] = (DEFAULT_BOARD,)
@@ -88,10 +80,7 @@ class Settings:
         if batch_size > MAX_BATCH:
             raise ConfigError(f"SCOREBOARD_CONSUMER_BATCH_SIZE must be at most {MAX_BATCH}")
         return cls(
-            grpc=GrpcServerSettings.from_env(env, default_port=DEFAULT_PORTS["leaderboard"]),
-            database=DatabaseSettings.from_env(env, max_default=8),
-            redis=RedisSettings.from_env(env),
-            verifier=VerifierSettings.from_env(env),
+            **ServiceSettings.basics_from_env(env, "leaderboard", max_connections=8),
             consumer=ConsumerSettings(
                 enabled=env.flag("CONSUMER_ENABLED", True),
                 group=env.text("CONSUMER_GROUP", "leaderboard"),

@@ -5,13 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.config import (
-    DEFAULT_PORTS,
     ConfigError,
-    DatabaseSettings,
     Env,
-    GrpcServerSettings,
-    RedisSettings,
-    VerifierSettings,
+    ServiceSettings,
 )
 
 
@@ -71,11 +67,7 @@ class GroupCommitSettings:
 
 
 @dataclass(frozen=True)
-class Settings:
-    grpc: GrpcServerSettings
-    database: DatabaseSettings
-    redis: RedisSettings
-    verifier: VerifierSettings
+class Settings(ServiceSettings):
     ticket_secret: bytes = field(repr=False)
     ticket_ttl_seconds: int = 600
     relay: RelaySettings = RelaySettings()
@@ -96,10 +88,7 @@ class Settings:
         if len(secret) < 32:
             raise ConfigError("SCOREBOARD_TICKET_SECRET must be at least 32 characters")
         return cls(
-            grpc=GrpcServerSettings.from_env(env, default_port=DEFAULT_PORTS["score"]),
-            database=DatabaseSettings.from_env(env, max_default=16),
-            redis=RedisSettings.from_env(env),
-            verifier=VerifierSettings.from_env(env),
+            **ServiceSettings.basics_from_env(env, "score", max_connections=16),
             ticket_secret=secret.encode(),
             ticket_ttl_seconds=env.integer("TICKET_TTL_SECONDS", 600, minimum=10),
             relay=RelaySettings(
