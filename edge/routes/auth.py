@@ -67,7 +67,7 @@ async def register(request: Request) -> Response:
     body = await read_json(request, RegisterBody)
     state = edge_state(request)
     # With the edge's own token, like login: the per-address limit counts the real client.
-    reply = await state.upstream.call(
+    reply = await state.upstream.call_as_edge(
         state.upstream.auth.Register,
         pb.RegisterRequest(
             username=body.username,
@@ -75,7 +75,6 @@ async def register(request: Request) -> Response:
             display_name=body.displayName or "",
             client_address=client_address(request),
         ),
-        token=await state.upstream.service_token.token(),
     )
     return _session(request, reply.tokens, reply.user, status=201)
 
@@ -85,12 +84,11 @@ async def login(request: Request) -> Response:
     state = edge_state(request)
     # Sent with the edge's own token: auth_service trusts the client address only from a
     # service, so its per-address limit counts the real client.
-    reply = await state.upstream.call(
+    reply = await state.upstream.call_as_edge(
         state.upstream.auth.Login,
         pb.LoginRequest(
             username=body.username, password=body.password, client_address=client_address(request)
         ),
-        token=await state.upstream.service_token.token(),
     )
     return _session(request, reply.tokens, reply.user)
 
