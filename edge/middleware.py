@@ -131,7 +131,7 @@ class BodyLimit:
             await _too_large(send, self.max_bytes)
             return
         seen = 0
-        started = False
+        tracking = _StartTracking(send)
 
         async def counted() -> Message:
             nonlocal seen
@@ -142,17 +142,25 @@ class BodyLimit:
                     raise _TooLarge
             return message
 
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
             await self.app(scope, counted, tracking)
         except _TooLarge:
-            if not started:
+            if not tracking.started:
                 await _too_large(send, self.max_bytes)
+
+
+class _StartTracking:
+    """The app's `send`, noting whether the response has started (then it is too late to
+    answer with an error)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
 
 
 class _TooLarge(Exception):
@@ -176,18 +184,12 @@ class RedisUnavailable:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        tracking = _StartTracking(send)
 
         try:
             await self.app(scope, receive, tracking)
         except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-            if started:
+            if tracking.started:
                 raise
             log.warning("redis unavailable: %r", exc, extra={"path": scope["path"]})
             await _unavailable(send)
