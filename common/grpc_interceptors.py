@@ -27,7 +27,7 @@ from common.errors import (
     unauthenticated,
     unavailable,
 )
-from common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+from common.logs import REQUEST_ID_HEADER, Throttle, new_request_id, request_id_var
 
 log = logging.getLogger("scoreboard.grpc")
 
@@ -210,8 +210,7 @@ class ErrorInterceptor(_Wrapping):
 
     def __init__(self, log_every: float = 10.0) -> None:
         super().__init__()
-        self._log_every = log_every
-        self._logged_at: dict[str, float] = {}
+        self._warnings = Throttle(log_every)
 
     def wrap_unary(self, method: str, behavior: Unary) -> Unary:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -250,9 +249,7 @@ class ErrorInterceptor(_Wrapping):
             )
             return
         DEPENDENCY_UNAVAILABLE.labels(dependency).inc()
-        now = time.monotonic()
-        if now - self._logged_at.get(dependency, -self._log_every) >= self._log_every:
-            self._logged_at[dependency] = now
+        if self._warnings.due(dependency):
             log.warning("%s unavailable in %s: %r", dependency, method, exc)
         await context.abort_with_status(to_status(unavailable(f"{dependency} is unavailable")))
 

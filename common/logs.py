@@ -12,6 +12,7 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,6 +25,24 @@ _SECRET_PAIRS = re.compile(
     r"(?i)((?:bearer|token|password|secret|refresh_token|ticket)[\"']?\s*[:=\s]\s*[\"']?)[^\s\"'&,}]+"
 )
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+
+class Throttle:
+    """Says when a repeated warning is due: at most once per `every` seconds per key, so an
+    outage is one log line, not one per request (count every occurrence in a metric instead)."""
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    def due(self, key: str = "") -> bool:
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._every:
+            return False
+        self._last[key] = now
+        return True
 
 
 def new_request_id() -> str:

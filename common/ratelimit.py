@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
+from common.logs import Throttle
 from common.redis_keys import Keys
 
 log = logging.getLogger("scoreboard.ratelimit")
@@ -124,17 +125,14 @@ class LocalWindowLimiter:
         self._hits: OrderedDict[str, deque[float]] = OrderedDict()
         # A fallback is logged at most once per warn_seconds (an outage is one line, not one
         # per request); the metric counts every one.
-        self._warn_seconds = warn_seconds
-        self._warned_at: float | None = None
+        self._warnings = Throttle(warn_seconds, clock)
 
     def stand_in(
         self, name: str, subject: str, *, limit: int, window_seconds: float, error: BaseException
     ) -> Decision:
         """hit() for the shared limit `name` whose Redis call failed with `error`."""
         FALLBACKS.labels(name).inc()
-        now = self._clock()
-        if self._warned_at is None or now - self._warned_at >= self._warn_seconds:
-            self._warned_at = now
+        if self._warnings.due():
             log.warning(
                 "shared rate limiter unreachable; limiting in this process only: %r",
                 error,

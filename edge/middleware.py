@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import RETRY_AFTER_SECONDS
-from common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+from common.logs import REQUEST_ID_HEADER, Throttle, new_request_id, request_id_var
 from edge.upstream import request_started_var
 
 log = logging.getLogger("scoreboard.edge.http")
@@ -179,6 +179,7 @@ class RedisUnavailable:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._warnings = Throttle(10.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -191,7 +192,8 @@ class RedisUnavailable:
         except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
             if tracking.started:
                 raise
-            log.warning("redis unavailable: %r", exc, extra={"path": scope["path"]})
+            if self._warnings.due():
+                log.warning("redis unavailable: %r", exc, extra={"path": scope["path"]})
             await _unavailable(send)
 
 

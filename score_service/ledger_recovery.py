@@ -29,6 +29,7 @@ from prometheus_client import Counter
 
 from common.db import Pool
 from common.errors import ServiceError, unavailable
+from common.logs import Throttle
 from score_service.ledger_rows import LandedRow, decode_landed
 from score_service.ledger_sql import LANDED_SQL
 from score_service.ranks import RankOf, RankReader
@@ -134,14 +135,13 @@ class OutageLog:
     failures it stands for; every failure is counted in the metric."""
 
     def __init__(self) -> None:
-        self._last = -LOG_EVERY_SECONDS
+        self._warnings = Throttle(LOG_EVERY_SECONDS)
         self._since = 0
 
     def note(self, exc: BaseException) -> None:
         UNAVAILABLE_TOTAL.inc()
         self._since += 1
-        now = time.monotonic()
-        if now - self._last < LOG_EVERY_SECONDS:
+        if not self._warnings.due():
             return
         log.warning(
             "PostgreSQL unavailable: %s: %s (%d failure(s) since the last warning)",
@@ -149,7 +149,6 @@ class OutageLog:
             str(exc).strip().splitlines()[0] if str(exc).strip() else "",
             self._since,
         )
-        self._last = now
         self._since = 0
 
 
