@@ -7,25 +7,30 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from common.errors import Reason
+from common.ratelimit import Decision
 from edge.bodies import HttpError
 from edge.state import EdgeState
 
 WINDOW_SECONDS = 60
 
 
-async def enforce(state: EdgeState, name: str, subject: str, limit: int) -> None:
-    """Count one request of `subject` against `limit` per minute (0: no limit); refuse it with
-    429 when the limit is used up."""
-    if limit <= 0:
-        return
+async def decide(state: EdgeState, name: str, subject: str, limit: int) -> Decision:
+    """Count one request of `subject` against `limit` per minute. Policy when Redis is
+    unreachable or out of its time budget: keep limiting, per replica, in memory (each replica
+    then allows up to the limit), rather than refusing everyone while Redis restarts."""
     try:
-        decision = await state.limiter.hit(
-            name, subject, limit=limit, window_seconds=WINDOW_SECONDS
-        )
+        return await state.limiter.hit(name, subject, limit=limit, window_seconds=WINDOW_SECONDS)
     except (OSError, aioredis.RedisError) as exc:
-        decision = state.local_limiter.stand_in(
+        return state.local_limiter.stand_in(
             name, subject, limit=limit, window_seconds=WINDOW_SECONDS, error=exc
         )
+
+
+async def enforce(state: EdgeState, name: str, subject: str, limit: int) -> None:
+    """decide(), then refuse the request with 429 when the limit is used up (0: no limit)."""
+    if limit <= 0:
+        return
+    decision = await decide(state, name, subject, limit)
     if not decision.allowed:
         retry = decision.retry_after_seconds
         raise HttpError(

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import re
 
-import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.requests import Request
 from starlette.responses import Response
 
 from common.auth.principal import Principal
 from common.errors import Reason, ServiceError
-from common.ratelimit import Decision
 from edge.api import ApiRoute, Param
 from edge.bodies import HttpError, read_json
-from edge.limits import enforce
+from edge.limits import WINDOW_SECONDS, decide, enforce
 from edge.responses import error, from_service_error, iso, ok
 from edge.schemas import (
     ActionList,
@@ -29,7 +27,6 @@ from scoreboard.score.v1 import score_service_pb2 as pb
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 RATE_LIMIT_NAME = "actions"
-WINDOW_SECONDS = 60
 
 
 def _time(stamp: Timestamp) -> str | None:
@@ -76,26 +73,14 @@ def _rate_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, str]:
     }
 
 
-async def _rate_limit(state: EdgeState, subject: str) -> Decision:
-    """The per-user limit, shared by every edge replica through Redis. Policy when Redis is
-    unreachable or out of its time budget: keep limiting, per replica, in memory (each replica
-    then allows up to the limit; scoring stays protected by the daily limits, cooldowns and
-    tickets enforced in PostgreSQL), rather than refusing every player while Redis restarts."""
-    limit = state.settings.actions_per_minute
-    try:
-        return await state.limiter.hit(
-            RATE_LIMIT_NAME, subject, limit=limit, window_seconds=WINDOW_SECONDS
-        )
-    except (OSError, aioredis.RedisError) as exc:
-        return state.local_limiter.stand_in(
-            RATE_LIMIT_NAME, subject, limit=limit, window_seconds=WINDOW_SECONDS, error=exc
-        )
-
-
 async def complete_action(request: Request) -> Response:
     principal = await require_principal(request)
     state = edge_state(request)
-    decision = await _rate_limit(state, principal.subject)
+    # Scoring stays protected by the daily limits, cooldowns and tickets in PostgreSQL when
+    # this limit falls back to each replica's own window.
+    decision = await decide(
+        state, RATE_LIMIT_NAME, principal.subject, state.settings.actions_per_minute
+    )
     headers = _rate_headers(decision.limit, decision.remaining, decision.reset_ms)
     if not decision.allowed:
         retry = decision.retry_after_seconds
