@@ -16,6 +16,9 @@ Validation keeps a definition unambiguous: ids unique, at most MAX_TIERS tiers, 
 default and it comes last, and tiers of one kind get strictly looser down the list (a later one
 would otherwise never be reached). Mixed kinds are allowed: the first match wins.
 
+`percentile` is the other half of a player's standing, shared by leaderboard_service (GetUserRank)
+and stream_service (RANK_UPDATE) so both always show the same figure.
+
 The JSON form (`encode`/`decode`) is what PostgreSQL stores (boards.tiers) and what
 leaderboard_service copies into Redis for stream_service (BoardKeys.tiers).
 """
@@ -28,6 +31,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 import orjson
+
+
+def percentile(rank: int, total_users: int, min_players: int) -> float | None:
+    """Top x %: the share of ranked users at or above this rank, rounded up to a tenth
+    (ceil(1000 * rank / total) / 10), so the best get 0.1 and the last 100.0; users tied share
+    it. None below `min_players` ranked users (too few for a percentage to mean much)."""
+    if total_users <= 0 or total_users < min_players or not 0 < rank <= total_users:
+        return None
+    return -(-1000 * rank // total_users) / 10
+
 
 __all__ = [
     "KINDS",

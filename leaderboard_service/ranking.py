@@ -88,15 +88,6 @@ def listed(user_ids: Sequence[str], found: Sequence[Entry], asc: bool = False) -
     return result
 
 
-def percentile(rank: int, total_users: int, min_players: int) -> float | None:
-    """Top x %: the share of ranked users at or above this rank, rounded up to a tenth
-    (ceil(1000 * rank / total) / 10), so the best get 0.1 and the last 100.0; users tied share
-    it. None below `min_players` ranked users (too few for a percentage to mean much)."""
-    if total_users <= 0 or total_users < min_players or not 0 < rank <= total_users:
-        return None
-    return -(-1000 * rank // total_users) / 10
-
-
 class RankingNotReady(Exception):
     """The Redis ranking is missing or being rebuilt; ask PostgreSQL."""
 

@@ -19,7 +19,7 @@ from common.db import Pool
 from common.errors import Reason, invalid, not_found
 from common.redis_keys import BoardKeys, Keys
 from common.redis_values import Entry
-from common.tiers import Tier, tier_of
+from common.tiers import Tier, percentile, tier_of
 from leaderboard_service import periods
 from leaderboard_service.board_rpcs import BoardRpcs, entry_pb, tier_pb
 from leaderboard_service.pg_ranking import PgRanking
@@ -31,7 +31,6 @@ from leaderboard_service.ranking import (
     UserRank,
     UsersRanks,
     listed,
-    percentile,
 )
 from leaderboard_service.rebuild import rebuild_when_free
 from leaderboard_service.reconcile import compare

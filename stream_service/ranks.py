@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.tiers import Tier
+from common.tiers import Tier, percentile
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from stream_service.config import RankSettings
 
@@ -38,13 +38,6 @@ class RankState:
 class Player:
     user_id: str
     username: str
-
-
-def percentile(rank: int, total_users: int, min_players: int) -> float | None:
-    """Top x %, rounded up to a tenth; None below `min_players` ranked users."""
-    if total_users <= 0 or total_users < min_players or not 0 < rank <= total_users:
-        return None
-    return -(-1000 * rank // total_users) / 10
 
 
 def _top(rank: int, tops: tuple[int, ...]) -> int | None:

@@ -17,8 +17,9 @@ import grpc
 import pytest
 
 from common.redis_values import Entry
+from common.tiers import percentile
 from leaderboard_service.config import ConsumerSettings
-from leaderboard_service.ranking import listed, percentile
+from leaderboard_service.ranking import listed
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
 from tests.conftest import StackFactory
 from tests.leaderboard_service.support import (

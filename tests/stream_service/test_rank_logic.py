@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from common.tiers import Tier
-from leaderboard_service.ranking import percentile as leaderboard_percentile
+from common.tiers import percentile as leaderboard_percentile
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from stream_service.config import RankSettings
 from stream_service.rank_hub import RankWatch
@@ -16,7 +16,6 @@ from stream_service.ranks import (
     RankState,
     build_update,
     crossed,
-    percentile,
     significant,
 )
 
@@ -24,12 +23,17 @@ SETTINGS = RankSettings(percentile_min_players=100)
 
 
 def test_percentile_is_get_user_rank_s() -> None:
+    """RANK_UPDATE's percentile is the one formula GetUserRank uses (common.tiers), with the
+    configured minimum population."""
     for total in (0, 1, 99, 100, 101, 1000, 30_001):
         for rank in (0, 1, 2, 7, 50, 99, 100, 101, total - 1, total, total + 1):
             for minimum in (0, 100):
-                assert percentile(rank, total, minimum) == leaderboard_percentile(
-                    rank, total, minimum
+                settings = RankSettings(percentile_min_players=minimum)
+                update = build_update(
+                    "default", "u", RankState(rank, 5, total), pb.RANK_REASON_SELF, settings
                 )
+                shown = update.percentile if update.HasField("percentile") else None
+                assert shown == leaderboard_percentile(rank, total, minimum)
 
 
 def test_thresholds_crossed() -> None:
