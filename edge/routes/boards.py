@@ -1,6 +1,6 @@
 """Boards and their periods over HTTP (issue 17): the boards with their current period and next
 reset, a board's periods, and a closed period's final standings page by page. Also the `board`
-and `period` query parameters the leaderboard routes share."""
+and `period` query parameters (and the paging ones) the leaderboard routes share."""
 
 from __future__ import annotations
 
@@ -214,7 +214,8 @@ _BOARD_PATH = Param(
     required=True,
     schema={"type": "string", "pattern": BOARD_ID},
 )
-_PAGING = (
+# The paging query parameters of the routes that list page by page.
+PAGING = (
     Param(
         "pageSize",
         "query",
@@ -270,7 +271,7 @@ ROUTES = [
         auth="optional",
         response=Envelope[PeriodList],
         errors=(400, 401, 404),
-        params=(_BOARD_PATH, *_PAGING),
+        params=(_BOARD_PATH, *PAGING),
     ),
     ApiRoute(
         "GET",
@@ -293,7 +294,7 @@ ROUTES = [
                 required=True,
                 schema={"type": "integer", "minimum": 1, "maximum": MAX_PERIOD},
             ),
-            *_PAGING,
+            *PAGING,
             Param(
                 "userId",
                 "query",

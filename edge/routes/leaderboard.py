@@ -15,7 +15,7 @@ from edge.api import ApiRoute, Param
 from edge.bodies import read_json
 from edge.limits import enforce
 from edge.responses import JSON, iso, ok
-from edge.routes.boards import BOARD_PARAMS, board_query
+from edge.routes.boards import BOARD_PARAMS, PAGING, board_query, entry_json
 from edge.schemas import (
     EntriesAround,
     EntryPage,
@@ -31,10 +31,6 @@ from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
 
 CACHE = "public, max-age=5"
 DEEP_PAGES_LIMIT = "anonymous-deep-pages"
-
-
-def _entry(e: leaderboard_pb2.LeaderboardEntry) -> dict[str, object]:
-    return {"rank": e.rank, "userId": e.user_id, "username": e.username, "score": e.score}
 
 
 def _not_modified(if_none_match: str, etag: str) -> bool:
@@ -68,7 +64,7 @@ async def leaderboard(request: Request) -> Response:
         {
             "success": True,
             "data": {
-                "top10": [_entry(e) for e in reply.entries],
+                "top10": [entry_json(e) for e in reply.entries],
                 "lastUpdated": stamp,
                 "sequence": 0,
                 "board": board_id,
@@ -189,7 +185,7 @@ async def around_user(request: Request) -> Response:
         ),
         token=principal.token,
     )
-    return ok({"entries": [_entry(e) for e in reply.entries]})
+    return ok({"entries": [entry_json(e) for e in reply.entries]})
 
 
 async def entries(request: Request) -> Response:
@@ -219,7 +215,7 @@ async def entries(request: Request) -> Response:
         {
             "success": True,
             "data": {
-                "entries": [_entry(e) for e in reply.entries],
+                "entries": [entry_json(e) for e in reply.entries],
                 "nextPageToken": reply.next_page_token or None,
                 "totalUsers": reply.total_users,
             },
@@ -256,16 +252,7 @@ ROUTES = [
         errors=(400, 401, 404, 429),
         description="Without a token, pages past the first (those with a pageToken) are limited "
         "per client address (SCOREBOARD_ANONYMOUS_DEEP_PAGES_PER_MINUTE).",
-        params=(
-            Param(
-                "pageSize",
-                "query",
-                "1-100, default 10",
-                schema={"type": "integer", "minimum": 1, "maximum": 100},
-            ),
-            Param("pageToken", "query", "nextPageToken of the previous page"),
-            *BOARD_PARAMS,
-        ),
+        params=(*PAGING, *BOARD_PARAMS),
     ),
     ApiRoute(
         "GET",
