@@ -13,7 +13,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg import errors as pg_errors
 
 from common.audit import write_audit
-from common.auth.principal import SCOPE_LEADERBOARD_READ, Principal, current_principal
+from common.auth.principal import (
+    SCOPE_LEADERBOARD_READ,
+    Principal,
+    current_admin,
+    current_principal,
+)
 from common.boards import BOARD_COLUMNS, Board, BoardError, Period, board_from_row
 from common.db import Pool
 from common.errors import Reason, ServiceError, invalid, not_found
@@ -272,8 +277,7 @@ class BoardRpcs:
     async def CreateBoard(
         self, request: pb.CreateBoardRequest, context: Context
     ) -> pb.CreateBoardResponse:
-        principal = current_principal()
-        principal.require_admin()
+        principal = current_admin()
         board = board_from_pb(request.board)
         async with self._pool.connection() as conn, conn.transaction():
             try:
@@ -303,8 +307,7 @@ class BoardRpcs:
     async def UpdateBoard(
         self, request: pb.UpdateBoardRequest, context: Context
     ) -> pb.UpdateBoardResponse:
-        principal = current_principal()
-        principal.require_admin()
+        principal = current_admin()
         board = board_from_pb(request.board)
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
@@ -363,8 +366,7 @@ class BoardRpcs:
     async def ClosePeriod(
         self, request: pb.ClosePeriodRequest, context: Context
     ) -> pb.ClosePeriodResponse:
-        principal = current_principal()
-        principal.require_admin()
+        principal = current_admin()
         board = request.board_id or "default"
         if self._scheduler is None:
             raise ServiceError(

@@ -14,7 +14,12 @@ import orjson
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.auth.principal import SCOPE_LEADERBOARD_READ, Principal, current_principal
+from common.auth.principal import (
+    SCOPE_LEADERBOARD_READ,
+    Principal,
+    current_admin,
+    current_principal,
+)
 from common.db import Pool
 from common.errors import Reason, invalid, not_found
 from common.redis_keys import BoardKeys, Keys
@@ -330,8 +335,7 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
     async def RebuildRanking(
         self, request: pb.RebuildRankingRequest, context: Context
     ) -> pb.RebuildRankingResponse:
-        principal = current_principal()
-        principal.require_admin()
+        principal = current_admin()
         keys = self._board(request.board_id)
         log.info("rebuild requested", extra={"board": keys.board, "actor": principal.actor})
         users = await rebuild_when_free(self._pool, self._redis, self._scripts, keys)
@@ -341,8 +345,7 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
     async def ReconcileRanking(
         self, request: pb.ReconcileRankingRequest, context: Context
     ) -> pb.ReconcileRankingResponse:
-        principal = current_principal()
-        principal.require_admin()
+        principal = current_admin()
         keys = self._board(request.board_id)
         drift = await compare(self._pool, self._redis, self._scripts, keys)
         repaired = False

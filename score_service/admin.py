@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from common.auth.denylist import Denylist
-from common.auth.principal import current_principal
+from common.auth.principal import current_admin
 from common.config import DEFAULT_BOARD
 from common.errors import Reason, invalid, not_found
 from common.logs import request_id_var
@@ -39,16 +39,11 @@ ADMIN_ACTS = Counter("scoreboard_admin_acts_total", "Admin changes made, by act.
 
 def _admin_act(reason: str) -> Act:
     """The caller, who must be an admin, and a valid reason."""
-    principal = current_principal()
-    principal.require_admin()
+    principal = current_admin()
     reason = reason.strip()
     if not 1 <= len(reason) <= MAX_REASON:
         raise invalid(f"reason is required (1-{MAX_REASON} characters)")
     return Act(actor=principal.actor, reason=reason, request_id=request_id_var.get())
-
-
-def _require_admin() -> None:
-    current_principal().require_admin()
 
 
 def _user_id(value: str) -> str:
@@ -191,7 +186,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def ListLedgerEntries(
         self, request: pb.ListLedgerEntriesRequest, context: Context
     ) -> pb.ListLedgerEntriesResponse:
-        _require_admin()
+        current_admin()
         user_id = _user_id(request.user_id)
         board = _board(request.board_id)
         size = _page_size(request.page_size)
@@ -205,7 +200,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def ListAuditLog(
         self, request: pb.ListAuditLogRequest, context: Context
     ) -> pb.ListAuditLogResponse:
-        _require_admin()
+        current_admin()
         size = _page_size(request.page_size)
         entries = await self._queries.audit_log(
             actor=_filter("actor", request.actor),
@@ -221,7 +216,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def ListAnomalies(
         self, request: pb.ListAnomaliesRequest, context: Context
     ) -> pb.ListAnomaliesResponse:
-        _require_admin()
+        current_admin()
         user_id = _user_id(request.user_id) if request.user_id else ""
         size = _page_size(request.page_size)
         anomalies = await self._queries.anomalies(
@@ -238,8 +233,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def ReviewAnomaly(
         self, request: pb.ReviewAnomalyRequest, context: Context
     ) -> pb.ReviewAnomalyResponse:
-        principal = current_principal()
-        principal.require_admin()
+        principal = current_admin()
         if request.anomaly_id <= 0:
             raise invalid("anomaly_id must be an anomaly id")
         note = request.note.strip()

@@ -11,7 +11,12 @@ from typing import Any
 import grpc
 from prometheus_client import Counter
 
-from common.auth.principal import SCOPE_SCORES_WRITE, Principal, current_principal
+from common.auth.principal import (
+    SCOPE_SCORES_WRITE,
+    Principal,
+    current_admin,
+    current_principal,
+)
 from common.config import DEFAULT_BOARD
 from common.errors import Reason, ServiceError, forbidden, invalid
 from common.logs import request_id_var
@@ -151,8 +156,7 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
     async def CreateAction(
         self, request: pb.CreateActionRequest, context: Context
     ) -> pb.CreateActionResponse:
-        principal = current_principal()
-        principal.require_admin()
+        principal = current_admin()
         action = from_pb(request.action, DEFAULT_BOARD)
         saved = await self._catalog.create(
             action, actor=principal.actor, request_id=request_id_var.get()
@@ -162,8 +166,7 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
     async def UpdateAction(
         self, request: pb.UpdateActionRequest, context: Context
     ) -> pb.UpdateActionResponse:
-        principal = current_principal()
-        principal.require_admin()
+        principal = current_admin()
         action = from_pb(request.action, DEFAULT_BOARD)
         saved = await self._catalog.update(
             action, actor=principal.actor, request_id=request_id_var.get()

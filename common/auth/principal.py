@@ -93,3 +93,10 @@ def current_principal() -> Principal:
     if principal is None:
         raise unauthenticated(Reason.UNAUTHENTICATED, "a bearer token is required")
     return principal
+
+
+def current_admin() -> Principal:
+    """The caller, who must be an admin (PERMISSION_DENIED otherwise)."""
+    principal = current_principal()
+    principal.require_admin()
+    return principal
