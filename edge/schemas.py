@@ -95,9 +95,7 @@ class Leaderboard(BaseModel):
     lastUpdated: str | None
     sequence: int = Field(description="Sequence number of this top-10 snapshot (0 when unknown).")
     board: str = Field(default="default", description="The board.")
-    period: int | None = Field(
-        default=None, description="The board's period shown; null when not known here."
-    )
+    period: int | None = Field(default=None, description="The board's period shown.")
 
 
 class EntryPage(BaseModel):

@@ -280,6 +280,7 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
             total_users=page.total_users,
             update_time=_timestamp(page.update_us),
             from_fallback=page.from_fallback,
+            period=keys.period,
         )
 
     async def GetUserRank(

@@ -68,7 +68,7 @@ async def leaderboard(request: Request) -> Response:
                 "lastUpdated": stamp,
                 "sequence": 0,
                 "board": board_id,
-                "period": period or None,
+                "period": reply.period or period or None,
             },
         }
     )

@@ -16,6 +16,7 @@ from tests.support.stack_fixtures import stack_and_api
 stack, api = stack_and_api(scope="module")
 
 WEEKLY = "weekly"
+DAILY = "daily"
 
 
 def _error(reply: Any, status: int, code: str) -> None:
@@ -145,6 +146,25 @@ async def test_boards_periods_and_the_archive_over_rest(stack: Stack, api: Api) 
     )
     assert rank.status_code == 200, rank.text
     assert (rank.json()["data"]["rank"], rank.json()["data"]["score"]) == (2, 40)
+
+
+async def test_the_open_period_is_named_at_once_after_a_close(stack: Stack, api: Api) -> None:
+    # No viewer holds this board's stream on the edge: GET /api/leaderboard asks
+    # leaderboard_service, which names the period it read.
+    await create_board(stack, DAILY, "Today", schedule="0 0 * * *", zone="UTC")
+    await score(stack, DAILY, 1, [Scored(7, "Dee")])
+
+    async def shown() -> bool:
+        return len((await _top(api, f"board={DAILY}"))["top10"]) == 1
+
+    await wait_for(shown, timeout=20)
+    assert (await _top(api, f"board={DAILY}"))["period"] == 1
+
+    closed = await close_period(stack, DAILY)
+    assert closed.period == 1
+    top = await _top(api, f"board={DAILY}")
+    assert (top["board"], top["period"], top["top10"]) == (DAILY, 2, [])
+    assert (await _top(api, f"board={DAILY}&period=1"))["period"] == 1
 
 
 async def test_openapi_describes_boards_and_the_board_parameters(api: Api) -> None:

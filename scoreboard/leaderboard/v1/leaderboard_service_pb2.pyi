@@ -61,10 +61,13 @@ class ListEntriesResponse(_message.Message):
     TOTAL_USERS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     FROM_FALLBACK_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     total_users: _builtins.int
     from_fallback: _builtins.bool
     """True when the answer came from PostgreSQL because the ranking is being rebuilt."""
+    period: _builtins.int
+    """The period read: the one open when the request asked for period 0."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[_leaderboard_pb2.LeaderboardEntry]: ...
     @_builtins.property
@@ -79,10 +82,11 @@ class ListEntriesResponse(_message.Message):
         total_users: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         from_fallback: _builtins.bool = ...,
+        period: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "from_fallback", b"from_fallback", "next_page_token", b"next_page_token", "total_users", b"total_users", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "from_fallback", b"from_fallback", "next_page_token", b"next_page_token", "period", b"period", "total_users", b"total_users", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
