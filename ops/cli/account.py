@@ -1,5 +1,6 @@
-"""The admin service account the `admin`, `anomalies` and `boards` commands sign in as: its options,
-its credentials, the signed-in channel, and how a call's answer or refusal is printed.
+"""The admin service account the `admin`, `anomalies` and `boards` commands sign in as (and
+`actions`, through its own channel): the command with the account's options, its credentials, the
+signed-in channel, and how a call's answer or refusal is printed.
 
 The client id and secret come from SCOREBOARD_CLIENT_ID and SCOREBOARD_CLIENT_SECRET (or
 --client-secret-file); never from a flag, which other users of the machine can read."""
@@ -26,10 +27,16 @@ Call = Callable[[Any, argparse.Namespace], Awaitable["Message"]]
 TIMEOUT = 30.0
 
 
-def add_account_options(parser: argparse.ArgumentParser) -> None:
-    """The admin service account's options (its secret never as a flag)."""
+def add_account_command(sub: Any, name: str, text: str, doc: str | None) -> argparse.ArgumentParser:
+    """`scoreboard NAME`, a command that signs in as the admin service account: its parser, with
+    `text` as its help, its module's docstring `doc` as its description (kept as written) and the
+    account's options (its secret never as a flag)."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--client-id", help="default: SCOREBOARD_CLIENT_ID")
     parser.add_argument("--client-secret-file", type=Path, help="default: SCOREBOARD_CLIENT_SECRET")
+    return parser
 
 
 def credentials(args: argparse.Namespace, env: Env) -> ClientCredentials:

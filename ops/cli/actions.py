@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,6 +23,7 @@ from common.auth.service_token import ServiceTokenSource
 from common.config import ClientCredentials, ConfigError, Endpoints, Env
 from common.errors import ServiceError, from_rpc_error
 from common.grpc_client import call_metadata, open_channel
+from ops.cli.account import add_account_command
 from scoreboard.auth.v1 import auth_service_pb2_grpc
 from scoreboard.score.v1 import score_service_pb2 as pb
 from scoreboard.score.v1 import score_service_pb2_grpc
@@ -42,15 +42,8 @@ _FIELDS = (
 
 def register(sub: Any) -> None:
     """Add `actions` and its commands to the `scoreboard` parser's subcommands."""
-    actions = sub.add_parser(
-        "actions",
-        help="list, create or change catalog actions (admin service account)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    actions.add_argument("--client-id", help="default: SCOREBOARD_CLIENT_ID")
-    actions.add_argument(
-        "--client-secret-file", type=Path, help="default: SCOREBOARD_CLIENT_SECRET"
+    actions = add_account_command(
+        sub, "actions", "list, create or change catalog actions (admin service account)", __doc__
     )
     verbs = actions.add_subparsers(dest="verb", required=True)
     listing = verbs.add_parser("list", help="show the catalog, inactive actions included")

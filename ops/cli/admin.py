@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ops.cli.account import TIMEOUT, add_account_options, run_call
+from ops.cli.account import TIMEOUT, add_account_command, run_call
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -25,13 +25,12 @@ Call = Callable[["AdminServiceAsyncStub", argparse.Namespace], Awaitable["Messag
 
 def register(sub: Any) -> None:
     """Add `admin` and its commands to the `scoreboard` parser's subcommands."""
-    admin = sub.add_parser(
+    admin = add_account_command(
+        sub,
         "admin",
-        help="admin tools: bans, ledger corrections, audit log (admin service account)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "admin tools: bans, ledger corrections, audit log (admin service account)",
+        __doc__,
     )
-    add_account_options(admin)
     commands = admin.add_subparsers(dest="admin_command", required=True)
 
     def command(name: str, call: Call, text: str) -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from ops.cli.account import TIMEOUT, add_account_options
+from ops.cli.account import TIMEOUT, add_account_command
 from ops.cli.admin import run
 
 if TYPE_CHECKING:
@@ -26,13 +26,12 @@ if TYPE_CHECKING:
 
 def register(sub: Any) -> None:
     """Add `anomalies` and its commands to the `scoreboard` parser's subcommands."""
-    anomalies = sub.add_parser(
+    anomalies = add_account_command(
+        sub,
         "anomalies",
-        help="list flagged score anomalies or mark one reviewed (admin service account)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "list flagged score anomalies or mark one reviewed (admin service account)",
+        __doc__,
     )
-    add_account_options(anomalies)
     verbs = anomalies.add_subparsers(dest="verb", required=True)
     listing = verbs.add_parser("list", help="open anomalies, newest first")
     listing.add_argument("--user", default="", metavar="USER_ID", help="only this user's")

@@ -24,7 +24,7 @@ import argparse
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ops.cli.account import TIMEOUT, add_account_options, run_call
+from ops.cli.account import TIMEOUT, add_account_command, run_call
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -40,13 +40,12 @@ _CUTOFFS = ("top_percent", "top_rank", "min_score")
 
 def register(sub: Any) -> None:
     """Add `boards` and its commands to the `scoreboard` parser's subcommands."""
-    boards = sub.add_parser(
+    boards = add_account_command(
+        sub,
         "boards",
-        help="create, change and list boards, close a period by hand (admin service account)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "create, change and list boards, close a period by hand (admin service account)",
+        __doc__,
     )
-    add_account_options(boards)
     verbs = boards.add_subparsers(dest="verb", required=True)
     create = verbs.add_parser("create", help="define a new board (audited)")
     create.add_argument("board_id", help="^[a-z0-9][a-z0-9_-]{0,31}$")
