@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
     audit.add_argument("--actor", default="")
     audit.add_argument("--action", default="", help="e.g. user.ban, ledger.void, score.adjust")
     audit.add_argument("--target", default="")
-    anomalies = command("anomalies", _anomalies, "flagged score anomalies, newest first")
+    anomalies = command("anomalies", list_anomalies, "flagged score anomalies, newest first")
     anomalies.add_argument("--user-id", default="")
     anomalies.add_argument("--include-reviewed", action="store_true")
     for listing in (ledger, audit, anomalies):
@@ -115,7 +115,9 @@ async def _audit(stub: AdminServiceAsyncStub, args: argparse.Namespace) -> Messa
     return await stub.ListAuditLog(request, metadata=args.metadata, timeout=TIMEOUT)
 
 
-async def _anomalies(stub: AdminServiceAsyncStub, args: argparse.Namespace) -> Message:
+async def list_anomalies(stub: AdminServiceAsyncStub, args: argparse.Namespace) -> Message:
+    """ListAnomalies: `admin anomalies` and `anomalies list` (args.user_id, args.include_reviewed
+    and the page)."""
     from scoreboard.admin.v1 import admin_service_pb2 as pb
 
     request = pb.ListAnomaliesRequest(
