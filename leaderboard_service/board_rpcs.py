@@ -4,7 +4,7 @@ audited). A mixin of LeaderboardServicer: protobuf <-> leaderboard_service.perio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from common.auth.principal import (
     current_principal,
 )
 from common.boards import BOARD_COLUMNS, Board, BoardError, Period, board_from_row
-from common.db import Pool
+from common.db import Conn, Pool
 from common.errors import Reason, ServiceError, invalid, not_found
 from common.logs import request_id_var
 from common.redis_values import Entry
@@ -37,6 +37,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_PAGE = 10
 MAX_PAGE = 100
 WINNERS = 3
+# Stores a new or changed board in the caller's transaction; returns the audit row's detail.
+_BoardWrite = Callable[[Conn, Board], Awaitable[dict[str, object]]]
 
 
 def _stamp(at: datetime | None) -> Timestamp | None:
@@ -265,96 +267,71 @@ class BoardRpcs:
         self, principal: Principal, action: str, target: str, detail: Mapping[str, object]
     ) -> None:
         async with self._pool.connection() as conn, conn.transaction():
-            await write_audit(
-                conn,
-                actor=principal.actor,
-                action=action,
-                target=target,
-                detail=detail,
-                request_id=request_id_var.get(),
-            )
+            await _write_audit(conn, principal, action, target, detail)
 
     async def CreateBoard(
         self, request: pb.CreateBoardRequest, context: Context
     ) -> pb.CreateBoardResponse:
-        principal = current_admin()
-        board = board_from_pb(request.board)
-        async with self._pool.connection() as conn, conn.transaction():
-            try:
-                await conn.execute(
-                    f"INSERT INTO boards ({BOARD_COLUMNS}, tiers) VALUES"
-                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
-                    (*_board_values(board), encode(board.tiers).decode()),
-                )
-            except pg_errors.UniqueViolation:
-                raise ServiceError(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    Reason.BOARD_EXISTS,
-                    f"board {board.id!r} exists",
-                ) from None
-            await write_audit(
-                conn,
-                actor=principal.actor,
-                action="board.create",
-                target=f"board:{board.id}",
-                detail={"board": _board_detail(board)},
-                request_id=request_id_var.get(),
-            )
-        await periods.ensure_periods(self._pool, board.id, self._now())
-        await self._board_changed(board.id)
-        return pb.CreateBoardResponse(board=await self._board_info(board.id))
+        info = await self._save_board(request.board, "board.create", _insert_board)
+        return pb.CreateBoardResponse(board=info)
 
     async def UpdateBoard(
         self, request: pb.UpdateBoardRequest, context: Context
     ) -> pb.UpdateBoardResponse:
+        info = await self._save_board(request.board, "board.update", self._update_board)
+        return pb.UpdateBoardResponse(board=info)
+
+    async def _save_board(
+        self, message: pb.BoardInfo, action: str, write: _BoardWrite
+    ) -> pb.BoardInfo:
+        """An admin's new or changed board: `write` stores it and says what the audit row
+        records, in the transaction that writes that row; then its periods are laid out and this
+        replica reads it. Returns the board as it is now."""
         principal = current_admin()
-        board = board_from_pb(request.board)
+        board = board_from_pb(message)
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                f"SELECT {BOARD_COLUMNS}, tiers FROM boards WHERE id = %s FOR NO KEY UPDATE",
-                (board.id,),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                raise not_found(Reason.NOT_FOUND, f"there is no board {board.id!r}")
-            old = board_from_row(row[:-1]).with_changes(tiers=decode_tiers(row[-1]))
-            if (old.sort_order, old.combine) != (board.sort_order, board.combine):
-                cur = await conn.execute(
-                    "SELECT 1 FROM user_scores WHERE board_id = %s LIMIT 1", (board.id,)
-                )
-                if await cur.fetchone() is not None:
-                    raise ServiceError(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        Reason.BOARD_HAS_SCORES,
-                        "sort order and combine cannot change once the board has scores",
-                    )
-            values = _board_values(board)
-            await conn.execute(
-                "UPDATE boards SET name = %s, sort_order = %s, combine = %s, reset_cron = %s,"
-                " time_zone = %s, season_start = %s, season_end = %s, keep_periods = %s,"
-                " min_value = %s, max_value = %s, tiers = %s::jsonb, updated_at = now()"
-                " WHERE id = %s",
-                (*values[1:], encode(board.tiers).decode(), board.id),
-            )
-            # The schedule applies from the next period: periods laid out ahead that have not
-            # started are laid out again by the new schedule.
-            await conn.execute(
-                "DELETE FROM board_periods WHERE board_id = %s AND starts_at > %s"
-                " AND closed_at IS NULL AND period > (SELECT min(period) FROM board_periods"
-                " WHERE board_id = %s AND closed_at IS NULL)",
-                (board.id, self._now(), board.id),
-            )
-            await write_audit(
-                conn,
-                actor=principal.actor,
-                action="board.update",
-                target=f"board:{board.id}",
-                detail={"before": _board_detail(old), "after": _board_detail(board)},
-                request_id=request_id_var.get(),
-            )
+            detail = await write(conn, board)
+            await _write_audit(conn, principal, action, f"board:{board.id}", detail)
         await periods.ensure_periods(self._pool, board.id, self._now())
         await self._board_changed(board.id)
-        return pb.UpdateBoardResponse(board=await self._board_info(board.id))
+        return await self._board_info(board.id)
+
+    async def _update_board(self, conn: Conn, board: Board) -> dict[str, object]:
+        cur = await conn.execute(
+            f"SELECT {BOARD_COLUMNS}, tiers FROM boards WHERE id = %s FOR NO KEY UPDATE",
+            (board.id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise not_found(Reason.NOT_FOUND, f"there is no board {board.id!r}")
+        old = board_from_row(row[:-1]).with_changes(tiers=decode_tiers(row[-1]))
+        if (old.sort_order, old.combine) != (board.sort_order, board.combine):
+            cur = await conn.execute(
+                "SELECT 1 FROM user_scores WHERE board_id = %s LIMIT 1", (board.id,)
+            )
+            if await cur.fetchone() is not None:
+                raise ServiceError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    Reason.BOARD_HAS_SCORES,
+                    "sort order and combine cannot change once the board has scores",
+                )
+        values = _board_values(board)
+        await conn.execute(
+            "UPDATE boards SET name = %s, sort_order = %s, combine = %s, reset_cron = %s,"
+            " time_zone = %s, season_start = %s, season_end = %s, keep_periods = %s,"
+            " min_value = %s, max_value = %s, tiers = %s::jsonb, updated_at = now()"
+            " WHERE id = %s",
+            (*values[1:], encode(board.tiers).decode(), board.id),
+        )
+        # The schedule applies from the next period: periods laid out ahead that have not
+        # started are laid out again by the new schedule.
+        await conn.execute(
+            "DELETE FROM board_periods WHERE board_id = %s AND starts_at > %s"
+            " AND closed_at IS NULL AND period > (SELECT min(period) FROM board_periods"
+            " WHERE board_id = %s AND closed_at IS NULL)",
+            (board.id, self._now(), board.id),
+        )
+        return {"before": _board_detail(old), "after": _board_detail(board)}
 
     async def _board_changed(self, board: str) -> None:
         """This replica reads the new definition at once (tiers of its live reads, the Redis
@@ -393,6 +370,35 @@ class BoardRpcs:
             {"period": closed.period, "entries": closed.entries},
         )
         return pb.ClosePeriodResponse(period=closed.period, entries=closed.entries)
+
+
+async def _insert_board(conn: Conn, board: Board) -> dict[str, object]:
+    try:
+        await conn.execute(
+            f"INSERT INTO boards ({BOARD_COLUMNS}, tiers) VALUES"
+            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+            (*_board_values(board), encode(board.tiers).decode()),
+        )
+    except pg_errors.UniqueViolation:
+        raise ServiceError(
+            grpc.StatusCode.ALREADY_EXISTS,
+            Reason.BOARD_EXISTS,
+            f"board {board.id!r} exists",
+        ) from None
+    return {"board": _board_detail(board)}
+
+
+async def _write_audit(
+    conn: Conn, principal: Principal, action: str, target: str, detail: Mapping[str, object]
+) -> None:
+    await write_audit(
+        conn,
+        actor=principal.actor,
+        action=action,
+        target=target,
+        detail=detail,
+        request_id=request_id_var.get(),
+    )
 
 
 def _board_values(board: Board) -> tuple[object, ...]:
