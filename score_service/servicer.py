@@ -6,7 +6,8 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 import grpc
 from prometheus_client import Counter
@@ -20,7 +21,7 @@ from common.auth.principal import (
 from common.config import DEFAULT_BOARD
 from common.errors import Reason, ServiceError, forbidden, invalid
 from common.logs import request_id_var
-from score_service.catalog import ACTION_ID, from_pb
+from score_service.catalog import ACTION_ID, CatalogAction, from_pb
 from score_service.catalog_store import CatalogStore
 from score_service.config import Settings
 from score_service.ledger import Completion, Ledger
@@ -156,19 +157,26 @@ class ScoreServicer(score_service_pb2_grpc.ScoreServiceServicer):
     async def CreateAction(
         self, request: pb.CreateActionRequest, context: Context
     ) -> pb.CreateActionResponse:
-        principal = current_admin()
-        action = from_pb(request.action, DEFAULT_BOARD)
-        saved = await self._catalog.create(
-            action, actor=principal.actor, request_id=request_id_var.get()
-        )
+        saved = await _admin_edit(self._catalog.create, request.action)
         return pb.CreateActionResponse(action=saved.to_pb())
 
     async def UpdateAction(
         self, request: pb.UpdateActionRequest, context: Context
     ) -> pb.UpdateActionResponse:
-        principal = current_admin()
-        action = from_pb(request.action, DEFAULT_BOARD)
-        saved = await self._catalog.update(
-            action, actor=principal.actor, request_id=request_id_var.get()
-        )
+        saved = await _admin_edit(self._catalog.update, request.action)
         return pb.UpdateActionResponse(action=saved.to_pb())
+
+
+class _CatalogEdit(Protocol):
+    """CatalogStore.create or CatalogStore.update: stores the action and its audit row."""
+
+    def __call__(
+        self, action: CatalogAction, *, actor: str, request_id: str
+    ) -> Awaitable[CatalogAction]: ...
+
+
+async def _admin_edit(edit: _CatalogEdit, message: pb.Action) -> CatalogAction:
+    """An admin's new or changed action of the catalog, as `edit` stored it."""
+    principal = current_admin()
+    action = from_pb(message, DEFAULT_BOARD)
+    return await edit(action, actor=principal.actor, request_id=request_id_var.get())
