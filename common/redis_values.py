@@ -1,16 +1,18 @@
 """The values stored under the leaderboard's Redis keys: the one Python owner of their format.
 
 `common/redis_keys.py` says where things live; this module says what is stored there. The Lua
-scripts in leaderboard_service/lua/ are the writers (they apply events atomically); every Python
-reader, and every Python writer that must produce the same bytes (the rebuild, reconcile, test
-publishers), encodes and decodes through here. tests/common/test_redis_values.py runs the real
-scripts and decodes what they wrote with these functions.
+scripts in leaderboard_service/lua/ are the writers (they apply events atomically); they and
+stream_service's ranks.lua read and write through the shared Lua library
+common/lua/redis_values.lua, this module's Lua twin (common/redis_scripts.py prepends it). Every
+Python reader, and every Python writer that must produce the same bytes (the rebuild, reconcile,
+test publishers), encodes and decodes through here. tests/common/test_redis_values.py runs the
+real scripts and decodes what they wrote with these functions.
 
 - Ranking ZSET: score = -total, member = '<reached µs, 17 digits>:<user id>', so ZRANGE orders by
   total descending, then the time the total was reached, then user id (DESIGN decision 5). On a
   lower-is-better board (sort order `asc`) the score is the total itself, so ZRANGE orders by
   total ascending, with the same tie rule; the scripts are loaded once per order
-  (leaderboard_service/scripts.py, `local ASC`) and decode scores the same way.
+  (common/redis_scripts.py, `local ASC`) and decode scores the same way.
 - Users HASH: user id -> '<version>|<reached µs, 17 digits>|<excluded 0/1>|<display name>'.
 - Top-10 STRING: the entries JSON `[[rank, user id, name, score], ...]`, scores as strings so
   cjson keeps every digit; the meta HASH holds its `seq` and `ts` (commit µs of the newest change)
@@ -116,7 +118,7 @@ def encode_user_state(version: int, reached_us: int, excluded: bool, name: str) 
 
 
 def parse_user_state(raw: bytes | str) -> UserState:
-    """Reads exactly what common.lua's parse_state reads; MalformedValue otherwise."""
+    """Reads exactly what redis_values.lua's parse_state reads; MalformedValue otherwise."""
     match = _STATE.fullmatch(_text(raw))
     if match is None:
         raise MalformedValue(f"not a user state: {raw!r}")

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from common.redis_keys import BoardKeys
+from common.redis_scripts import lua_text, script_source
 
 # How many of the users a mover passed each rank move names (the "overtaken" pushes).
 DEFAULT_MAX_PASSED = 5
 
 
-def _source(name: str, preamble: str = "") -> str:
-    folder = resources.files("leaderboard_service") / "lua"
-    return (
-        preamble + (folder / "common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
-    )
+def _source(name: str, asc: bool, **constants: int) -> str:
+    """The script with the shared library of stored values and this service's entries.lua in
+    front (common.redis_scripts)."""
+    own = lua_text("leaderboard_service", "entries"), lua_text("leaderboard_service", name)
+    return script_source(*own, asc=asc, **constants)
 
 
 class Scripts:
@@ -37,15 +37,14 @@ class Scripts:
         self._max_passed = max_passed
         self.asc = asc
         self._other: Scripts | None = None
-        order = f"local ASC = {'true' if asc else 'false'}\n"
         self.apply: AsyncScript = redis.register_script(
-            _source("apply", f"{order}local MAX_PASSED = {int(max_passed)}\n")
+            _source("apply", asc, MAX_PASSED=max_passed)
         )
-        self.swap: AsyncScript = redis.register_script(_source("swap", order))
-        self.top: AsyncScript = redis.register_script(_source("top", order))
-        self.user_rank: AsyncScript = redis.register_script(_source("user_rank", order))
-        self.for_users: AsyncScript = redis.register_script(_source("for_users", order))
-        self.compare: AsyncScript = redis.register_script(_source("compare", order))
+        self.swap: AsyncScript = redis.register_script(_source("swap", asc))
+        self.top: AsyncScript = redis.register_script(_source("top", asc))
+        self.user_rank: AsyncScript = redis.register_script(_source("user_rank", asc))
+        self.for_users: AsyncScript = redis.register_script(_source("for_users", asc))
+        self.compare: AsyncScript = redis.register_script(_source("compare", asc))
 
     def of(self, keys: BoardKeys) -> Scripts:
         """The scripts for the keys' board (its sort order)."""

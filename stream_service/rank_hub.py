@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, replace
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -32,6 +31,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from redis.commands.core import AsyncScript
 
 from common.redis_keys import BoardKeys
+from common.redis_scripts import lua_text, script_source
 from common.redis_values import MalformedValue, Move, decode_moves
 from common.tiers import Tier, TierError, decode_copy, tier_of
 from scoreboard.stream.v1 import stream_service_pb2 as pb
@@ -71,8 +71,9 @@ _REASON_NAMES = {
 }
 
 
-def _script() -> str:
-    return (resources.files("stream_service") / "lua" / "ranks.lua").read_text()
+def _script(asc: bool) -> str:
+    """ranks.lua for a board of this sort order, with the shared library of stored values."""
+    return script_source(lua_text("stream_service", "ranks"), asc=asc)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,10 @@ class RankHub:
         self._keys = keys
         self._settings = settings
         self._probe_seconds = probe_seconds
-        self._script: AsyncScript = redis.register_script(_script())
+        # ranks.lua per sort order (the hub learns its board's with the tiers, see load_tiers).
+        self._scripts: dict[bool, AsyncScript] = {
+            asc: redis.register_script(_script(asc)) for asc in (False, True)
+        }
         self._watches: dict[str, set[RankWatch]] = {}
         self._closed = False
         self.subscribed = asyncio.Event()
@@ -192,6 +196,10 @@ class RankHub:
         # Ticker passes run and Redis commands they ran (for tests and the bench).
         self.ticks = 0
         self.ticker_commands = 0
+
+    @property
+    def _script(self) -> AsyncScript:
+        return self._scripts[self._asc]
 
     @property
     def board(self) -> str:

@@ -7,7 +7,8 @@
 -- competition rank, score, the nearest better score, and the users it passed (at most
 -- MAX_PASSED, the ones right below its new position, read with one bounded ZRANGE). Nothing
 -- else is enumerated. MAX_PASSED is set by leaderboard_service/scripts.py.
--- Stored values: as common/redis_values.py describes (their Python owner).
+-- Stored values: as common/redis_values.py describes (their Python owner), read and written
+-- with the shared library common/lua/redis_values.lua.
 -- KEYS: ranking, users, top, meta, ready, rebuild_lock, touched, stream[, rank_channel]
 -- ARGV: channel, now_us, group, n_events, then 7 per event
 --       (user, version, neg_total, reached_17, excluded, name, commit_us), then stream ids to ack.
@@ -52,7 +53,7 @@ for _ = 1, n do
   if not old or version > old[1] then
     local old_pos, old_rank = nil, 0
     if track and old and old[3] == '0' then
-      local old_member = old[2] .. ':' .. user
+      local old_member = member_of(old[2], user)
       local old_neg = redis.call('ZSCORE', ranking, old_member)
       if old_neg then
         old_pos = redis.call('ZRANK', ranking, old_member)
@@ -63,7 +64,7 @@ for _ = 1, n do
     if track then
       local new_rank, next_score, passed = 0, '', {}
       if excluded == '0' then
-        local pos = redis.call('ZRANK', ranking, reached .. ':' .. user)
+        local pos = redis.call('ZRANK', ranking, member_of(reached, user))
         new_rank = competition_rank(ranking, neg_total)
         next_score = next_better_score(ranking, new_rank)
         local last = old_pos
@@ -71,7 +72,7 @@ for _ = 1, n do
         last = math.min(last, pos + MAX_PASSED)
         if last > pos then
           for _, member in ipairs(redis.call('ZRANGE', ranking, pos + 1, last)) do
-            passed[#passed + 1] = string.sub(member, 19)
+            passed[#passed + 1] = user_of(member)
           end
         end
       end

@@ -1,5 +1,6 @@
 -- Chosen users' ranks (a friends list, a group) in one round trip.
--- Stored values: as common/redis_values.py describes (their Python owner).
+-- Stored values: as common/redis_values.py describes (their Python owner), read and written
+-- with the shared library common/lua/redis_values.lua.
 -- KEYS: ranking, users, ready   ARGV: user ids (distinct)
 -- Returns {0} when the ranking is not ready (ask PostgreSQL), else {1, ranked users, entries
 -- JSON [[rank, user, name, score, reached], ...]} with only the users that are ranked, in the
@@ -10,9 +11,9 @@ local entries = {}
 for _, user in ipairs(ARGV) do
   local state = read_state(users, user)
   if state and state[3] == '0' then
-    local neg = redis.call('ZSCORE', ranking, state[2] .. ':' .. user)
+    local neg = redis.call('ZSCORE', ranking, member_of(state[2], user))
     if neg then
-      local rank = redis.call('ZCOUNT', ranking, '-inf', '(' .. neg) + 1
+      local rank = competition_rank(ranking, neg)
       entries[#entries + 1] = {rank, user, state[4], score_of(neg), state[2]}
     end
   end

@@ -1,6 +1,7 @@
 -- Finish a rebuild: merge users changed while it ran (newer version wins), swap the rebuilt
 -- keys in, mark the ranking ready and publish the top 10 if it changed.
--- Stored values: as common/redis_values.py describes (their Python owner).
+-- Stored values: as common/redis_values.py describes (their Python owner), read and written
+-- with the shared library common/lua/redis_values.lua.
 -- KEYS: tmp_ranking, tmp_users, ranking, users, touched, top, meta, ready, rebuild_lock
 -- ARGV: lock token, channel, now_us, expected user count of the rebuilt keys
 -- Returns {ranked users, seq}; {-1, '0'} when the lock was lost, {-2, '0'} when the rebuilt
@@ -20,7 +21,7 @@ for _, user in ipairs(redis.call('SMEMBERS', touched)) do
     if not rebuilt or live[1] > rebuilt[1] then
       local neg = '0'
       if live[3] == '0' then
-        neg = redis.call('ZSCORE', ranking, live[2] .. ':' .. user)
+        neg = redis.call('ZSCORE', ranking, member_of(live[2], user))
       end
       -- A live state without its ranking member is inconsistent: keep the rebuilt one.
       if neg then

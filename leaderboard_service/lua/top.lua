@@ -1,5 +1,6 @@
 -- One page of the ranking in one round trip.
--- Stored values: as common/redis_values.py describes (their Python owner).
+-- Stored values: as common/redis_values.py describes (their Python owner), read and written
+-- with the shared library common/lua/redis_values.lua.
 -- KEYS: ranking, users, meta, ready   ARGV: offset, count
 -- Returns {0} when the ranking is not ready (ask PostgreSQL), else
 -- {1, entries JSON [[rank, user, name, score, reached], ...], ranked users, ts of the top 10}.

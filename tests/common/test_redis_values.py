@@ -1,12 +1,16 @@
 """The Redis value contract: leaderboard_service's real Lua scripts write, common/redis_values.py
-reads (and its Python writers produce the same bytes as the Lua)."""
+reads (and its Python writers produce the same bytes as the Lua). Both services' scripts read the
+values with the one shared Lua library (common/lua/redis_values.lua), so they report the same
+true totals and ranks on either sort order, and no script defines its own copy of it."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +25,12 @@ from common.redis_values import (
     Entry,
     MalformedValue,
     Member,
+    Moves,
     Top10,
     UserState,
     above,
     decode_entries,
+    decode_moves,
     decode_top10,
     encode_entries,
     encode_top10,
@@ -40,7 +46,12 @@ from common.redis_values import (
 from leaderboard_service.events import script_args
 from leaderboard_service.scripts import Scripts
 from scoreboard.events.v1 import events_pb2
+from stream_service.config import RankSettings
+from stream_service.rank_hub import RankHub
+from stream_service.ranks import RankState
 
+ROOT = Path(__file__).resolve().parents[2]
+LIBRARY = ROOT / "common" / "lua" / "redis_values.lua"
 NOW_US = 1_767_225_600_000_000  # the caller's clock: where a new sequence starts
 T0 = 1_767_225_000_000_000
 
@@ -114,6 +125,29 @@ async def _apply(redis: aioredis.Redis, keys: BoardKeys, changes: list[Change]) 
                     return message["data"]
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def _apply_with_moves(redis: aioredis.Redis, keys: BoardKeys, changes: list[Change]) -> Moves:
+    """Run apply.lua as the consumer does, one batch per change; return the rank moves it
+    published."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.rank_channel)
+    found = Moves(0, [])
+    try:
+        for change in changes:
+            await Scripts(redis).apply_events(
+                keys, [change.args(keys.asc)], now_us=NOW_US, group="contract"
+            )
+            async with asyncio.timeout(5):
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                    if message is not None:
+                        moves = decode_moves(message["data"])
+                        found = Moves(moves.ranked, [*found.moves, *moves.moves])
+                        break
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+    return found
 
 
 async def _stored(redis: aioredis.Redis, keys: BoardKeys) -> Top10 | None:
@@ -240,6 +274,69 @@ async def test_a_lower_is_better_period_ranks_lower_first_and_names_its_period(
         (slow.user_id, 90_000),
     ]
     assert ranking_score(80_000, asc=True) == 80_000 == -ranking_score(80_000)
+
+
+@pytest.mark.parametrize("asc", [False, True], ids=["desc", "asc"])
+async def test_both_services_scripts_read_the_true_totals_and_ranks(
+    board: tuple[aioredis.Redis, BoardKeys], asc: bool
+) -> None:
+    """apply.lua's rank moves, user_rank.lua (GetUserRank) and stream_service's ranks.lua (the
+    live rank) decode the ranking's scores with the shared library: the totals as PostgreSQL
+    holds them, best first on the board's order, on both orders."""
+    redis, default_keys = board
+    keys = Keys(default_keys.prefix).board("order", asc=asc)
+    await redis.set(keys.ready, "1")
+    best, middle, last = (80_000, 85_000, 90_000) if asc else (90_000, 85_000, 80_000)
+    first = Change(_user(1), best, 1, T0 + 10, T0 + 11, "First")
+    second = Change(_user(2), middle, 1, T0 + 20, T0 + 21, "Second")
+    third = Change(_user(3), last, 1, T0 + 30, T0 + 31, "Third")
+    tied = Change(_user(4), middle, 1, T0 + 40, T0 + 41, "Tied")
+
+    moves = await _apply_with_moves(redis, keys, [first, second, third, tied])
+
+    assert [(m.user_id, m.new_rank, m.score, m.next_score) for m in moves.moves] == [
+        (first.user_id, 1, best, None),
+        (second.user_id, 2, middle, best),
+        (third.user_id, 3, last, middle),
+        (tied.user_id, 2, middle, best),
+    ]
+    assert moves.moves[-1].passed == (third.user_id,)
+    expected = {
+        first.user_id: RankState(1, best, 4, None),
+        second.user_id: RankState(2, middle, 4, best),
+        tied.user_id: RankState(2, middle, 4, best),
+        third.user_id: RankState(4, last, 4, middle),
+        _user(9): RankState(0, 0, 4, None),  # no stored state: not ranked
+    }
+    hub = RankHub(redis, keys, RankSettings())
+    assert await hub.read(list(expected), cause="contract") == expected
+    scripts = Scripts(redis).of(keys)
+    for change in (first, second, third, tied):
+        reply = await scripts.user_rank(
+            keys=[keys.ranking, keys.users, keys.ready], args=[change.user_id, 0]
+        )
+        state = expected[change.user_id]
+        assert (int(reply[2]), int(reply[3])) == (state.rank, state.score)
+    members: Any = await redis.zrange(keys.ranking, 0, -1, withscores=True)
+    assert [total_of(s, asc) for _, s in members] == [best, middle, middle, last]
+
+
+def test_only_the_shared_library_defines_the_value_helpers() -> None:
+    """One Lua owner of the stored formats: the scripts of both services use
+    common/lua/redis_values.lua (prepended by common.redis_scripts) and define none of its
+    names themselves."""
+    names = set(re.findall(r"^local (?:function )?(\w+)", LIBRARY.read_text(), re.MULTILINE))
+    assert {"score_of", "parse_state", "read_state", "member_of", "user_of"} <= names
+    scripts = [
+        path
+        for package in ("leaderboard_service", "stream_service", "common")
+        for path in sorted((ROOT / package / "lua").glob("*.lua"))
+        if path != LIBRARY
+    ]
+    assert {p.parent.parent.name for p in scripts} == {"leaderboard_service", "stream_service"}
+    for path in scripts:
+        defined = set(re.findall(r"\blocal (?:function )?(\w+)", path.read_text()))
+        assert defined & names == set(), path.relative_to(ROOT)
 
 
 def test_a_snapshot_names_its_period_and_one_without_is_period_1() -> None:
