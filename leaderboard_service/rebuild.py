@@ -235,17 +235,12 @@ async def _rebuild_once(
 
 
 async def rebuild_when_free(
-    pool: Pool,
-    redis: aioredis.Redis,
-    scripts: Scripts,
-    keys: BoardKeys,
-    *,
-    before_swap: BeforeSwap | None = None,
+    pool: Pool, redis: aioredis.Redis, scripts: Scripts, keys: BoardKeys
 ) -> int:
     """Rebuild, or wait for another process's rebuild to finish. Returns the ranked users."""
     while True:
         try:
-            return await rebuild(pool, redis, scripts, keys, before_swap=before_swap)
+            return await rebuild(pool, redis, scripts, keys)
         except RebuildBusy:
             await asyncio.sleep(0.2)
             if await redis.exists(keys.ready) and not await redis.exists(keys.rebuild_lock):
