@@ -20,30 +20,48 @@ class AdminQueries:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
+    async def _newest_first(
+        self,
+        select: str,
+        params: tuple[object, ...],
+        *,
+        before: int | None,
+        limit: int,
+        id_column: str = "id",
+    ) -> list[tuple[object, ...]]:
+        """The rows of `select` (a SELECT ending in its WHERE conditions) with an id below
+        `before` (any id when None), newest first, at most `limit`: one keyset page."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                f"{select} AND (%s::bigint IS NULL OR {id_column} < %s)"
+                f" ORDER BY {id_column} DESC LIMIT %s",
+                (*params, before, before, limit),
+            )
+            return await cur.fetchall()
+
     async def ledger(
         self, board: str, user_id: str, *, before: int | None, limit: int
     ) -> list[pb.LedgerEntry]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT {ENTRY_COLUMNS} FROM user_actions e"
-                " WHERE e.user_id = %s AND e.board_id = %s AND (%s::bigint IS NULL OR e.id < %s)"
-                " ORDER BY e.id DESC LIMIT %s",
-                (user_id, board, before, before, limit),
-            )
-            return [entry_pb(row) for row in await cur.fetchall()]
+        rows = await self._newest_first(
+            f"SELECT {ENTRY_COLUMNS} FROM user_actions e WHERE e.user_id = %s AND e.board_id = %s",
+            (user_id, board),
+            before=before,
+            limit=limit,
+            id_column="e.id",
+        )
+        return [entry_pb(row) for row in rows]
 
     async def audit_log(
         self, *, actor: str, action: str, target: str, before: int | None, limit: int
     ) -> list[pb.AuditEntry]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id, actor, action, target, detail, request_id, created_at FROM audit_log"
-                " WHERE (%s = '' OR actor = %s) AND (%s = '' OR action = %s)"
-                " AND (%s = '' OR target = %s) AND (%s::bigint IS NULL OR id < %s)"
-                " ORDER BY id DESC LIMIT %s",
-                (actor, actor, action, action, target, target, before, before, limit),
-            )
-            rows = await cur.fetchall()
+        rows = await self._newest_first(
+            "SELECT id, actor, action, target, detail, request_id, created_at FROM audit_log"
+            " WHERE (%s = '' OR actor = %s) AND (%s = '' OR action = %s)"
+            " AND (%s = '' OR target = %s)",
+            (actor, actor, action, action, target, target),
+            before=before,
+            limit=limit,
+        )
         result = []
         for audit_id, who, what, target_, detail, request_id, created in rows:
             assert isinstance(created, datetime)
@@ -63,15 +81,14 @@ class AdminQueries:
     async def anomalies(
         self, *, user_id: str, include_reviewed: bool, before: int | None, limit: int
     ) -> list[pb.Anomaly]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id, board_id, user_id::text, kind, detail, ledger_entry_id, created_at,"
-                " reviewed_at FROM score_anomalies"
-                " WHERE (%s OR reviewed_at IS NULL) AND (%s = '' OR user_id::text = %s)"
-                " AND (%s::bigint IS NULL OR id < %s) ORDER BY id DESC LIMIT %s",
-                (include_reviewed, user_id, user_id, before, before, limit),
-            )
-            rows = await cur.fetchall()
+        rows = await self._newest_first(
+            "SELECT id, board_id, user_id::text, kind, detail, ledger_entry_id, created_at,"
+            " reviewed_at FROM score_anomalies"
+            " WHERE (%s OR reviewed_at IS NULL) AND (%s = '' OR user_id::text = %s)",
+            (include_reviewed, user_id, user_id),
+            before=before,
+            limit=limit,
+        )
         result = []
         for anomaly_id, board, user, kind, detail, entry_id, created, reviewed in rows:
             assert isinstance(created, datetime)
