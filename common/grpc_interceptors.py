@@ -91,21 +91,21 @@ class _Wrapping(grpc.aio.ServerInterceptor):
         self, method: str, handler: grpc.RpcMethodHandler[_Req, _Resp]
     ) -> grpc.RpcMethodHandler[_Req, _Resp]:
         # grpc.aio handlers are coroutines and async generators; the stubs describe sync ones.
+        make: Callable[..., grpc.RpcMethodHandler[_Req, _Resp]]
+        behavior: Unary | Streaming
         if handler.unary_unary is not None:
-            wrapped = self.wrap_unary(method, cast(Unary, handler.unary_unary))
-            return grpc.unary_unary_rpc_method_handler(
-                cast(Any, wrapped),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            streaming = self.wrap_stream(method, cast(Streaming, handler.unary_stream))
-            return grpc.unary_stream_rpc_method_handler(
-                cast(Any, streaming),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+            make = grpc.unary_unary_rpc_method_handler
+            behavior = self.wrap_unary(method, cast(Unary, handler.unary_unary))
+        elif handler.unary_stream is not None:
+            make = grpc.unary_stream_rpc_method_handler
+            behavior = self.wrap_stream(method, cast(Streaming, handler.unary_stream))
+        else:
+            return handler
+        return make(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
     def wrap_unary(self, method: str, behavior: Unary) -> Unary:
         raise NotImplementedError
