@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from prometheus_client import Counter
 
@@ -49,13 +49,7 @@ class Purger:
             try:
                 result = await self.purge_once()
                 if result.idempotency_keys or result.tickets:
-                    log.info(
-                        "purged",
-                        extra={
-                            "idempotency_keys": result.idempotency_keys,
-                            "tickets": result.tickets,
-                        },
-                    )
+                    log.info("purged", extra=asdict(result))
             except Exception as exc:  # a failed purge is retried at the next interval
                 log.warning("purge failed; will retry: %r", exc)
             await asyncio.sleep(self._settings.interval_seconds)
