@@ -121,7 +121,8 @@ def build_update(
         update.tier = state.tier.id
         update.tier_name = state.tier.name
     if state.rank > 1 and state.next_score is not None:
-        update.distance_to_next = max(0, state.next_score - state.score)
+        # The nearest better total is higher, or lower on a lower-is-better board.
+        update.distance_to_next = abs(state.next_score - state.score)
     if by is not None:
         update.overtaken_by.CopyFrom(pb.RankPlayer(user_id=by.user_id, username=by.username))
     if change_us:

@@ -36,6 +36,20 @@ def test_percentile_is_get_user_rank_s() -> None:
                 assert shown == leaderboard_percentile(rank, total, minimum)
 
 
+def test_the_distance_to_the_next_better_total_on_either_order() -> None:
+    """Points to the nearest better total: up on a higher-is-better board, down on an `asc` one
+    (where that total is lower); absent at rank 1."""
+    for state, distance in (
+        (RankState(3, 21, 9, next_score=28), 7),
+        (RankState(3, 28, 9, next_score=7), 21),
+        (RankState(2, 50, 9, next_score=50 + 1), 1),
+    ):
+        update = build_update("default", "u", state, pb.RANK_REASON_SELF, SETTINGS)
+        assert update.distance_to_next == distance
+    first = build_update("default", "u", RankState(1, 7, 9), pb.RANK_REASON_SELF, SETTINGS)
+    assert not first.HasField("distance_to_next")
+
+
 def test_thresholds_crossed() -> None:
     assert crossed(RankState(11, 0, 50), RankState(9, 0, 50), SETTINGS) == ["top10"]
     assert crossed(RankState(150, 0, 50), RankState(5, 0, 50), SETTINGS) == ["top10", "top100"]
