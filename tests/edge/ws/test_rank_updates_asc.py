@@ -80,13 +80,9 @@ async def _rank(api: Api, player: Player) -> dict[str, Any]:
 
 
 def _update(reason: str, score: int) -> Any:
-    def matches(message: dict[str, Any]) -> bool:
-        data = message["data"]
-        return bool(
-            message["type"] == "RANK_UPDATE" and data["reason"] == reason and data["score"] == score
-        )
-
-    return matches
+    """Matches the RANK_UPDATE of this reason and score."""
+    wanted = ("RANK_UPDATE", reason, score)
+    return lambda m: (m["type"], m["data"].get("reason"), m["data"].get("score")) == wanted
 
 
 def _seen(data: dict[str, Any]) -> tuple[Any, ...]:
