@@ -13,7 +13,6 @@ from urllib.parse import unquote
 
 import grpc
 import redis.asyncio as aioredis
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from auth_service.config import Settings
 from auth_service.issuer import TokenIssuer, hash_refresh_token, new_refresh_token
@@ -30,6 +29,7 @@ from common.auth.principal import (
 from common.auth.signing_keys import read_jwks
 from common.errors import Reason, ServiceError, invalid, not_found, unauthenticated, unavailable
 from common.ratelimit import Decision, SlidingWindowLimiter
+from common.timestamps import timestamp_pb
 from scoreboard.auth.v1 import auth_service_pb2 as pb
 from scoreboard.auth.v1 import auth_service_pb2_grpc
 
@@ -71,14 +71,12 @@ def _is_uuid(text: str) -> bool:
 
 
 def _user_pb(user: UserRow) -> pb.User:
-    created = Timestamp()
-    created.FromDatetime(user.created_at)
     return pb.User(
         user_id=user.user_id,
         username=user.username,
         display_name=user.display_name,
         role=user.role,
-        create_time=created,
+        create_time=timestamp_pb(user.created_at),
     )
 
 

@@ -26,6 +26,7 @@ from common.logs import request_id_var
 from common.redis_values import Entry
 from common.tiers import KINDS, Tier, TierError, encode, percent_tenths
 from common.tiers import decode as decode_tiers
+from common.timestamps import timestamp_pb, timestamp_pb_us
 from leaderboard_service import periods
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
@@ -42,11 +43,7 @@ _BoardWrite = Callable[[Conn, Board], Awaitable[dict[str, object]]]
 
 
 def _stamp(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(at)
-    return stamp
+    return None if at is None else timestamp_pb(at)
 
 
 def _time(stamp: Timestamp, present: bool) -> datetime | None:
@@ -58,14 +55,12 @@ def tier_pb(tier: Tier | None) -> leaderboard_pb2.Tier | None:
 
 
 def entry_pb(entry: Entry, tier: Tier | None = None) -> leaderboard_pb2.LeaderboardEntry:
-    stamp = Timestamp()
-    stamp.FromMicroseconds(entry.reached_us)
     return leaderboard_pb2.LeaderboardEntry(
         rank=entry.rank,
         user_id=entry.user_id,
         username=entry.username,
         score=entry.score,
-        reached_time=stamp,
+        reached_time=timestamp_pb_us(entry.reached_us),
         tier=tier_pb(tier),
     )
 

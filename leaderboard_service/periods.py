@@ -25,6 +25,7 @@ from common.boards import period_from_row as _period
 from common.db import Conn, Pool
 from common.redis_values import Entry
 from common.tiers import Tier, decode
+from common.timestamps import timestamp_pb
 from scoreboard.events.v1 import events_pb2
 
 log = logging.getLogger("scoreboard.periods")
@@ -141,10 +142,7 @@ class BoardState:
 
 
 def _timestamp(at: datetime | None) -> Timestamp:
-    stamp = Timestamp()
-    if at is not None:
-        stamp.FromDatetime(at)
-    return stamp
+    return Timestamp() if at is None else timestamp_pb(at)
 
 
 def _entry(row: tuple[object, ...]) -> Entry:

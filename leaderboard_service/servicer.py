@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import orjson
 import redis.asyncio as aioredis
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.auth.principal import (
     SCOPE_LEADERBOARD_READ,
@@ -25,6 +24,7 @@ from common.errors import Reason, invalid, not_found
 from common.redis_keys import BoardKeys, Keys
 from common.redis_values import Entry
 from common.tiers import Tier, percentile, tier_of
+from common.timestamps import timestamp_pb_us
 from leaderboard_service import periods
 from leaderboard_service.board_rpcs import BoardRpcs, entry_pb, tier_pb
 from leaderboard_service.pg_ranking import PgRanking
@@ -62,12 +62,6 @@ def _reader(principal: Principal) -> None:
     """Users read the board; services need leaderboard:read."""
     if principal.is_service:
         principal.require_scope(SCOPE_LEADERBOARD_READ)
-
-
-def _timestamp(micros: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
 
 
 def encode_page_token(board: str, offset: int) -> str:
@@ -126,7 +120,7 @@ def _listed_pb(item: Listed, tier: Tier | None) -> leaderboard_pb2.UserListEntry
         list_rank=item.list_rank,
         username=e.username,
         score=e.score,
-        reached_time=_timestamp(e.reached_us),
+        reached_time=timestamp_pb_us(e.reached_us),
         tier=tier_pb(tier),
     )
 
@@ -278,7 +272,7 @@ class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardSer
             entries=[entry_pb(e, t) for e, t in zip(page.entries, tiers, strict=True)],
             next_page_token=encode_page_token(keys.board, next_offset) if more else "",
             total_users=page.total_users,
-            update_time=_timestamp(page.update_us),
+            update_time=timestamp_pb_us(page.update_us),
             from_fallback=page.from_fallback,
             period=keys.period,
         )

@@ -19,8 +19,9 @@ from common.auth.principal import current_admin
 from common.config import DEFAULT_BOARD
 from common.errors import Reason, invalid, not_found
 from common.logs import request_id_var
+from common.timestamps import timestamp_pb
 from score_service.admin_queries import AdminQueries
-from score_service.admin_store import MAX_ADJUST, Act, AdminStore, UserRevocation, timestamp
+from score_service.admin_store import MAX_ADJUST, Act, AdminStore, UserRevocation
 from score_service.anomaly_store import AnomalyRecord, AnomalyStore
 from scoreboard.admin.v1 import admin_service_pb2 as pb
 from scoreboard.admin.v1 import admin_service_pb2_grpc
@@ -103,10 +104,10 @@ def _anomaly(record: AnomalyRecord) -> pb.Anomaly:
         kind=record.kind,
         detail_json=orjson.dumps(record.detail).decode(),
         ledger_entry_id=record.ledger_entry_id or 0,
-        create_time=timestamp(record.created_at),
+        create_time=timestamp_pb(record.created_at),
     )
     if record.reviewed_at is not None:
-        message.review_time.CopyFrom(timestamp(record.reviewed_at))
+        message.review_time.CopyFrom(timestamp_pb(record.reviewed_at))
     return message
 
 

@@ -8,7 +8,8 @@ from datetime import datetime
 import orjson
 
 from common.db import Pool
-from score_service.admin_store import ENTRY_COLUMNS, as_int, entry_pb, timestamp
+from common.timestamps import timestamp_pb
+from score_service.admin_store import ENTRY_COLUMNS, as_int, entry_pb
 from scoreboard.admin.v1 import admin_service_pb2 as pb
 
 
@@ -73,7 +74,7 @@ class AdminQueries:
                     target=str(target_ or ""),
                     detail_json=_json(detail),
                     request_id=str(request_id or ""),
-                    create_time=timestamp(created),
+                    create_time=timestamp_pb(created),
                 )
             )
         return result
@@ -99,9 +100,9 @@ class AdminQueries:
                 kind=str(kind),
                 detail_json=_json(detail),
                 ledger_entry_id=as_int(entry_id or 0),
-                create_time=timestamp(created),
+                create_time=timestamp_pb(created),
             )
             if isinstance(reviewed, datetime):
-                message.review_time.CopyFrom(timestamp(reviewed))
+                message.review_time.CopyFrom(timestamp_pb(reviewed))
             result.append(message)
         return result

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg import errors
 
 from common.audit import write_audit
@@ -25,6 +24,7 @@ from common.auth.denylist import USER_REVOCATION_SECONDS
 from common.boards import CURRENT_PERIOD_SQL
 from common.db import Conn, Pool
 from common.errors import Reason, not_found, precondition
+from common.timestamps import timestamp_pb
 from score_service import outbox
 from scoreboard.admin.v1 import admin_service_pb2 as pb
 from scoreboard.events.v1 import events_pb2
@@ -78,12 +78,6 @@ def as_int(value: object) -> int:
     return value
 
 
-def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def entry_pb(row: tuple[object, ...]) -> pb.LedgerEntry:
     (entry_id, board, user, kind, action, points, voids, voided_by) = row[:8]
     actor, path, request_id, reason, created = row[8:]
@@ -101,7 +95,7 @@ def entry_pb(row: tuple[object, ...]) -> pb.LedgerEntry:
         path=str(path),
         request_id=str(request_id or ""),
         reason=str(reason or ""),
-        create_time=timestamp(created),
+        create_time=timestamp_pb(created),
     )
 
 
@@ -375,8 +369,8 @@ async def _change(
         increment=points,
         version=version,
         ledger_entry_id=entry_id,
-        commit_time=timestamp(committed),
-        reached_time=timestamp(reached),
+        commit_time=timestamp_pb(committed),
+        reached_time=timestamp_pb(reached),
         excluded=excluded,
         period=period,
     )

@@ -7,9 +7,8 @@ path writes it; a payload without it belongs to the period the hub knows as curr
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from common.redis_values import MalformedValue, Top10, decode_top10
+from common.timestamps import timestamp_pb_us
 from scoreboard.leaderboard.v1 import leaderboard_pb2
 
 Version = tuple[int, int]
@@ -39,12 +38,10 @@ def from_json(
 
 
 def build(board: str, snapshot: Top10, period: int = 1) -> leaderboard_pb2.Top10Snapshot:
-    commit = Timestamp()
-    commit.FromMicroseconds(snapshot.ts_us)
     return leaderboard_pb2.Top10Snapshot(
         board_id=board,
         sequence=snapshot.seq,
-        commit_time=commit,
+        commit_time=timestamp_pb_us(snapshot.ts_us),
         period=period,
         entries=[
             leaderboard_pb2.LeaderboardEntry(
