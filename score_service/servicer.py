@@ -12,12 +12,7 @@ from typing import Any, Protocol
 import grpc
 from prometheus_client import Counter
 
-from common.auth.principal import (
-    SCOPE_SCORES_WRITE,
-    Principal,
-    current_admin,
-    current_principal,
-)
+from common.auth.principal import SCOPE_SCORES_WRITE, Principal, current_admin, current_principal
 from common.config import DEFAULT_BOARD
 from common.errors import Reason, ServiceError, forbidden, invalid
 from common.logs import request_id_var
