@@ -27,7 +27,6 @@ from common.errors import Reason, not_found, precondition
 from common.timestamps import timestamp_pb
 from score_service import outbox
 from scoreboard.admin.v1 import admin_service_pb2 as pb
-from scoreboard.events.v1 import events_pb2
 
 MAX_ADJUST = 1_000_000
 VOIDABLE = ("action", "adjust")
@@ -360,19 +359,18 @@ async def _change(
     assert updated is not None
     total, version, reached = as_int(updated[0]), as_int(updated[1]), updated[2]
     assert isinstance(reached, datetime)
-    event = events_pb2.ScoreUpdated(
-        event_id=f"{board}:{entry_id}",
-        board_id=board,
+    event = outbox.score_event(
+        board=board,
+        period=period,
         user_id=user_id,
         display_name=display_name,
+        ledger_id=entry_id,
         total=total,
         increment=points,
         version=version,
-        ledger_entry_id=entry_id,
-        commit_time=timestamp_pb(committed),
-        reached_time=timestamp_pb(reached),
+        committed=committed,
+        reached=reached,
         excluded=excluded,
-        period=period,
     )
     await outbox.append(conn, event)
     return entry_id, pb.ScoreState(board_id=board, total=total, version=version, excluded=excluded)

@@ -43,12 +43,12 @@ from datetime import date, datetime
 import grpc
 import orjson
 import psycopg
-from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
 from common.boards import Clock, system_clock
 from common.db import Conn, Pool
 from common.errors import Reason, ServiceError, invalid, not_found, precondition
+from common.timestamps import timestamp_pb
 from score_service import ledger_recovery as recovery
 from score_service import outbox
 from score_service.anomalies import Anomaly, Recent, detect
@@ -152,12 +152,6 @@ class _Accepted:
         return (write.target.board_id, write.target.period, self.completion.user_id)
 
 
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _response(
     board: str, rows: list[tuple[str, int, int, int, int, int, int]], committed: datetime
 ) -> pb.CompleteActionResponse:
@@ -170,7 +164,7 @@ def _response(
         rank=rank,
         message=COMPLETED_MESSAGE,
         version=version,
-        commit_time=_timestamp(committed),
+        commit_time=timestamp_pb(committed),
         ledger_entry_id=ledger_id,
         board_id=board,
         period=period,
@@ -622,21 +616,19 @@ class Ledger:
     @staticmethod
     def _event(item: _Accepted, write: _Write) -> events_pb2.ScoreUpdated:
         c = item.completion
-        board = write.target.board_id
         assert write.committed is not None and write.reached is not None
-        return events_pb2.ScoreUpdated(
-            event_id=f"{board}:{write.ledger_id}",
-            board_id=board,
+        return outbox.score_event(
+            board=write.target.board_id,
+            period=write.target.period,
             user_id=c.user_id,
             display_name=item.display_name,
+            ledger_id=write.ledger_id,
             total=write.total,
             increment=write.points,
             version=write.version,
+            committed=write.committed,
+            reached=write.reached,
             action_id=c.action_id,
-            ledger_entry_id=write.ledger_id,
-            commit_time=_timestamp(write.committed),
-            reached_time=_timestamp(write.reached),
-            period=write.target.period,
         )
 
     async def _read(

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from common.db import Conn
+from common.timestamps import timestamp_pb
 from scoreboard.events.v1 import events_pb2
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "boards_params",
     "decode",
     "encode",
+    "score_event",
 ]
 
 # The LISTEN/NOTIFY channel; a notification's payload is the board id.
@@ -105,6 +108,40 @@ def batch_params(board: str, events: Sequence[events_pb2.ScoreUpdated]) -> dict[
         "channel": CHANNEL,
         "notify": bool(events),
     }
+
+
+def score_event(
+    *,
+    board: str,
+    period: int,
+    user_id: str,
+    display_name: str,
+    ledger_id: int,
+    total: int,
+    increment: int,
+    version: int,
+    committed: datetime,
+    reached: datetime,
+    action_id: str = "",
+    excluded: bool = False,
+) -> events_pb2.ScoreUpdated:
+    """The event of one ledger entry: the row's new state. Its id, `<board>:<ledger entry id>`,
+    is what consumers deduplicate on."""
+    return events_pb2.ScoreUpdated(
+        event_id=f"{board}:{ledger_id}",
+        board_id=board,
+        user_id=user_id,
+        display_name=display_name,
+        total=total,
+        increment=increment,
+        version=version,
+        action_id=action_id,
+        ledger_entry_id=ledger_id,
+        commit_time=timestamp_pb(committed),
+        reached_time=timestamp_pb(reached),
+        excluded=excluded,
+        period=period,
+    )
 
 
 def boards_params(events: Sequence[events_pb2.ScoreUpdated]) -> dict[str, object]:
