@@ -23,21 +23,31 @@ class RawSocket:
         host, port_path = ws_url.removeprefix("ws://").split(":", 1)
         port, _, rest = port_path.partition("/")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if receive_buffer is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        reader, writer = await asyncio.open_connection(sock=sock)
+        try:
+            if receive_buffer is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+            reader, writer = await asyncio.open_connection(sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         key = base64.b64encode(secrets.token_bytes(16)).decode()
-        writer.write(
-            (
-                f"GET /{rest} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        status = await reader.readuntil(b"\r\n\r\n")
-        assert status.startswith(b"HTTP/1.1 101"), status
+        try:
+            writer.write(
+                (
+                    f"GET /{rest} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            status = await reader.readuntil(b"\r\n\r\n")
+            assert status.startswith(b"HTTP/1.1 101"), status
+        except BaseException:
+            # A refused or broken handshake closes the connection here: an unclosed socket or
+            # writer would be reported by the garbage collector in whichever later test it ran.
+            writer.close()
+            raise
         return cls(reader, writer)
 
     async def frame(self) -> tuple[int, bytes]:
