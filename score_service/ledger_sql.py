@@ -32,8 +32,9 @@ LOCK_SQL = (
     " ON s.board_id = t.board_id AND s.period = t.period AND s.user_id = t.user_id"
     " ORDER BY s.user_id, s.board_id, s.period FOR UPDATE OF s FOR SHARE OF u"
 )
-# Read in the same round trip as the lock (one pipeline): each statement takes its own snapshot, so the statements after the lock see every change committed
-# by the transactions it waited for. The clock, too, is read after the locks are held.
+# Read in the same round trip as the lock (one pipeline): each statement takes its own
+# snapshot, so the statements after the lock see every change committed by the transactions it
+# waited for. The clock, too, is read after the locks are held.
 CONTEXT_SQL = (
     f"SELECT t.now, t.today, a.* FROM"
     " (SELECT clock_timestamp() AS now, (now() AT TIME ZONE 'UTC')::date AS today) t"
