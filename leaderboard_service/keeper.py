@@ -22,16 +22,14 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
-import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 from redis.exceptions import ResponseError
 
-from common.db import Pool
 from common.lifecycle import raise_if_cancelling
-from common.redis_keys import BoardKeys, Keys
+from common.redis_keys import BoardKeys
 from leaderboard_service.rebuild import apply_states, rebuild_when_free, repair_users
 from leaderboard_service.reconcile import count_check, database_clock, sample_check, version_check
-from leaderboard_service.scripts import Scripts
+from leaderboard_service.stores import Stores
 
 log = logging.getLogger("scoreboard.keeper")
 DRIFT = Gauge(
@@ -60,22 +58,18 @@ def count_drift(in_redis: int, in_db: int, previous: int | None) -> str:
 class RankingKeeper:
     def __init__(
         self,
-        pool: Pool,
-        redis: aioredis.Redis,
-        scripts: Scripts,
-        keys: Keys,
-        boards: tuple[str, ...],
+        stores: Stores,
         *,
         check_seconds: float,
         grace_seconds: float = 5.0,
         period_of: Callable[[str], int] | None = None,
         keys_of: Callable[[str], BoardKeys] | None = None,
     ) -> None:
-        self._pool = pool
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keys
-        self._boards = list(boards)
+        self._pool = stores.pool
+        self._redis = stores.redis
+        self._scripts = stores.scripts
+        self._keys = stores.keys
+        self._boards = list(stores.boards)
         # The period open now on a board (its live ranking); 1 without a scheduler.
         self._period_of = period_of or (lambda _board: 1)
         # The live keys of a board (its period open now and its sort order), when known.

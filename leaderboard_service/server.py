@@ -17,6 +17,7 @@ from leaderboard_service.keeper import RankingKeeper
 from leaderboard_service.scheduler import BoardBook, PeriodScheduler
 from leaderboard_service.scripts import Scripts
 from leaderboard_service.servicer import LeaderboardServicer
+from leaderboard_service.stores import Stores
 from leaderboard_service.stream_metrics import sample_stream
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2, leaderboard_service_pb2_grpc
 
@@ -28,12 +29,9 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
     keys = Keys(settings.redis.key_prefix)
     scripts = Scripts(deps.redis, max_passed=settings.rank_max_passed)
     book = BoardBook(keys, settings.boards)
+    stores = Stores(deps.db, deps.redis, scripts, keys, settings.boards)
     keeper = RankingKeeper(
-        deps.db,
-        deps.redis,
-        scripts,
-        keys,
-        settings.boards,
+        stores,
         check_seconds=settings.consumer.check_seconds,
         grace_seconds=settings.consumer.check_grace_seconds,
         period_of=book.period,
@@ -72,11 +70,7 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
         fault=settings.before_period_event,
     )
     servicer = LeaderboardServicer(
-        deps.db,
-        deps.redis,
-        scripts,
-        keys,
-        settings.boards,
+        stores,
         percentile_min_players=settings.percentile_min_players,
         book=book,
         scheduler=scheduler,

@@ -19,9 +19,8 @@ from common.auth.principal import (
     current_admin,
     current_principal,
 )
-from common.db import Pool
 from common.errors import Reason, invalid, not_found
-from common.redis_keys import BoardKeys, Keys
+from common.redis_keys import BoardKeys
 from common.redis_values import Entry
 from common.tiers import Tier, percentile, tier_of
 from common.timestamps import timestamp_pb_us
@@ -39,7 +38,7 @@ from leaderboard_service.ranking import (
 )
 from leaderboard_service.rebuild import rebuild_when_free
 from leaderboard_service.reconcile import compare
-from leaderboard_service.scripts import Scripts
+from leaderboard_service.stores import Stores
 from scoreboard.leaderboard.v1 import leaderboard_pb2, leaderboard_service_pb2_grpc
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as pb
 
@@ -128,26 +127,22 @@ def _listed_pb(item: Listed, tier: Tier | None) -> leaderboard_pb2.UserListEntry
 class LeaderboardServicer(BoardRpcs, leaderboard_service_pb2_grpc.LeaderboardServiceServicer):
     def __init__(
         self,
-        pool: Pool,
-        redis: aioredis.Redis,
-        scripts: Scripts,
-        keys: Keys,
-        boards: tuple[str, ...],
+        stores: Stores,
         *,
         percentile_min_players: int = 100,
         book: BoardBook | None = None,
         scheduler: PeriodScheduler | None = None,
     ) -> None:
-        self._pool = pool
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keys
-        self._boards = boards
+        self._pool = stores.pool
+        self._redis = stores.redis
+        self._scripts = stores.scripts
+        self._keys = stores.keys
+        self._boards = stores.boards
         self._percentile_min_players = percentile_min_players
         self._book = book
         self._scheduler = scheduler
-        self._redis_ranking = RedisRanking(scripts)
-        self._pg_ranking = PgRanking(pool)
+        self._redis_ranking = RedisRanking(stores.scripts)
+        self._pg_ranking = PgRanking(stores.pool)
 
     def _board(self, requested: str, period: int = 0) -> BoardKeys:
         """The keys of the board (the default one when none is named) and period (the one open
