@@ -9,7 +9,7 @@ leaderboard_service when it freezes a period and published on the board's period
 (the score transaction in score_service.ledger, admin acts in score_service.admin_store) insert
 rows and NOTIFY CHANNEL with the board as payload, in their own transaction, so the
 notification is delivered only if the rows commit. The relay (score_service.relay) LISTENs on
-CHANNEL, claims rows with CLAIM_SQL and reads each one with decode().
+CHANNEL and takes rows with take().
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from scoreboard.events.v1 import events_pb2
 
 __all__ = [
     "CHANNEL",
-    "CLAIM_SQL",
     "INSERT_BOARDS_SQL",
     "INSERT_MANY_SQL",
     "NOTIFY_BOARDS_SQL",
@@ -32,6 +31,7 @@ __all__ = [
     "PERIOD_CLOSED",
     "PERIOD_STREAM_MAX_LENGTH",
     "SCORE",
+    "TAKE_SQL",
     "OutboxRow",
     "append",
     "batch_params",
@@ -39,6 +39,7 @@ __all__ = [
     "decode",
     "encode",
     "score_event",
+    "take",
 ]
 
 # The LISTEN/NOTIFY channel; a notification's payload is the board id.
@@ -62,10 +63,13 @@ INSERT_BOARDS_SQL = (
 )
 NOTIFY_BOARDS_SQL = "SELECT pg_notify(%(channel)s, b) FROM unnest(%(notify_boards)s::text[]) AS b"
 
-# The relay's claim: the oldest rows no other relay holds, locked until its transaction ends.
-# Its columns are what decode() reads.
-CLAIM_SQL = (
-    "SELECT id, board_id, payload, kind FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+# The relay's take: the oldest rows no other relay holds, deleted by its transaction (so they
+# leave the outbox only if it commits, after it published them). Its columns are what decode()
+# reads; RETURNING keeps no order, take() sorts them.
+TAKE_SQL = (
+    "WITH c AS (SELECT id FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+    " DELETE FROM outbox o USING c WHERE o.id = c.id"
+    " RETURNING o.id, o.board_id, o.payload, o.kind"
 )
 SCORE = "score"
 PERIOD_CLOSED = "period_closed"
@@ -92,11 +96,18 @@ def encode(event: events_pb2.ScoreUpdated) -> bytes:
 
 
 def decode(row: Sequence[object]) -> OutboxRow:
-    """A row as CLAIM_SQL returns it."""
+    """A row as TAKE_SQL returns it."""
     row_id, board_id, payload, kind = row
     assert isinstance(row_id, int), row_id
     assert isinstance(payload, bytes | bytearray | memoryview), type(payload)
     return OutboxRow(row_id, str(board_id), bytes(payload), str(kind))
+
+
+async def take(conn: Conn, limit: int) -> list[OutboxRow]:
+    """Up to `limit` of the oldest rows no other transaction holds, in id order, deleted by the
+    caller's transaction: they are gone only if it commits (a rollback puts them back)."""
+    cur = await conn.execute(TAKE_SQL, (limit,))
+    return sorted((decode(row) for row in await cur.fetchall()), key=lambda row: row.id)
 
 
 def batch_params(board: str, events: Sequence[events_pb2.ScoreUpdated]) -> dict[str, object]:

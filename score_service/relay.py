@@ -1,10 +1,11 @@
 """The outbox relay: moves committed score events from PostgreSQL to the Redis Stream.
 
-Each pass claims a batch of outbox rows with FOR UPDATE SKIP LOCKED (so several relays share the
-work without waiting on each other), XADDs them, deletes them and commits. A crash before the
-commit rolls the claim back and leaves the rows in place: they are published again (a crash
-after XADD publishes them twice), and consumers ignore the duplicates by version. Nothing is
-ever lost: a row leaves the outbox only in the transaction that follows its XADD.
+Each pass takes a batch of outbox rows (one statement: FOR UPDATE SKIP LOCKED, so several relays
+share the work without waiting on each other, and DELETE … RETURNING), XADDs them and commits. A
+crash before the commit rolls the delete back and leaves the rows in place: they are published
+again (a crash after XADD publishes them twice), and consumers ignore the duplicates by version.
+Nothing is ever lost: a row leaves the outbox only when the transaction that published it
+commits, after its XADD.
 
 The stream is never trimmed by length here (that would drop events no consumer has applied):
 the consumers trim what they have acknowledged, and while a board's stream holds
@@ -41,6 +42,10 @@ FAILURES = Counter("scoreboard_outbox_relay_failures_total", "Relay passes that 
 # Test hook, called with the stage: "claimed" (rows locked, nothing published yet) and
 # "published" (after XADD, before the delete commits).
 FaultHook = Callable[[str], Awaitable[None]]
+
+
+class _KeepRows(Exception):
+    """Raised inside a pass's transaction to roll its delete back (nothing was published)."""
 
 
 class OutboxRelay:
@@ -89,9 +94,14 @@ class OutboxRelay:
 
     async def drain_once(self) -> int:
         """Publish one batch; return how many rows it moved."""
+        try:
+            return await self._pass()
+        except _KeepRows:
+            return 0
+
+    async def _pass(self) -> int:
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(outbox.CLAIM_SQL, (self._settings.batch_size,))
-            rows = [outbox.decode(row) for row in await cur.fetchall()]
+            rows = await outbox.take(conn, self._settings.batch_size)
             if not rows:
                 BACKLOG.set(0)
                 return 0
@@ -100,7 +110,8 @@ class OutboxRelay:
             # Bounded, so a hung Redis cannot keep the rows (and a connection) locked.
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
                 if await self._full({row.board_id for row in rows}):
-                    return 0  # the rows stay in the outbox; the next sweep tries again
+                    # The rows stay in the outbox; the next sweep tries again.
+                    raise _KeepRows
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for row in rows:
                         board = self._keys.board(row.board_id)
@@ -116,7 +127,6 @@ class OutboxRelay:
                     await pipe.execute()
             if self._fault is not None:
                 await self._fault("published")
-            await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r.id for r in rows],))
         RELAYED.inc(len(rows))
         return len(rows)
 

@@ -93,10 +93,9 @@ async def _expected_events(pool: Pool) -> list[events_pb2.ScoreUpdated]:
 
 
 async def _claimed(pool: Pool) -> list[outbox.OutboxRow]:
-    """The outbox rows as the relay claims and decodes them (rolled back: nothing moves)."""
+    """The outbox rows as the relay takes and decodes them (rolled back: nothing moves)."""
     async with pool.connection() as conn, conn.transaction(force_rollback=True):
-        cur = await conn.execute(outbox.CLAIM_SQL, (1000,))
-        return [outbox.decode(row) for row in await cur.fetchall()]
+        return await outbox.take(conn, 1000)
 
 
 async def _write_everything(stack: Stack) -> tuple[list[str], list[int]]:
