@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import psycopg
@@ -42,6 +43,9 @@ FAILURES = Counter("scoreboard_outbox_relay_failures_total", "Relay passes that 
 # Test hook, called with the stage: "claimed" (rows locked, nothing published yet) and
 # "published" (after XADD, before the delete commits).
 FaultHook = Callable[[str], Awaitable[None]]
+
+# How long a board's stream length read by XLEN is trusted (plus what the relay added since).
+_LENGTH_FRESH_SECONDS = 1.0
 
 
 class _KeepRows(Exception):
@@ -66,6 +70,8 @@ class OutboxRelay:
         self._database_url = database_url
         self._fault = fault
         self._wake = asyncio.Event()
+        # Per board: (time.monotonic() of the last XLEN, that length + what was added since).
+        self._lengths: dict[str, tuple[float, int]] = {}
         # Set once the listener is subscribed (tests wait for it before relying on NOTIFY).
         self.listening = asyncio.Event()
 
@@ -109,7 +115,7 @@ class OutboxRelay:
                 await self._fault("claimed")
             # Bounded, so a hung Redis cannot keep the rows (and a connection) locked.
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
-                if await self._full({row.board_id for row in rows}):
+                if await self._full(rows):
                     # The rows stay in the outbox; the next sweep tries again.
                     raise _KeepRows
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -130,15 +136,38 @@ class OutboxRelay:
         RELAYED.inc(len(rows))
         return len(rows)
 
-    async def _full(self, boards: set[str]) -> bool:
+    async def _full(self, rows: list[outbox.OutboxRow]) -> bool:
         """True when a board's stream holds stream_max_length entries: its consumers are down
-        or far behind, and publishing more would only grow Redis's memory."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for board in sorted(boards):
-                pipe.xlen(self._keys.board(board).events)
-            lengths = await pipe.execute()
+        or far behind, and publishing more would only grow Redis's memory.
+
+        A board's length is asked (XLEN) at most once a second while it stays far below the
+        cap: in between, the last length read plus what this relay added since is an upper
+        bound as far as this relay goes (consumers only shorten the stream), so the pass saves
+        a round trip. Other replicas' relays can add up to a second of their events on top."""
         limit = self._settings.stream_max_length
-        full = [b for b, n in zip(sorted(boards), lengths, strict=True) if n >= limit]
+        now = time.monotonic()
+        adding: dict[str, int] = {}
+        for row in rows:
+            adding[row.board_id] = adding.get(row.board_id, 0) + 1
+        stale = [
+            b
+            for b in sorted(adding)
+            if (known := self._lengths.get(b)) is None
+            or now - known[0] >= _LENGTH_FRESH_SECONDS
+            or known[1] + adding[b] >= limit
+        ]
+        if stale:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for board in stale:
+                    pipe.xlen(self._keys.board(board).events)
+                lengths = await pipe.execute()
+            for board, length in zip(stale, lengths, strict=True):
+                self._lengths[board] = (now, int(length))
+        full = [b for b in stale if self._lengths[b][1] >= limit]
+        if not full:
+            for board, count in adding.items():
+                checked, length = self._lengths[board]
+                self._lengths[board] = (checked, length + count)
         if full:
             log.warning(
                 "event stream full (%d entries): events wait in the outbox until the"

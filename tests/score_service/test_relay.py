@@ -11,9 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+from redis.asyncio.client import Pipeline
+
 from common.config import DatabaseSettings, VerifierSettings
 from common.db import Pool, open_pool
 from common.redis_values import SEQ_FIELD
+from score_service import relay as relay_module
 from score_service.config import RelaySettings
 from score_service.relay import FaultHook, OutboxRelay
 from tests.conftest import StackFactory
@@ -327,3 +331,31 @@ async def test_actions_commit_while_redis_is_down_and_flow_when_it_is_back(
             await assert_stream_covers_ledger(stack.pool, events)
             await wait_ranking_caught_up(stack)
             await assert_ledger_invariants(stack.pool)
+
+
+async def test_the_stream_length_is_asked_once_a_second_far_below_the_cap(
+    stack_factory: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XLEN is a round trip per pass; far below the cap the relay trusts what it read and added
+    for a second, and still stops exactly at the cap (tests/leaderboard_service/test_trim.py)."""
+    # However slow this machine, the passes below fall within one freshness window.
+    monkeypatch.setattr(relay_module, "_LENGTH_FRESH_SECONDS", 3600.0)
+    asked: list[str] = []
+    xlen = Pipeline.xlen
+
+    def counting(self: Pipeline, name: str) -> Any:
+        asked.append(name)
+        return xlen(self, name)
+
+    monkeypatch.setattr(Pipeline, "xlen", counting)
+    async with stack_factory(score=NO_RELAY) as stack:
+        await commit_completions(stack, users=2, per_user=4)
+        async with relay_pool(stack, "relay-counted") as pool:
+            relay = new_relay(stack, pool, batch_size=1)
+            moved = 0
+            while (batch := await asyncio.wait_for(relay.drain_once(), BOUND)) > 0:
+                moved += batch
+        assert moved == 8
+        assert await stack.redis.xlen(stack.keys.board("default").events) == 8
+        # Eight passes: the first asked, the rest trusted it.
+        assert asked == [stack.keys.board("default").events]
