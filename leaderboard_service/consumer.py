@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -91,10 +92,14 @@ class EventConsumer:
         on_not_ready: Callable[[], None],
         fault: ApplyHook | None = None,
         repair: Repair | None = None,
+        asc: Callable[[], bool] | None = None,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
         self._keys = keys
+        # The board's sort order as known now: it may change until the board has scores, so
+        # it is read at every batch, not once at the start (else: keys.asc).
+        self._asc = asc
         self._settings = settings
         self._on_not_ready = on_not_ready
         self._fault = fault
@@ -310,6 +315,7 @@ class EventConsumer:
             await self._redis.xack(self._keys.events, self._settings.group, *gone)
             log.warning("pending entries no longer in the stream", extra={"count": len(gone)})
         present = [(i, f) for i, f in entries if f is not None]
+        board_keys = self._keys if self._asc is None else replace(self._keys, asc=self._asc())
         deliveries = await self._deliveries([i for i, _ in present]) if check_deliveries else {}
         valid: list[tuple[str, list[str]]] = []
         # The period of each valid entry's event (its keys: DESIGN decision 11).
@@ -327,7 +333,7 @@ class EventConsumer:
                 if event is None:
                     user = await self._dead_letter(entry_id, fields, f"malformed: {why}")
                 else:
-                    valid.append((entry_id, script_args(event, self._keys.asc)))
+                    valid.append((entry_id, script_args(event, board_keys.asc)))
                     periods[entry_id] = event.period or 1
             if user is not None:
                 dead_users.add(user)
@@ -337,7 +343,7 @@ class EventConsumer:
         for item in valid:
             groups.setdefault(periods[item[0]], []).append(item)
         for period, items in sorted(groups.items()):
-            await self._apply_all(items, self._keys.of_period(period))
+            await self._apply_all(items, board_keys.of_period(period))
 
     async def _apply_all(self, valid: list[tuple[str, list[str]]], keys: BoardKeys) -> None:
         """Apply the batch in one script; when the script refuses it, apply its events one by

@@ -49,6 +49,7 @@ async def build_server(settings: Settings, deps: Deps) -> RunningServer:
             on_not_ready=keeper.request_check,
             fault=settings.before_apply,
             repair=partial(keeper.repair_users, board),
+            asc=partial(book.asc, board),
         )
         tasks.append(asyncio.create_task(consumer.run()))
 

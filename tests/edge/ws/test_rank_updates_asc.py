@@ -53,10 +53,8 @@ async def _make_default_board_asc(stack: Stack) -> None:
         del board.tiers[:]
         board.tiers.extend(TIERS)
         await stub.UpdateBoard(lpb.UpdateBoardRequest(board=board), metadata=meta, timeout=30)
-    # The running consumer encodes scores by the order it read at its start: restart it, as an
-    # operator does after changing a board's order.
-    await stack.stop_service("leaderboard")
-    await stack.start_service("leaderboard")
+    # No restart: the running consumer reads the board's order at every batch (it may change
+    # until the board has scores).
     # The rank hub learns the order with the tiers' Redis copy.
     hub = stack.services["stream"].running.parts["rank_hubs"]["default"]
 
