@@ -64,11 +64,6 @@ class GroupCommitSettings:
     # The deadline of a completion whose caller set none, in seconds: past it, a completion
     # still queued is dropped unwritten, and an outage answers UNAVAILABLE before it.
     default_deadline_seconds: float = 10.0
-    # While a transaction is in flight, a further one starts only once the oldest waiting
-    # completion has waited this long (seconds) or a whole group is waiting: under load the
-    # waiting completions share one transaction instead of each opening its own. A completion
-    # that finds no transaction in flight starts one at once. 0: start one whenever a slot is free.
-    linger_seconds: float = 0.002
 
 
 @dataclass(frozen=True)
@@ -128,7 +123,6 @@ class Settings(ServiceSettings):
                 default_deadline_seconds=env.number(
                     "GROUP_COMMIT_DEADLINE_SECONDS", 10.0, minimum=0.1
                 ),
-                linger_seconds=env.number("GROUP_COMMIT_LINGER_MS", 2.0, minimum=0.0) / 1000,
             ),
             rank_timeout_seconds=env.number("RANK_TIMEOUT_SECONDS", 1.0, minimum=0.01),
             rank_fallback_seconds=env.number("RANK_FALLBACK_SECONDS", 0.25, minimum=0.001),

@@ -1,10 +1,7 @@
 """Group commit: completions that arrive while earlier ones are being written share the next
-transaction. A completion that finds no transaction in flight starts one at once, so a lone
-completion never waits. While one is in flight, a further transaction starts only when a whole
-group is waiting or the oldest waiting completion has waited `linger` (2 ms by default): under
-load the completions queued meanwhile share the next transaction (its round trips, its locks,
-its WAL flush) instead of each opening one of the `concurrency` slots; the linger bounds what
-a slow transaction can make the others wait.
+transaction. No timer: a group starts as soon as a transaction slot is free and takes whatever
+has queued (up to max_group), so a lone completion never waits and a busy process amortises its
+round trips over everyone waiting.
 
 The queue is bounded (queue_max, across boards): past it a completion is refused at once with
 UNAVAILABLE and a retry_after, instead of waiting behind an outage it cannot outlive. Each item
@@ -54,8 +51,6 @@ class _Waiting(Generic[T]):
     future: asyncio.Future[Outcome]
     # time.monotonic() after which the caller no longer waits; None: no limit.
     deadline: float | None
-    # time.monotonic() when it was queued.
-    queued_at: float
 
 
 def _expired() -> ServiceError:
@@ -75,8 +70,6 @@ class GroupCommit(Generic[T]):
         self._max = settings.max_group
         self._concurrency = settings.concurrency
         self._queue_max = settings.queue_max
-        self._linger = settings.linger_seconds
-        self._wakeup: asyncio.TimerHandle | None = None
         self._queues: dict[str, deque[_Waiting[T]]] = {}
         self._queued = 0
         self._running = 0
@@ -97,9 +90,7 @@ class GroupCommit(Generic[T]):
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         # A caller that stopped waiting never reads the outcome; mark it read.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._queues.setdefault(key, deque()).append(
-            _Waiting(key, item, future, deadline, time.monotonic())
-        )
+        self._queues.setdefault(key, deque()).append(_Waiting(key, item, future, deadline))
         self._queued += 1
         self._dispatch()
         return await asyncio.shield(future)
@@ -109,12 +100,6 @@ class GroupCommit(Generic[T]):
             queue = next((q for q in self._queues.values() if q), None)
             if queue is None:
                 return
-            if self._running and len(queue) < self._max:
-                waited = time.monotonic() - queue[0].queued_at
-                if waited < self._linger:
-                    # Joined by what arrives meanwhile, unless a transaction ends first.
-                    self._wake_in(self._linger - waited)
-                    return
             group = self._take(queue)
             if not group:
                 continue
@@ -122,14 +107,6 @@ class GroupCommit(Generic[T]):
             task = asyncio.create_task(self._execute(group))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    def _wake_in(self, seconds: float) -> None:
-        if self._wakeup is None:
-            self._wakeup = asyncio.get_running_loop().call_later(seconds, self._woken)
-
-    def _woken(self) -> None:
-        self._wakeup = None
-        self._dispatch()
 
     def _take(self, queue: deque[_Waiting[T]]) -> list[_Waiting[T]]:
         """The next group: up to max_group items in arrival order, without those whose

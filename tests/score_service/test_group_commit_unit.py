@@ -49,13 +49,8 @@ class Writer:
         return [self.answers.pop(i) if i in self.answers else _outcome(i) for i in items]
 
 
-def _commit(
-    writer: Writer, max_group: int = 64, concurrency: int = 1, linger: float = 0.002
-) -> GroupCommit[int]:
-    return GroupCommit(
-        writer,
-        GroupCommitSettings(max_group=max_group, concurrency=concurrency, linger_seconds=linger),
-    )
+def _commit(writer: Writer, max_group: int = 64, concurrency: int = 1) -> GroupCommit[int]:
+    return GroupCommit(writer, GroupCommitSettings(max_group=max_group, concurrency=concurrency))
 
 
 async def _queued(commit: GroupCommit[int], *items: int, key: str = "default") -> list[Any]:
@@ -106,52 +101,6 @@ async def test_at_most_concurrency_transactions_run_at_once() -> None:
     await asyncio.gather(*tasks)
     assert writer.most_in_flight == 2
     assert sorted(writer.groups) == [[1], [2], [3], [4]]
-
-
-async def test_a_free_slot_waits_the_linger_while_a_transaction_is_in_flight() -> None:
-    writer = Writer(hold=True)
-    commit = _commit(writer, concurrency=2, linger=0.2)
-    tasks = await _queued(commit, 1)
-    tasks += await _queued(commit, 2, 3)
-    # A slot is free, but 2 and 3 wait for more company while 1 is written.
-    assert writer.groups == [[1]]
-    await asyncio.sleep(0.3)
-    # The linger passed with 1 still in flight: they go together in the second slot.
-    assert writer.groups == [[1], [2, 3]]
-    assert writer.in_flight == 2
-    writer.release.set()
-    await asyncio.gather(*tasks)
-
-
-async def test_completions_queued_during_the_linger_join_the_group_when_a_slot_frees() -> None:
-    writer = Writer(hold=True)
-    commit = _commit(writer, concurrency=2, linger=10.0)
-    tasks = await _queued(commit, 1)
-    tasks += await _queued(commit, 2, 3, 4)
-    writer.release.set()
-    await asyncio.gather(*tasks)
-    # No second transaction was opened for 2, 3 and 4: they shared the one after 1.
-    assert writer.groups == [[1], [2, 3, 4]]
-    assert writer.most_in_flight == 1
-
-
-async def test_a_whole_group_waiting_starts_at_once_despite_the_linger() -> None:
-    writer = Writer(hold=True)
-    commit = _commit(writer, max_group=2, concurrency=2, linger=10.0)
-    tasks = await _queued(commit, 1, 2, 3)
-    assert writer.groups == [[1], [2, 3]]
-    writer.release.set()
-    await asyncio.gather(*tasks)
-
-
-async def test_without_a_linger_a_free_slot_starts_at_once() -> None:
-    writer = Writer(hold=True)
-    commit = _commit(writer, concurrency=2, linger=0.0)
-    tasks = await _queued(commit, 1)
-    tasks += await _queued(commit, 2)
-    assert writer.groups == [[1], [2]]
-    writer.release.set()
-    await asyncio.gather(*tasks)
 
 
 async def test_each_board_has_its_own_groups() -> None:
