@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from psycopg import AsyncClientCursor
+
 from common.boards import board_from_row
 from common.db import Conn
 from score_service.catalog import CatalogAction
@@ -44,17 +46,16 @@ class ActionStat:
 
 
 async def result_sets(
-    conn: Conn, statements: Sequence[str], params: Mapping[str, object]
+    conn: Conn, statements: str, params: Mapping[str, object]
 ) -> list[list[tuple[object, ...]]]:
-    """Run several statements in one round trip and return each one's rows, in order.
-
-    Pipelined, each statement is still its own statement (its own snapshot, so one that runs
-    after a lock sees what the transactions it waited for committed), but all are sent before
-    the first answer is read, and each is prepared on the connection after a few runs: the
-    server parses and plans it once, not at every transaction."""
-    async with conn.pipeline():
-        cursors = [await conn.execute(statement, params) for statement in statements]
-    return [list(await cur.fetchall()) for cur in cursors]
+    """Run several statements in one round trip (client-side parameters, so one query string
+    may hold them all) and return each one's rows."""
+    cur = AsyncClientCursor(conn)
+    await cur.execute(statements, params)
+    sets = [list(await cur.fetchall())]
+    while cur.nextset():
+        sets.append(list(await cur.fetchall()))
+    return sets
 
 
 # A score row: (board, period, user id).

@@ -14,11 +14,11 @@ from score_service.outbox import INSERT_BOARDS_SQL, NOTIFY_BOARDS_SQL
 # score row, as the ban does, while a close locks it FOR UPDATE before reading the scores: a
 # write into a period commits before its freeze or goes to the next period.
 BOARDS_SQL = (
-    "SELECT id, boards FROM actions WHERE board_id = %(board)s AND id = ANY(%(actions)s::text[])",
-    f"SELECT {BOARD_COLUMNS}, p.period FROM boards b LEFT JOIN LATERAL"
+    "SELECT id, boards FROM actions WHERE board_id = %(board)s AND id = ANY(%(actions)s::text[]);"
+    f" SELECT {BOARD_COLUMNS}, p.period FROM boards b LEFT JOIN LATERAL"
     f" ({CURRENT_PERIOD_SQL.replace('%(board)s', 'b.id')}) p ON true"
     " WHERE b.id = %(board)s OR b.id IN (SELECT unnest(boards) FROM actions"
-    " WHERE board_id = %(board)s AND id = ANY(%(actions)s::text[])) ORDER BY b.id",
+    " WHERE board_id = %(board)s AND id = ANY(%(actions)s::text[])) ORDER BY b.id"
 )
 # Lock order everywhere: the periods (above), the score rows in (user, board, period) order,
 # then the user row (FOR SHARE OF u: a completion waiting behind a ban re-reads users.banned once
@@ -32,9 +32,9 @@ LOCK_SQL = (
     " ON s.board_id = t.board_id AND s.period = t.period AND s.user_id = t.user_id"
     " ORDER BY s.user_id, s.board_id, s.period FOR UPDATE OF s FOR SHARE OF u"
 )
-# Read in the same round trip as the lock (one pipeline): each statement takes its own
-# snapshot, so the statements after the lock see every change committed by the transactions it
-# waited for. The clock, too, is read after the locks are held.
+# Read in the same round trip as the lock (one query string, client-side parameters): each
+# statement takes its own snapshot, so the statements after the lock see every change committed
+# by the transactions it waited for. The clock, too, is read after the locks are held.
 CONTEXT_SQL = (
     f"SELECT t.now, t.today, a.* FROM"
     " (SELECT clock_timestamp() AS now, (now() AT TIME ZONE 'UTC')::date AS today) t"
@@ -127,9 +127,9 @@ LANDED_SQL = (
     " WHERE a.completion_id = ANY(%s::uuid[]) ORDER BY a.id"
 )
 # Lock the users, then read the catalog, the clock and the counters: one round trip.
-LOCKED_READ_SQL = (LOCK_SQL, CONTEXT_SQL, STATS_SQL)
+LOCKED_READ_SQL = f"{LOCK_SQL}; {CONTEXT_SQL}; {STATS_SQL}"
 # StartAction's read: the catalog, the clock and the counters, nothing locked.
-START_READ_SQL = (CONTEXT_SQL, STATS_SQL)
+START_READ_SQL = f"{CONTEXT_SQL}; {STATS_SQL}"
 # A first completion creates the user's score row inside the transaction: the new row is locked
 # by it until commit, and a concurrent creator waits. Rows created for users whose completions
 # were all refused are removed again, so a refusal changes nothing.
