@@ -8,19 +8,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import orjson
 import pytest
 
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as lpb
-from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
 from stream_service.config import RankSettings
 from tests.conftest import StackFactory
 from tests.score_service.helpers import create_action
-from tests.support.clients import Api, Player, Viewer, metadata
-from tests.support.servers import wait_for
+from tests.support.boards import set_default_board_tiers
+from tests.support.clients import Api, Player, Viewer
 from tests.support.stack import Stack
-from tests.support.tokens import admin_token
 
 RANKS = RankSettings(tick_seconds=0.5, min_interval_seconds=0.0)
 GOLD = {"id": "gold", "name": "Gold"}
@@ -32,22 +29,6 @@ BRONZE = {"id": "bronze", "name": "Bronze"}
 async def stack(stack_factory: StackFactory) -> AsyncIterator[Stack]:
     async with stack_factory(stream={"rank": RANKS}) as stack:
         yield stack
-
-
-async def _set_tiers(stack: Stack, tiers: list[lpb.TierDefinition]) -> None:
-    async with grpc.aio.insecure_channel(stack.address("leaderboard")) as channel:
-        stub = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
-        meta = metadata(await admin_token(stack))
-        board = (await stub.GetBoard(lpb.GetBoardRequest(), metadata=meta, timeout=30)).board
-        del board.tiers[:]
-        board.tiers.extend(tiers)
-        await stub.UpdateBoard(lpb.UpdateBoardRequest(board=board), metadata=meta, timeout=30)
-    hub = stack.services["stream"].running.parts["rank_hubs"]["default"]
-
-    async def read() -> bool:
-        return [t.id for t in hub.tiers] == [t.tier_id for t in tiers]
-
-    await wait_for(read, timeout=10)
 
 
 async def _rank(api: Api, player: Player) -> dict[str, Any]:
@@ -82,7 +63,7 @@ async def test_rest_and_socket_give_the_tier(stack: Stack) -> None:
         await _complete(api, alice, action.action_id, 1)  # 7
         assert (await _rank(api, alice))["tier"] is None  # no tiers yet
 
-        await _set_tiers(
+        await set_default_board_tiers(
             stack,
             [
                 lpb.TierDefinition(tier_id="gold", name="Gold", top_rank=1),

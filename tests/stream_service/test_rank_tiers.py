@@ -9,20 +9,16 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import grpc
-
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as lpb
-from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from stream_service.config import RankSettings
 from tests.conftest import StackFactory
 from tests.score_service.helpers import create_action, score_client
 from tests.stream_service.rank_watcher import RankWatcher
-from tests.support.clients import metadata
+from tests.support.boards import set_default_board_tiers
 from tests.support.ranks import place_players
-from tests.support.servers import wait_for
 from tests.support.stack import Stack
-from tests.support.tokens import admin_token, register
+from tests.support.tokens import register
 
 RANKS = RankSettings(tick_seconds=0.3, min_interval_seconds=0.0, percentile_min_players=10**9)
 TIERS = [
@@ -30,23 +26,6 @@ TIERS = [
     lpb.TierDefinition(tier_id="silver", name="Silver", min_score=50),
     lpb.TierDefinition(tier_id="bronze", name="Bronze"),
 ]
-
-
-async def _set_tiers(stack: Stack, tiers: list[lpb.TierDefinition]) -> None:
-    async with grpc.aio.insecure_channel(stack.address("leaderboard")) as channel:
-        stub = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
-        meta = metadata(await admin_token(stack))
-        board = (await stub.GetBoard(lpb.GetBoardRequest(), metadata=meta, timeout=30)).board
-        del board.tiers[:]
-        board.tiers.extend(tiers)
-        await stub.UpdateBoard(lpb.UpdateBoardRequest(board=board), metadata=meta, timeout=30)
-    # The rank hub reads the Redis copy again within TIERS_SECONDS (or at its next ticker pass).
-    hub = stack.services["stream"].running.parts["rank_hubs"]["default"]
-
-    async def read() -> bool:
-        return [t.id for t in hub.tiers] == [t.tier_id for t in tiers]
-
-    await wait_for(read, timeout=10)
 
 
 async def _complete(stack: Stack, token: str, action_id: str) -> None:
@@ -60,7 +39,7 @@ def _tier(update: Any) -> tuple[str, str] | None:
 
 async def test_entering_a_tier_is_a_threshold(stack_factory: StackFactory) -> None:
     async with stack_factory(with_edge=False, stream={"rank": RANKS}) as stack:
-        await _set_tiers(stack, TIERS)
+        await set_default_board_tiers(stack, TIERS)
         await place_players(stack.redis, stack.keys.board("default"), [1000, 999, 998])
         small = await create_action(stack, base_points=10, daily_limit=10)
         step = await create_action(stack, base_points=45, daily_limit=10)
@@ -85,7 +64,7 @@ async def test_entering_a_tier_is_a_threshold(stack_factory: StackFactory) -> No
             assert "tier:silver" in gold.crossed and "tier:gold" in gold.crossed
 
             # A new definition: the ticker finds the changed tier without any score change.
-            await _set_tiers(
+            await set_default_board_tiers(
                 stack,
                 [lpb.TierDefinition(tier_id="champion", name="Champion", top_rank=1), *TIERS[1:]],
             )
@@ -95,7 +74,7 @@ async def test_entering_a_tier_is_a_threshold(stack_factory: StackFactory) -> No
             assert champion.tier_name == "Champion"
 
             # Tiers removed: the update says so (no tier) and names the tier left.
-            await _set_tiers(stack, [])
+            await set_default_board_tiers(stack, [])
             plain = await watcher.wait(lambda u: u.rank == 1 and not u.HasField("tier"))
             assert plain.reason == pb.RANK_REASON_THRESHOLD
             assert list(plain.crossed) == ["tier:champion"]

@@ -69,6 +69,26 @@ async def create_board(
     return info
 
 
+async def set_default_board_tiers(
+    stack: Stack, tiers: list[pb.TierDefinition], *, sort_order: str = ""
+) -> None:
+    """Replace the default board's tiers (and, given one, its sort order: only while it has no
+    scores) as an admin, and wait until the default board's rank hub in stream_service holds the
+    new tiers (it reads them, with the sort order, from their Redis copy)."""
+    board = (await _call(stack, "GetBoard", pb.GetBoardRequest())).board
+    if sort_order:
+        board.sort_order = sort_order
+    del board.tiers[:]
+    board.tiers.extend(tiers)
+    await _call(stack, "UpdateBoard", pb.UpdateBoardRequest(board=board))
+    hub = stack.services["stream"].running.parts["rank_hubs"]["default"]
+
+    async def read() -> bool:
+        return [t.id for t in hub.tiers] == [t.tier_id for t in tiers]
+
+    await wait_for(read, timeout=10)
+
+
 async def close_period(stack: Stack, board_id: str) -> pb.ClosePeriodResponse:
     """Close the board's open period now (admin), as `scoreboard boards close-period` does."""
     reply: pb.ClosePeriodResponse = await _call(

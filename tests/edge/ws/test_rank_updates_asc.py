@@ -10,21 +10,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import orjson
 import pytest
 
 from scoreboard.leaderboard.v1 import leaderboard_service_pb2 as lpb
-from scoreboard.leaderboard.v1 import leaderboard_service_pb2_grpc
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from stream_service.config import RankSettings
 from tests.conftest import StackFactory
 from tests.score_service.helpers import create_action
 from tests.stream_service.rank_watcher import RankWatcher
-from tests.support.clients import Api, Player, Viewer, metadata
+from tests.support.boards import set_default_board_tiers
+from tests.support.clients import Api, Player, Viewer
 from tests.support.servers import wait_for
 from tests.support.stack import Stack
-from tests.support.tokens import admin_token
 
 RANKS = RankSettings(tick_seconds=0.5, min_interval_seconds=0.0, percentile_min_players=1)
 TIERS = [
@@ -42,26 +40,6 @@ async def stack(stack_factory: StackFactory) -> AsyncIterator[Stack]:
         stream={"rank": RANKS}, leaderboard={"percentile_min_players": 1}
     ) as stack:
         yield stack
-
-
-async def _make_default_board_asc(stack: Stack) -> None:
-    async with grpc.aio.insecure_channel(stack.address("leaderboard")) as channel:
-        stub = leaderboard_service_pb2_grpc.LeaderboardServiceStub(channel)
-        meta = metadata(await admin_token(stack))
-        board = (await stub.GetBoard(lpb.GetBoardRequest(), metadata=meta, timeout=30)).board
-        board.sort_order = "asc"
-        del board.tiers[:]
-        board.tiers.extend(TIERS)
-        await stub.UpdateBoard(lpb.UpdateBoardRequest(board=board), metadata=meta, timeout=30)
-    # No restart: the running consumer reads the board's order at every batch (it may change
-    # until the board has scores).
-    # The rank hub learns the order with the tiers' Redis copy.
-    hub = stack.services["stream"].running.parts["rank_hubs"]["default"]
-
-    async def read() -> bool:
-        return [t.id for t in hub.tiers] == [t.tier_id for t in TIERS]
-
-    await wait_for(read, timeout=10)
 
 
 async def _complete(api: Api, player: Player, action_id: str, times: int) -> None:
@@ -93,7 +71,9 @@ def _watched(update: pb.RankUpdate) -> tuple[Any, ...]:
 
 
 async def test_a_lower_is_better_board_reports_true_totals_and_ranks(stack: Stack) -> None:
-    await _make_default_board_asc(stack)
+    # No restart: the running consumer reads the board's order at every batch (it may
+    # change until the board has scores).
+    await set_default_board_tiers(stack, TIERS, sort_order="asc")
     action = await create_action(stack, base_points=7, daily_limit=1000)
     async with Api(stack.edge_url) as api:
         alice = await api.register()
