@@ -1,20 +1,17 @@
-"""Flagged anomalies in PostgreSQL, read and reviewed by admins (AdminService.ReviewAnomaly
-calls review). The ledger records them in the score transaction."""
+"""Flagged anomalies in PostgreSQL, reviewed by admins (AdminService.ReviewAnomaly calls review;
+ListAnomalies reads them through score_service.admin_queries). The ledger records them in the
+score transaction."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from common.audit import write_audit
 from common.db import Conn, Pool
-from common.errors import Reason, invalid, not_found
+from common.errors import Reason, not_found
 
-MAX_PAGE_SIZE = 500
 _COLUMNS = "id, board_id, user_id::text, kind, detail, ledger_entry_id, created_at, reviewed_at"
 
 
@@ -30,72 +27,9 @@ class AnomalyRecord:
     reviewed_at: datetime | None
 
 
-def _encode_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"a{last_id}".encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        if not text.startswith("a"):
-            raise ValueError(text)
-        return int(text[1:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise invalid("page_token is not valid") from None
-
-
 class AnomalyStore:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
-
-    async def list_anomalies(
-        self,
-        board: str,
-        *,
-        user_id: str | None = None,
-        include_reviewed: bool = False,
-        page_size: int = 50,
-        page_token: str = "",
-    ) -> tuple[list[AnomalyRecord], str]:
-        """Newest first, one page; returns the records and the next page's token ('' at the end)."""
-        if not 0 <= page_size <= MAX_PAGE_SIZE:
-            raise invalid(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
-        size = page_size or 50
-        query = f"SELECT {_COLUMNS} FROM score_anomalies WHERE board_id = %s"
-        params: list[object] = [board]
-        if user_id is not None:
-            query += " AND user_id = %s"
-            params.append(user_id)
-        if not include_reviewed:
-            query += " AND reviewed_at IS NULL"
-        if page_token:
-            query += " AND id < %s"
-            params.append(_decode_token(page_token))
-        query += " ORDER BY id DESC LIMIT %s"
-        params.append(size + 1)
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(query, params)
-            rows = await cur.fetchall()
-        records = [_record(row) for row in rows[:size]]
-        next_token = _encode_token(records[-1].id) if len(rows) > size else ""
-        return records, next_token
-
-    async def mark_reviewed(
-        self, board: str, ids: Sequence[int], *, actor: str, request_id: str
-    ) -> int:
-        """Mark anomalies reviewed (audited); returns how many were open and are now reviewed."""
-        if not ids or len(ids) > MAX_PAGE_SIZE:
-            raise invalid(f"give between 1 and {MAX_PAGE_SIZE} anomaly ids")
-        async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "UPDATE score_anomalies SET reviewed_at = now() WHERE board_id = %s"
-                " AND id = ANY(%s) AND reviewed_at IS NULL RETURNING id",
-                (board, list(ids)),
-            )
-            changed = sorted(int(row[0]) for row in await cur.fetchall())  # type: ignore[call-overload]
-            if changed:
-                await _audit_review(conn, board, changed, actor=actor, request_id=request_id)
-        return len(changed)
 
     async def review(
         self, anomaly_id: int, *, actor: str, note: str, request_id: str

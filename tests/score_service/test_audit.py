@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from score_service.anomaly_store import AnomalyStore
 from score_service.config import AnomalySettings
+from scoreboard.admin.v1 import admin_service_pb2 as admin_pb
 from scoreboard.score.v1 import score_service_pb2 as pb
 from tests.conftest import StackFactory
 from tests.score_service.helpers import (
@@ -22,9 +24,9 @@ from tests.score_service.helpers import (
     score_client,
     set_active,
 )
-from tests.support.clients import Api
+from tests.support.clients import Api, admin_stub
 from tests.support.stack import Stack
-from tests.support.tokens import admin_token, game_token
+from tests.support.tokens import admin_metadata, admin_token, game_token
 
 
 async def _audit_of(stack: Stack, user_id: str) -> list[tuple[object, ...]]:
@@ -134,9 +136,12 @@ async def test_anomalies_are_flagged_not_refused(
         assert [r.new_score for r in replies] == [20, 25, 45, 65, 85]
         await assert_ledger_invariants(stack.pool)
 
-        records, next_token = await AnomalyStore(stack.pool).list_anomalies("default")
-        assert next_token == ""
-        by_entry = {(r.ledger_entry_id, r.kind): r for r in records}
+        async with admin_stub(stack) as admin:
+            listed = await admin.ListAnomalies(
+                admin_pb.ListAnomaliesRequest(), metadata=await admin_metadata(stack)
+            )
+        assert listed.next_page_token == ""
+        by_entry = {(r.ledger_entry_id, r.kind): r for r in listed.anomalies}
         entries = [r.ledger_entry_id for r in replies]
         assert set(by_entry) == {
             (entries[1], "fast_completion"),
@@ -147,11 +152,12 @@ async def test_anomalies_are_flagged_not_refused(
         }
         cap = by_entry[(entries[3], "daily_point_cap")]
         assert cap.user_id == user
-        assert cap.detail["points_today"] == 65 and cap.detail["cap"] == 50
-        across = by_entry[(entries[1], "fast_completion")]
-        assert across.detail["action_id"] == login.action_id
-        assert across.detail["previous_action_id"] == quest.action_id
-        assert 0 <= float(across.detail["gap_seconds"]) < 3600
+        detail = orjson.loads(cap.detail_json)
+        assert detail["points_today"] == 65 and detail["cap"] == 50
+        across = orjson.loads(by_entry[(entries[1], "fast_completion")].detail_json)
+        assert across["action_id"] == login.action_id
+        assert across["previous_action_id"] == quest.action_id
+        assert 0 <= float(across["gap_seconds"]) < 3600
 
         assert _counter("daily_point_cap") - cap_before == 1
         assert _counter("fast_completion") - fast_before == 4
@@ -171,37 +177,44 @@ async def test_anomaly_listing_pages_and_review(stack_factory: StackFactory) -> 
             for user in (first, second):
                 for _ in range(4):  # 3 fast completions each
                     await game.complete(action.action_id, user_id=user)
-        store = AnomalyStore(stack.pool)
-        seen: list[int] = []
-        token = ""
-        while True:
-            page, token = await store.list_anomalies("default", page_size=4, page_token=token)
-            seen.extend(r.id for r in page)
-            if not token:
-                break
-        assert len(seen) == 6 and seen == sorted(seen, reverse=True)
-        mine, _ = await store.list_anomalies("default", user_id=first)
-        assert len(mine) == 3 and {r.user_id for r in mine} == {first}
+        meta = await admin_metadata(stack)
+        async with admin_stub(stack) as admin:
 
-        reviewed = await store.mark_reviewed(
-            "default", [r.id for r in mine], actor="admin:test", request_id="review-1"
-        )
-        assert reviewed == 3
-        assert (
-            await store.mark_reviewed(
-                "default", [r.id for r in mine], actor="admin:test", request_id="review-2"
+            async def listed(**request: Any) -> admin_pb.ListAnomaliesResponse:
+                reply: admin_pb.ListAnomaliesResponse = await admin.ListAnomalies(
+                    admin_pb.ListAnomaliesRequest(**request), metadata=meta
+                )
+                return reply
+
+            seen: list[int] = []
+            token = ""
+            while True:
+                page = await listed(page_size=4, page_token=token)
+                seen.extend(r.anomaly_id for r in page.anomalies)
+                token = page.next_page_token
+                if not token:
+                    break
+            assert len(seen) == 6 and seen == sorted(seen, reverse=True)
+            mine = (await listed(user_id=first)).anomalies
+            assert len(mine) == 3 and {r.user_id for r in mine} == {first}
+
+            for record in mine:
+                await admin.ReviewAnomaly(
+                    admin_pb.ReviewAnomalyRequest(anomaly_id=record.anomaly_id), metadata=meta
+                )
+            # Reviewing again changes nothing and writes no audit row.
+            again = await admin.ReviewAnomaly(
+                admin_pb.ReviewAnomalyRequest(anomaly_id=mine[0].anomaly_id), metadata=meta
             )
-            == 0
-        )
-        still_open, _ = await store.list_anomalies("default")
-        assert {r.user_id for r in still_open} == {second}
-        everything, _ = await store.list_anomalies("default", include_reviewed=True)
-        assert len(everything) == 6
+            assert again.anomaly.HasField("review_time") and again.audit_id == 0
+            still_open = (await listed()).anomalies
+            assert {r.user_id for r in still_open} == {second}
+            assert len((await listed(include_reviewed=True)).anomalies) == 6
         async with stack.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT actor, action, request_id FROM audit_log WHERE action = 'anomaly.review'"
+                "SELECT count(*) FROM audit_log WHERE action = 'anomaly.review'"
             )
-            assert await cur.fetchall() == [("admin:test", "anomaly.review", "review-1")]
+            assert await cur.fetchone() == (3,)
 
 
 def _counter(kind: str) -> float:
