@@ -324,18 +324,23 @@
   // The board switcher (GET /api/boards), the countdown to the shown board's next reset, and
   // its last period's winners. A LEADERBOARD_UPDATE of a new period (a reset) reloads the
   // boards, so the countdown and the winners follow at once.
-  const boards = { list: [], shown: "default", period: null, timer: null, loading: null };
+  const boards = { list: [], shown: "default", period: null, timer: null, loading: null, again: false };
 
   function shownBoard() {
     return boards.list.find((b) => b.boardId === boards.shown) || null;
   }
 
   function loadBoards() {
-    if (boards.loading) return boards.loading;
+    // A load asked for while one is in flight runs again after it: the one in flight may have
+    // been answered before the reset that asked for this one.
+    if (boards.loading) { boards.again = true; return boards.loading; }
     boards.loading = send("/api/boards", { token: null })
       .then((list) => { boards.list = list; renderBoards(); })
       .catch(() => { /* the switcher stays as it was; the next reset or minute tries again */ })
-      .finally(() => { boards.loading = null; });
+      .finally(() => {
+        boards.loading = null;
+        if (boards.again) { boards.again = false; loadBoards(); }
+      });
     return boards.loading;
   }
 
@@ -394,7 +399,11 @@
   // Every shown snapshot: a new period of the shown board is a reset.
   function boardShown(board) {
     if (board.board && board.board !== boards.shown) return;
-    if (board.period && boards.period && board.period > boards.period) loadBoards();
+    // The period known so far: the last snapshot's, else the board list's (a snapshot may not
+    // have named one yet).
+    const shown = shownBoard();
+    const known = boards.period || (shown && shown.currentPeriod) || null;
+    if (board.period && known && board.period > known) loadBoards();
     boards.period = board.period || boards.period;
     renderCountdown();
   }
