@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.errors import invalid
+from common.timestamps import timestamp_pb
 from scoreboard.score.v1 import score_service_pb2 as pb
 
 ACTION_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -76,9 +76,7 @@ class CatalogAction:
             board_ids=list(self.boards),
         )
         if available_at is not None:
-            stamp = Timestamp()
-            stamp.FromDatetime(available_at)
-            message.available_time.CopyFrom(stamp)
+            message.available_time.CopyFrom(timestamp_pb(available_at))
         return message
 
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.db import Conn, Pool
 from common.errors import Reason, ServiceError, invalid, not_found, precondition
+from common.timestamps import timestamp_pb
 from score_service.ledger_rows import decode_context, decode_stats, result_sets
 from score_service.ledger_sql import START_READ_SQL
 from score_service.rules import check_completion
@@ -194,12 +194,6 @@ class TicketIssuer:
             )
         return pb.StartActionResponse(
             ticket=issued.ticket,
-            not_before_time=_timestamp(issued.not_before),
-            expire_time=_timestamp(issued.expires_at),
+            not_before_time=timestamp_pb(issued.not_before),
+            expire_time=timestamp_pb(issued.expires_at),
         )
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp

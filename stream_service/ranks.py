@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from common.tiers import Tier, percentile
+from common.timestamps import timestamp_pb_us
 from scoreboard.stream.v1 import stream_service_pb2 as pb
 from stream_service.config import RankSettings
 
@@ -126,7 +125,5 @@ def build_update(
     if by is not None:
         update.overtaken_by.CopyFrom(pb.RankPlayer(user_id=by.user_id, username=by.username))
     if change_us:
-        stamp = Timestamp()
-        stamp.FromMicroseconds(change_us)
-        update.change_time.CopyFrom(stamp)
+        update.change_time.CopyFrom(timestamp_pb_us(change_us))
     return update
